@@ -1,0 +1,1 @@
+"""The front ends: the ``mvk`` command line and the Streamlit app."""

@@ -1,0 +1,1 @@
+"""Unsupervised object segmentation from DINO spatio-temporal attention, and the indexing pipeline."""

@@ -1,0 +1,1 @@
+"""Marine Video Kit tooling: collection layout and catalog, PyAV decoding, synthetic collections, the KIS benchmark."""

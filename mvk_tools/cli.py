@@ -1,0 +1,17 @@
+"""``python -m mvk_tools``: collections, synthetic data, the known-item-search benchmark."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from search import clikit
+
+COMMANDS = (
+    "mvk_tools.commands.catalog",
+    "mvk_tools.commands.synth",
+    "mvk_tools.commands.kis",
+    "mvk_tools.commands.captions",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return clikit.main("python -m mvk_tools", "MVK collections, synthetic data and the KIS benchmark.", COMMANDS, argv)

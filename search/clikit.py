@@ -1,0 +1,56 @@
+"""Tiny shared plumbing for the command-line shells of every package.
+
+Each subcommand is a module with ``NAME``, ``HELP``, ``DESCRIPTION`` (optional),
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules import only
+argparse at module level so that ``--help`` stays instant; heavy imports (torch,
+faiss, open_clip) happen inside ``run``. This module lives in ``search`` because it
+is the one package every other package may import.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from search.errors import MvkError
+
+
+def build_parser(prog: str, description: str, command_modules: Sequence[str]) -> argparse.ArgumentParser:
+    """An argparse parser with one subcommand per command module."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in command_modules:
+        module = importlib.import_module(name)
+        p = sub.add_parser(module.NAME, help=module.HELP,
+                           description=getattr(module, "DESCRIPTION", module.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(prog: str, description: str, command_modules: Sequence[str], argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the chosen command, turn known errors into one clear line and exit code 2."""
+    parser = build_parser(prog, description, command_modules)
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except MvkError as exc:
+        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def add_model_weight_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--random-weights``: the flag every model-loading command takes (tests and benchmarks only)."""
+    parser.add_argument("--random-weights", action="store_true",
+                        help="initialise the real architectures randomly instead of loading pretrained weights "
+                             "(tests and speed benchmarks only: results are meaningless and are labelled so)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda[:N]")

@@ -1,0 +1,29 @@
+"""Errors that every layer raises and the shells turn into one clear message.
+
+They live in ``search`` because it is the package that every other may import.
+"""
+from __future__ import annotations
+
+
+class MvkError(Exception):
+    """Base class: an expected failure with a message fit to show a user as is."""
+
+
+class MissingWeightsError(MvkError):
+    """Pretrained weights are not available offline; the message says what to fetch and where to put it."""
+
+
+class ModelMismatchError(MvkError):
+    """An index was built with another model or preprocessing than the one asked for."""
+
+
+class IndexFormatError(MvkError):
+    """An index folder or one of its shard files is missing, corrupt or of another format."""
+
+
+class QueryError(MvkError):
+    """A query cannot be run as given (empty text, unknown site, bad filter, ...)."""
+
+
+class InputError(MvkError):
+    """A user-supplied file or folder is not what it should be (not a collection, bad CSV, ...)."""
