@@ -5,11 +5,33 @@ import argparse
 
 NAME = "app"
 HELP = "start the Streamlit app on an index and a collection"
+DESCRIPTION = """\
+Start the browser front end: search (text or an example image), the KIS benchmark, KIS query-collection
+sessions and index management. The app reads and serves only files inside --index and --collection.
+
+  mvk app --index IDX --collection COLLECTION            then open http://localhost:8501
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    from search.clikit import add_model_weight_arguments
+
+    parser.add_argument("--index", required=True, help="index folder (created empty if missing)")
+    parser.add_argument("--collection", default=None,
+                        help="the collection the index was built from: needed to play videos and to add or "
+                             "rebuild sites (default: none)")
+    parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 serves "
+                             "the network, with no authentication)")
+    parser.add_argument("--no-open", action="store_true", help="do not open a browser window (headless server)")
+    add_model_weight_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("mvk app is not built yet")
+    from app.launch import check_folders, run_streamlit, streamlit_command
+
+    index, collection = check_folders(args.index, args.collection)
+    cmd = streamlit_command(index, collection, port=args.port, host=args.host, headless=args.no_open,
+                            random_weights=args.random_weights, device=args.device)
+    return run_streamlit(cmd)

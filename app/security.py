@@ -1,0 +1,101 @@
+"""Which files the app may read or serve: only those inside the configured collection and index folders.
+
+Every path that comes from outside (a typed folder, a ``video_path`` read from an index table, the name of
+an uploaded file) goes through ``resolve_inside`` before anything opens it: symlinks are resolved first, so
+neither ``..`` nor a link can lead out of the allowed roots. Uploads are read into memory, checked for size
+and decoded in-process (PIL, pandas); they never touch the disk and nothing from them reaches a shell.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from search.errors import InputError
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024     # an uploaded query image
+MAX_CSV_BYTES = 20 * 1024 * 1024       # an uploaded query set
+MAX_IMAGE_PIXELS = 40_000_000          # decompression-bomb guard for uploaded images
+
+
+class PathNotAllowedError(InputError):
+    """A path points outside the folders the app was started on (or cannot be resolved)."""
+
+
+def resolve_inside(path: str | Path, roots: Iterable[str | Path], *, base: str | Path | None = None,
+                   must_exist: bool = True) -> Path:
+    """``path`` resolved (symlinks followed) if it lies inside one of ``roots``; PathNotAllowedError otherwise.
+
+    A relative ``path`` is taken relative to ``base`` (default: the first root). The check runs on the
+    fully resolved path, so ``a/../../etc`` and links that point out of the roots are both refused.
+    """
+    root_list = [Path(r).resolve() for r in roots]
+    if not root_list:
+        raise PathNotAllowedError("no folder is configured to read files from")
+    text = str(path)
+    if not text.strip() or "\x00" in text:
+        raise PathNotAllowedError(f"not a usable path: {text!r}")
+    candidate = Path(text).expanduser()
+    if not candidate.is_absolute():
+        candidate = Path(base).resolve() / candidate if base is not None else root_list[0] / candidate
+    try:
+        resolved = candidate.resolve(strict=must_exist)
+    except (OSError, RuntimeError) as exc:   # missing file, symlink loop
+        raise PathNotAllowedError(f"{text}: no such file or folder") from exc
+    if not any(resolved == root or resolved.is_relative_to(root) for root in root_list):
+        names = ", ".join(str(r) for r in root_list)
+        raise PathNotAllowedError(f"{text}: outside the folders this app may read ({names})")
+    return resolved
+
+
+def collection_file(collection: str | Path, relative: str | Path) -> Path:
+    """A file of the collection named by its path relative to the collection root (as index tables store it)."""
+    path = resolve_inside(relative, [collection], base=collection)
+    if not path.is_file():
+        raise PathNotAllowedError(f"{relative}: not a file")
+    return path
+
+
+def collection_folder(collection: str | Path, typed: str | Path) -> Path:
+    """A folder inside the collection, typed by a user (relative to the collection root, or absolute)."""
+    path = resolve_inside(typed, [collection], base=collection)
+    if not path.is_dir():
+        raise PathNotAllowedError(f"{typed}: not a folder")
+    return path
+
+
+def safe_name(name: str, *, suffix: str = "") -> str:
+    """A file name made of letters, digits, ``-``, ``_`` and ``.`` only (for files the app writes)."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(str(name)).name).strip("._")
+    if not cleaned:
+        raise InputError(f"not a usable file name: {name!r}")
+    if suffix and not cleaned.endswith(suffix):
+        cleaned += suffix
+    return cleaned
+
+
+def read_uploaded_image(data: bytes, name: str = "upload") -> np.ndarray:
+    """An uploaded image as (H, W, 3) uint8 RGB; InputError naming the file when it is too big or no image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InputError(f"{name}: image larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"{name}: image of {image.width}x{image.height} pixels is too large")
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{name}: not a readable image ({exc})") from exc
+
+
+def check_uploaded_csv(data: bytes, name: str = "upload") -> str:
+    """The text of an uploaded CSV (UTF-8); InputError naming the file when it is too big or not text."""
+    if len(data) > MAX_CSV_BYTES:
+        raise InputError(f"{name}: file larger than {MAX_CSV_BYTES // 2**20} MiB")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}: not a UTF-8 text file") from exc

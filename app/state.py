@@ -1,0 +1,191 @@
+"""The app's configuration, its cached resources (encoder, opened index) and its background jobs.
+
+Configuration comes from the arguments after ``--`` on the ``streamlit run`` line (what ``mvk app``
+passes), falling back to the environment (``MVK_INDEX``, ``MVK_COLLECTION``, ``MVK_RANDOM_WEIGHTS``,
+``MVK_DEVICE``, ``MVK_DEMO``), which is how tests configure it.
+
+The opened index is cached under a fingerprint of its manifests (mtime and size of ``manifest.json`` and
+every ``sites/*/manifest.json``): a shard swapped in by a rebuild changes the fingerprint, so the next run of
+a page opens the new index while the old object keeps serving whoever still holds it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+ENV_INDEX = "MVK_INDEX"
+ENV_COLLECTION = "MVK_COLLECTION"
+ENV_RANDOM_WEIGHTS = "MVK_RANDOM_WEIGHTS"
+ENV_DEVICE = "MVK_DEVICE"
+ENV_DEMO = "MVK_DEMO"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    index: Path                  # the index folder (may be empty: the Index page can build into it)
+    collection: Path | None      # the collection the index was built from (video playback, rebuilds)
+    random_weights: bool = False # explicit permission to build with random weights (labelled everywhere)
+    device: str = "cpu"
+    demo: bool = False
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """The folders the app may read from."""
+        return (self.index,) + ((self.collection,) if self.collection is not None else ())
+
+    @property
+    def querysets_dir(self) -> Path:
+        """Where KIS sessions save the queries people type."""
+        return self.index / "querysets"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def parse_config(argv: Sequence[str], environ: dict[str, str] | os._Environ) -> AppConfig:
+    """The configuration from script arguments, then the environment. ValueError when no index is named."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--index")
+    parser.add_argument("--collection")
+    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--device")
+    parser.add_argument("--demo", action="store_true")
+    args, _ = parser.parse_known_args(list(argv))
+    index = args.index or environ.get(ENV_INDEX)
+    if not index:
+        raise ValueError(f"no index folder: start the app with `mvk app --index DIR` (or set {ENV_INDEX})")
+    collection = args.collection or environ.get(ENV_COLLECTION) or None
+    return AppConfig(
+        index=Path(index).expanduser().resolve(),
+        collection=Path(collection).expanduser().resolve() if collection else None,
+        random_weights=args.random_weights or _truthy(environ.get(ENV_RANDOM_WEIGHTS)),
+        device=args.device or environ.get(ENV_DEVICE) or "cpu",
+        demo=args.demo or _truthy(environ.get(ENV_DEMO)),
+    )
+
+
+def index_fingerprint(root: Path) -> tuple:
+    """Changes whenever a shard is added, rebuilt or removed (stat of every manifest)."""
+    parts = []
+    for path in [root / "manifest.json", *sorted((root / "sites").glob("*/manifest.json"))]:
+        try:
+            st_ = path.stat()
+        except OSError:
+            continue
+        parts.append((str(path.relative_to(root)), st_.st_mtime_ns, st_.st_size))
+    return tuple(parts)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Opening the index…")
+def _open_index(root: str, fingerprint: tuple, device: str):
+    from search.store import open_index
+
+    return open_index(root, device=device)
+
+
+def open_index_cached(config: AppConfig):
+    """The opened index (cached until its manifests change). Raises search.errors.IndexFormatError."""
+    return _open_index(str(config.index), index_fingerprint(config.index), config.device)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the CLIP model…")
+def _load_encoder(model: str, pretrained: str | None, checkpoint: str | None, random_weights: bool, device: str):
+    from search.encoder import load_encoder
+
+    return load_encoder(model, pretrained, checkpoint=checkpoint, random_weights=random_weights, device=device)
+
+
+def encoder_identity(index) -> dict:
+    """The encoder identity an index was built with (its manifest's ``encoder`` entry)."""
+    manifest = index.manifest or {}
+    return dict(manifest.get("encoder") or {})
+
+
+def load_encoder_for(index, config: AppConfig):
+    """The encoder the index was built with, loaded once per process. An index built with random weights is
+    searched with the same random weights (the page shows a banner saying so); MissingWeightsError otherwise
+    when the pretrained weights are not available offline."""
+    ident = encoder_identity(index)
+    from search.encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED
+
+    return _load_encoder(ident.get("model", DEFAULT_MODEL), ident.get("pretrained", DEFAULT_PRETRAINED),
+                         ident.get("checkpoint"), bool(ident.get("random_weights", False)), config.device)
+
+
+# ---- background jobs (index rebuilds) ---------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One background task with the progress it reports; read by the Index page while it runs."""
+    name: str
+    started: float = field(default_factory=time.time)
+    done: int = 0
+    total: int = 0
+    message: str = "starting"
+    finished: bool = False
+    error: str = ""
+    result: object = None
+    log: list[str] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+    def update(self, done: int | None = None, total: int | None = None, message: str | None = None) -> None:
+        if done is not None:
+            self.done = int(done)
+        if total is not None:
+            self.total = int(total)
+        if message is not None:
+            self.message = str(message)
+            self.log.append(message)
+            del self.log[:-200]
+
+
+class JobRegistry:
+    """Process-wide: jobs outlive the browser session that started them (and are seen by every session)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.jobs: dict[str, Job] = {}
+
+    def running(self, name: str) -> bool:
+        job = self.jobs.get(name)
+        return job is not None and not job.finished
+
+    def start(self, name: str, work: Callable[[Job], object]) -> Job:
+        """Run ``work(job)`` in a daemon thread; refuses a second job of the same name while one runs."""
+        with self._lock:
+            if self.running(name):
+                raise RuntimeError(f"{name} is already running")
+            job = Job(name)
+
+            def target() -> None:
+                try:
+                    job.result = work(job)
+                except Exception as exc:  # reported on the page, the app goes on
+                    job.error = f"{type(exc).__name__}: {exc}"
+                    job.log.append(traceback.format_exc(limit=3))
+                finally:
+                    job.finished = True
+
+            job.thread = threading.Thread(target=target, name=f"mvk-job-{name}", daemon=True)
+            self.jobs[name] = job
+            job.thread.start()
+            return job
+
+
+@st.cache_resource
+def job_registry() -> JobRegistry:
+    return JobRegistry()

@@ -1,0 +1,158 @@
+"""What every page shares: the configuration, the opened index and encoder, banners, thumbnails with overlays."""
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Mapping
+
+import numpy as np
+import streamlit as st
+
+from app.state import AppConfig, load_encoder_for, open_index_cached, parse_config
+
+MASK_COLOUR = np.array([255, 196, 0], dtype=np.float32)   # amber: readable over blue-green water
+BOX_COLOUR = (255, 64, 64)
+
+
+def config() -> AppConfig:
+    """The app's configuration; stops the page with an explanation when it is missing."""
+    try:
+        return parse_config(sys.argv[1:], os.environ)
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def sidebar_header() -> None:
+    cfg = config()
+    with st.sidebar:
+        st.markdown("### 🐠 mvk · underwater video search")
+        st.caption(f"Index: `{cfg.index}`")
+        st.caption(f"Collection: `{cfg.collection}`" if cfg.collection else "Collection: none (no video playback)")
+
+
+def random_parts(manifest: Mapping) -> list[str]:
+    """Names of the manifest entries built with random weights (``random_weights: true`` anywhere inside)."""
+    found: list[str] = []
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, Mapping):
+            if node.get("random_weights") is True:
+                found.append(path or "index")
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, path)
+
+    walk(manifest or {}, "")
+    return sorted(set(found))
+
+
+def random_banner(index, cfg: AppConfig) -> None:
+    """The visible label of a smoke run: models with random weights give meaningless rankings."""
+    parts = random_parts(getattr(index, "manifest", {}) or {}) if index is not None else []
+    if parts or cfg.random_weights:
+        what = ", ".join(parts) if parts else "models"
+        st.warning(f"**Smoke run — random weights** ({what}). The models were initialised randomly, so the "
+                   "rankings below are meaningless: this checks that everything runs. Get the pretrained "
+                   "weights (see the README, *Model weights*) and rebuild the index for real results.",
+                   icon=":material/science:")
+
+
+def open_index(cfg: AppConfig, *, stop_when_empty: bool = True):
+    """The opened index or None; shows why on the page. Stops the page when there is nothing to search."""
+    from search.errors import MvkError
+
+    try:
+        index = open_index_cached(cfg)
+    except MvkError as exc:
+        st.info(f"No usable index in `{cfg.index}` yet ({exc}). Build a dive site on the **Index** page, "
+                "or start with `mvk demo`.", icon=":material/info:")
+        if stop_when_empty:
+            st.stop()
+        return None
+    for site, why in (index.errors or {}).items():
+        st.error(f"Shard **{site}** is skipped: {why}", icon=":material/error:")
+    if stop_when_empty and len(index.frames) == 0:
+        st.info("The index has no frames yet: add a dive site on the **Index** page.", icon=":material/info:")
+        st.stop()
+    return index
+
+
+def encoder(index, cfg: AppConfig):
+    """The encoder the index was built with (loaded once per process); stops the page with the reason when
+    its weights are missing."""
+    from search.errors import MvkError
+
+    try:
+        return load_encoder_for(index, cfg)
+    except MvkError as exc:
+        st.error(f"Cannot load the CLIP model: {exc}", icon=":material/error:")
+        st.stop()
+
+
+def fmt_time(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    minutes, rest = divmod(seconds, 60.0)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a bool mask (index arrays, no loops)."""
+    ys = np.minimum((np.arange(height) * mask.shape[0]) // height, mask.shape[0] - 1)
+    xs = np.minimum((np.arange(width) * mask.shape[1]) // width, mask.shape[1] - 1)
+    return mask[ys[:, None], xs[None, :]]
+
+
+def draw_object(image: np.ndarray, *, mode: str, mask_rle: str = "", box: tuple | None = None,
+                source_size: tuple[int, int] | None = None) -> np.ndarray:
+    """``image`` with the object's mask tinted and outlined (``mode="mask"``) or its box drawn (``"box"``).
+    ``box`` is in source-frame pixels, ``source_size`` (W, H) the source frame size."""
+    if mode not in ("mask", "box"):
+        return image
+    out = image.copy()
+    h, w = out.shape[:2]
+    if mode == "mask" and mask_rle:
+        from search import rle
+
+        mask = _resize_mask(rle.decode(mask_rle).astype(bool), h, w)
+        out[mask] = (0.45 * out[mask] + 0.55 * MASK_COLOUR).astype(np.uint8)
+        inner = mask.copy()
+        inner[1:, :] &= mask[:-1, :]
+        inner[:-1, :] &= mask[1:, :]
+        inner[:, 1:] &= mask[:, :-1]
+        inner[:, :-1] &= mask[:, 1:]
+        out[mask & ~inner] = MASK_COLOUR.astype(np.uint8)
+        return out
+    if box is not None and source_size and all(np.isfinite(v) for v in box):
+        from PIL import Image, ImageDraw
+
+        sx, sy = w / source_size[0], h / source_size[1]
+        x0, y0, x1, y1 = box
+        pil = Image.fromarray(out)
+        ImageDraw.Draw(pil).rectangle([x0 * sx, y0 * sy, max(x0 * sx, x1 * sx - 1), max(y0 * sy, y1 * sy - 1)],
+                                      outline=BOX_COLOUR, width=max(2, w // 120))
+        return np.asarray(pil)
+    return out
+
+
+def row_box(row) -> tuple | None:
+    """The best object's box of a result row, or None when the row has no object."""
+    values = [row.get(k) for k in ("x0", "y0", "x1", "y1")]
+    if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
+        return None
+    return tuple(float(v) for v in values)
+
+
+def has_object(row) -> bool:
+    rle_text = row.get("mask_rle")
+    return bool(isinstance(rle_text, str) and rle_text) or row_box(row) is not None

@@ -1,0 +1,127 @@
+"""Result grid (thumbnails with score, site, video, time) and the player of one result (video + object track)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app.ui import common
+
+COLUMNS = 5
+TRACK_STRIP = 8
+
+
+def frame_rows(index, gids) -> pd.DataFrame:
+    """Rows of ``index.frames`` for global frame ids, in the order given."""
+    frames = index.frames
+    gids = np.asarray(list(gids), dtype=np.int64)
+    if len(frames) and "gid" in frames and np.array_equal(frames["gid"].to_numpy()[: len(frames)],
+                                                          np.arange(len(frames))):
+        return frames.iloc[gids]
+    return frames.set_index("gid", drop=False).loc[gids]
+
+
+def thumbnail(frame: pd.Series, obj: dict, overlay: str) -> np.ndarray:
+    image = common.decode_jpeg(frame["thumbnail"])
+    return common.draw_object(image, mode=overlay, mask_rle=obj.get("mask_rle") or "", box=common.row_box(obj),
+                              source_size=(int(frame["width"]), int(frame["height"])))
+
+
+def _select(row: dict) -> None:
+    st.session_state["selected"] = row
+
+
+def _card(index, row: dict, frame: pd.Series, overlay: str) -> None:
+    with st.container(border=True):
+        st.image(thumbnail(frame, row, overlay), width="stretch")
+        st.markdown(f"**#{int(row['rank'])}** · score {float(row['score']):.3f}")
+        st.caption(f"{row['site']} · video {row['video_id']} · {common.fmt_time(row['time'])}")
+        st.button("▶ Play from here", key=f"play_{int(row['gid'])}", on_click=_select, args=(row,),
+                  width="stretch")
+
+
+def _cards(index, rows: pd.DataFrame, overlay: str) -> None:
+    frames = frame_rows(index, rows["gid"])
+    records = rows.to_dict("records")
+    for start in range(0, len(records), COLUMNS):
+        cols = st.columns(COLUMNS)
+        for col, row, (_, frame) in zip(cols, records[start:start + COLUMNS],
+                                        frames.iloc[start:start + COLUMNS].iterrows()):
+            with col:
+                _card(index, row, frame, overlay)
+
+
+def grid(index, found: pd.DataFrame, *, overlay: str, group_by_video: bool) -> None:
+    """The ranked frames as cards; with ``group_by_video`` one section per video, best video first."""
+    if not group_by_video:
+        _cards(index, found, overlay)
+        return
+    order = found.groupby(["site", "video_id"], sort=False)["rank"].min().sort_values()
+    for (site, video_id), best in order.items():
+        rows = found[(found["site"] == site) & (found["video_id"] == video_id)].sort_values("rank")
+        st.markdown(f"#### {site} · video {video_id}")
+        st.caption(f"best rank #{int(best)} · {len(rows)} matching frames")
+        _cards(index, rows, overlay)
+
+
+def player(index, cfg, row: dict, overlay: str) -> None:
+    """The chosen result: its video playing from that moment, the frame, and the object's track over time."""
+    from app.security import collection_file
+    from search.errors import MvkError
+
+    head, close = st.columns([8, 1], vertical_alignment="center")
+    head.subheader(f"{row['site']} · video {row['video_id']} · {common.fmt_time(row['time'])}")
+    close.button("Close", key="close_player", on_click=st.session_state.pop, args=("selected", None))
+    left, right = st.columns([3, 2])
+    with left:
+        if cfg.collection is None:
+            st.info("Start the app with `--collection` to play the videos.")
+        else:
+            try:
+                path = collection_file(cfg.collection, row["video_path"])
+                st.video(str(path), start_time=int(float(row["time"])), autoplay=True, muted=True)
+            except MvkError as exc:
+                st.error(f"Cannot play this video: {exc}")
+    frame = frame_rows(index, [row["gid"]]).iloc[0]
+    with right:
+        st.image(thumbnail(frame, row, overlay if overlay != "none" else "mask"), width="stretch",
+                 caption=f"score {float(row['score']):.3f} (frame {float(row.get('frame_score', np.nan)):.3f}, "
+                         f"object {float(row.get('object_score', np.nan)):.3f}) · frame {int(row['frame_index'])}")
+    track(index, row, overlay)
+
+
+def track_rows(index, row: dict) -> pd.DataFrame:
+    """The best object's rows along its video (time-ordered), joined with their frames."""
+    track_id = row.get("track_id")
+    if track_id is None or (isinstance(track_id, float) and np.isnan(track_id)) or int(track_id) < 0:
+        return pd.DataFrame()
+    frames = index.frames
+    video = frames[(frames["site"] == row["site"]) & (frames["video_id"] == row["video_id"])]
+    objects = index.objects
+    obj = objects[objects["frame_gid"].isin(video["gid"]) & (objects["track_id"] == int(track_id))]
+    joined = obj.merge(video[["gid", "time", "frame_index", "thumbnail", "width", "height"]],
+                       left_on="frame_gid", right_on="gid", how="inner")
+    return joined.sort_values("time").reset_index(drop=True)
+
+
+def track(index, row: dict, overlay: str) -> None:
+    rows = track_rows(index, row)
+    if rows.empty:
+        st.caption("This frame matched as a whole: no object track to show.")
+        return
+    st.markdown(f"**Object {int(row['track_id'])} over time** · seen in {len(rows)} sampled frames, "
+                f"{common.fmt_time(rows['time'].iloc[0])} – {common.fmt_time(rows['time'].iloc[-1])}")
+    chart = pd.DataFrame({
+        "time (s)": rows["time"],
+        "area (% of frame)": 100 * rows["area"],
+        "centre x (% of width)": 100 * (rows["x0"] + rows["x1"]) / 2 / rows["width"],
+        "centre y (% of height)": 100 * (rows["y0"] + rows["y1"]) / 2 / rows["height"],
+    }).set_index("time (s)")
+    st.line_chart(chart, height=180)
+    picks = np.unique(np.linspace(0, len(rows) - 1, min(TRACK_STRIP, len(rows))).round().astype(int))
+    cols = st.columns(TRACK_STRIP)
+    for col, i in zip(cols, picks):
+        r = rows.iloc[i]
+        with col:
+            st.image(thumbnail(r, r.to_dict(), overlay if overlay != "none" else "mask"), width="stretch",
+                     caption=common.fmt_time(r["time"]))
