@@ -1,9 +1,18 @@
 """PyAV decoding: stream sampled frames with exact indices and timestamps; fetch one frame by time.
 
 Memory stays bounded: frames are yielded one at a time, never a whole video.
+
+Conventions, the same in every function here:
+- a frame's ``index`` counts the frames the decoder outputs (presentation order), from 0;
+- a frame's ``time`` is its presentation timestamp in seconds, measured from the video stream's start
+  time, so the first frame is at (or very near) 0 and variable frame rate is handled exactly;
+- a frame whose timestamp lies within ``TIME_TOLERANCE`` (1 ms) before a sampling instant counts as at
+  it: containers round timestamps (MPEG-4 files store 1/15 s as 0.066655 s, for example).
 """
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from search.errors import MvkError
+
+TIME_TOLERANCE = 1e-3   # seconds
 
 
 class VideoError(MvkError):
@@ -35,9 +46,134 @@ class Frame:
     image: np.ndarray    # (H, W, 3) uint8 RGB
 
 
+def _av():
+    import av
+    return av
+
+
+def _open(path: str | Path):
+    """Open ``path`` and return (container, video stream) with decoder threads on; VideoError naming it otherwise."""
+    av = _av()
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a folder, not a video file")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: empty file (0 bytes)")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise VideoError(f"{path}: not a readable video ({_reason(exc)})") from None
+    if not container.streams.video:
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
+        container.close()
+        raise VideoError(f"{path}: not a readable video: no video stream (found {kinds})")
+    stream = container.streams.video[0]
+    if not stream.codec_context.width or not stream.codec_context.height:
+        container.close()
+        raise VideoError(f"{path}: video stream has no frame size")
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.split(": '")[0] if text else type(exc).__name__
+
+
+def _start(stream) -> int:
+    return stream.start_time if stream.start_time is not None else 0
+
+
+def _rate(stream) -> float:
+    """Average frame rate; the nominal rate when it agrees within 2 % (the average counts the last frame's span)."""
+    avg = float(stream.average_rate) if stream.average_rate else 0.0
+    guessed = float(stream.guessed_rate) if stream.guessed_rate else 0.0
+    if avg and guessed and abs(avg - guessed) <= 0.02 * guessed:
+        return guessed
+    return avg or guessed
+
+
+def _duration(container, stream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return 0.0
+
+
+def _info(path: Path, container, stream) -> VideoInfo:
+    fps = _rate(stream)
+    duration = _duration(container, stream)
+    frame_count = int(stream.frames) if stream.frames else int(round(duration * fps))
+    return VideoInfo(path=path, duration=duration, fps=fps, frame_count=frame_count,
+                     width=int(stream.codec_context.width), height=int(stream.codec_context.height),
+                     codec=stream.codec_context.name)
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Read a video's stream header. Raises VideoError naming the file if it is not a decodable video."""
-    raise NotImplementedError
+    path = Path(path).resolve()
+    container, stream = _open(path)
+    try:
+        info = _info(path, container, stream)
+    finally:
+        container.close()
+    if info.frame_count <= 0 or info.duration <= 0:
+        raise VideoError(f"{path}: video stream has no frames")
+    return info
+
+
+def output_size(width: int, height: int, size: tuple[int, int] | None = None,
+                max_side: int | None = None) -> tuple[int, int]:
+    """The (W, H) a frame of ``width`` x ``height`` is decoded to: ``size`` as given, or scaled so its
+    longer side is ``max_side`` (never enlarged, aspect kept), or unchanged."""
+    if size is not None and max_side is not None:
+        raise ValueError("give size or max_side, not both")
+    if size is not None:
+        w, h = int(size[0]), int(size[1])
+        if w < 1 or h < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        return w, h
+    if max_side is not None:
+        if max_side < 1:
+            raise ValueError(f"max_side must be positive, got {max_side}")
+        scale = min(1.0, max_side / max(width, height))
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    return width, height
+
+
+def _to_rgb(frame, size: tuple[int, int] | None, max_side: int | None) -> np.ndarray:
+    w, h = output_size(frame.width, frame.height, size, max_side)
+    if (w, h) == (frame.width, frame.height):
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+
+
+def _frame_time(frame, stream, start: int, previous: float | None, fps: float) -> float:
+    if frame.pts is not None:
+        return float((frame.pts - start) * stream.time_base)
+    return 0.0 if previous is None else previous + (1.0 / fps if fps else 0.0)
+
+
+def _decoded(path: Path, container, stream) -> Iterator[tuple[int, float, object]]:
+    """(index, time, av frame) for every frame; VideoError naming ``path`` when decoding breaks off."""
+    av = _av()
+    start, fps = _start(stream), _rate(stream)
+    index, time = -1, None
+    try:
+        for frame in container.decode(stream):
+            index += 1
+            time = _frame_time(frame, stream, start, time, fps)
+            yield index, time, frame
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoError(f"{path}: decoding stopped after {index + 1} frames ({_reason(exc)})") from None
+    expected = int(stream.frames or 0)
+    if index + 1 == 0:
+        raise VideoError(f"{path}: no frame could be decoded")
+    if expected and index + 1 < expected:
+        raise VideoError(f"{path}: truncated or damaged: decoded {index + 1} of {expected} frames")
 
 
 def iter_frames(path: str | Path, *, every_seconds: float | None = None, every_nth: int | None = None,
@@ -46,11 +182,117 @@ def iter_frames(path: str | Path, *, every_seconds: float | None = None, every_n
     """Yield sampled frames in order: one per ``every_seconds`` (first frame at or after each multiple),
     every ``every_nth`` frame, or exactly the frame ``indices`` given. At most one sampling mode;
     none means every frame. ``size`` (W, H) or ``max_side`` resizes on decode. Raises VideoError
-    naming the file on unreadable input; a truncated file yields what it can, then raises VideoError."""
-    raise NotImplementedError
+    naming the file on unreadable input; a truncated file yields what it can, then raises VideoError.
+
+    Every frame is decoded (that is what makes indices exact) but only the sampled ones are converted
+    to RGB. With ``indices`` decoding stops after the last wanted index; wanted indices past the end of
+    the video raise VideoError after the others are yielded."""
+    modes = sum(x is not None for x in (every_seconds, every_nth, indices))
+    if modes > 1:
+        raise ValueError("give at most one of every_seconds, every_nth, indices")
+    if every_seconds is not None and not every_seconds > 0:
+        raise ValueError(f"every_seconds must be > 0, got {every_seconds}")
+    if every_nth is not None and every_nth < 1:
+        raise ValueError(f"every_nth must be >= 1, got {every_nth}")
+    wanted: list[int] = []
+    if indices is not None:
+        wanted = sorted(set(int(i) for i in indices))
+        if wanted and wanted[0] < 0:
+            raise ValueError(f"frame indices must be >= 0, got {wanted[0]}")
+        if not wanted:
+            return
+    output_size(1, 1, size, max_side)  # validate before opening
+    path = Path(path).resolve()
+    container, stream = _open(path)
+    try:
+        yield from _sample(path, container, stream, every_seconds, every_nth, wanted, size, max_side)
+    finally:
+        container.close()
+
+
+def _sample(path: Path, container, stream, every_seconds: float | None, every_nth: int | None,
+            wanted: list[int], size: tuple[int, int] | None, max_side: int | None) -> Iterator[Frame]:
+    next_time = 0.0
+    position = 0          # into ``wanted``
+    last = -1
+    for index, time, frame in _decoded(path, container, stream):
+        last = index
+        if every_seconds is not None:
+            if time < next_time - TIME_TOLERANCE:
+                continue
+            next_time = (math.floor((time + TIME_TOLERANCE) / every_seconds) + 1) * every_seconds
+        elif every_nth is not None:
+            if index % every_nth:
+                continue
+        elif wanted:
+            if index != wanted[position]:
+                continue
+            position += 1
+        yield Frame(index=index, time=time, image=_to_rgb(frame, size, max_side))
+        if wanted and position == len(wanted):
+            return
+    if wanted and position < len(wanted):
+        missing = wanted[position:]
+        shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+        raise VideoError(f"{path}: frame indices {shown} are past the end (the video has {last + 1} frames)")
+
+
+def _index_of(path: Path, stream_pts: int) -> int:
+    """Index of the frame with timestamp ``stream_pts``: the number of packets presented before it, read
+    from packet timestamps only (no decoding). Reading stops once decode timestamps pass ``stream_pts``."""
+    container, stream = _open(path)
+    count = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.dts is not None and packet.dts > stream_pts:
+                break
+            if packet.pts is not None and packet.pts < stream_pts:
+                count += 1
+    finally:
+        container.close()
+    return count
 
 
 def read_frame_at(path: str | Path, time: float, *, size: tuple[int, int] | None = None,
                   max_side: int | None = None) -> Frame:
-    """The frame shown at ``time`` seconds, found by seeking to the preceding key frame (fast on long videos)."""
-    raise NotImplementedError
+    """The frame shown at ``time`` seconds, found by seeking to the preceding key frame (fast on long videos).
+
+    That is the last frame whose timestamp is at or before ``time`` (within TIME_TOLERANCE). Its index is
+    counted from packet timestamps (no decoding): round(time x rate) is wrong on real files that drop or
+    repeat a frame, and on variable frame rate.
+    Raises VideoError naming the file when ``time`` lies outside the video or decoding fails."""
+    if time < 0 or not math.isfinite(time):
+        raise ValueError(f"time must be a finite number >= 0, got {time}")
+    output_size(1, 1, size, max_side)
+    path = Path(path).resolve()
+    av = _av()
+    container, stream = _open(path)
+    try:
+        duration = _duration(container, stream)
+        if duration and time > duration + TIME_TOLERANCE:
+            raise VideoError(f"{path}: time {time:.3f} s is past the end of the video ({duration:.3f} s)")
+        start = _start(stream)
+        target = start + int(math.floor((time + TIME_TOLERANCE) / stream.time_base))
+        found = None
+        for offset in (target, start):  # a seek can land after the target on odd files: then decode from the start
+            try:
+                container.seek(offset, stream=stream, backward=True, any_frame=False)
+                found = None
+                for frame in container.decode(stream):
+                    if frame.pts is None:
+                        continue
+                    if frame.pts > target:
+                        break
+                    found = frame
+            except (av.FFmpegError, OSError) as exc:
+                if found is None:
+                    raise VideoError(f"{path}: cannot decode the frame at {time:.3f} s ({_reason(exc)})") from None
+            if found is not None:
+                break
+        if found is None:
+            raise VideoError(f"{path}: no frame at {time:.3f} s")
+        frame_time = float((found.pts - start) * stream.time_base)
+        index = _index_of(path, found.pts)
+        return Frame(index=index, time=frame_time, image=_to_rgb(found, size, max_side))
+    finally:
+        container.close()
