@@ -1,0 +1,171 @@
+"""Query sets: the tidy CSV round trip and the importers on files written in the MVK KIS format."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mvk_tools import querysets as qs
+
+
+def _vec(seed: int, dim: int = 4) -> str:
+    return "|".join(f"{v:.5f}" for v in np.random.default_rng(seed).normal(size=dim))
+
+
+def write_mvk_novice_clipcap(path: Path, rows: list[tuple[str, str, str]], dim: int = 4) -> Path:
+    """An MVK KIS file as published: ';'-separated with spaces after the separators, '|' vectors."""
+    lines = ["img; CLIP_img; ClipCap_text; CLIP_ClipCap; novice_text; CLIP_text"]
+    for i, (img, clipcap, novice) in enumerate(rows):
+        lines.append(f"{img}; {_vec(3 * i, dim)}; {clipcap}; {_vec(3 * i + 1, dim)}; {novice}; {_vec(3 * i + 2, dim)}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_mvk_expert(path: Path, rows: list[tuple[str, str]], dim: int = 4, sep: str = "; ") -> Path:
+    lines = [sep.join(["img", "text", "CLIP_text"])]
+    lines += [sep.join([img, text, _vec(100 + i, dim)]) for i, (img, text) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_parse_mvk_image_paths() -> None:
+    t = qs.parse_mvk_image_path("/data/MVK/information/selected_frames/Oahu_Jul2022/0001_00031.jpg")
+    assert (t.site, t.video, t.frame) == ("Oahu_Jul2022", "0001", 31)
+    t = qs.parse_mvk_image_path(r"C:\mvk\selected_frames\PhuQuoc1_Jun2022\0012_01500.jpg")
+    assert (t.site, t.video, t.frame) == ("PhuQuoc1_Jun2022", "0012", 1500)
+    t = qs.parse_mvk_image_path("selected_frames/Tulamben2_Jun2022_0016_00012.jpg")
+    assert (t.site, t.video, t.frame) == ("Tulamben2_Jun2022", "0016", 12)
+    for bad in ("0001_00031.jpg", "Oahu_Jul2022/frame.jpg", "Oahu_Jul2022/0001_abc.jpg", ""):
+        with pytest.raises(ValueError):
+            qs.parse_mvk_image_path(bad)
+
+
+def test_novice_clipcap_file_gives_two_queries_per_row(tmp_path: Path) -> None:
+    path = write_mvk_novice_clipcap(tmp_path / "kis_novice.csv", [
+        ("/mvk/selected_frames/Oahu_Jul2022/0001_00031.jpg", "underwater footage of a coral reef.",
+         "blurred underwater footage, maybe a coral reef"),
+        ("/mvk/selected_frames/Oahu_Jul2022/0002_00300.jpg", "a school of fish swimming.", "many yellow fish"),
+    ])
+    got = qs.read_queryset(path)
+    assert got.formats == {str(path): "mvk-novice-clipcap"}
+    assert got.issues == []
+    q = got.queries
+    assert list(q["query_type"]) == ["clipcap", "novice", "clipcap", "novice"]
+    assert list(q["query_id"])[:2] == ["clipcap:Oahu_Jul2022/0001_00031", "novice:Oahu_Jul2022/0001_00031"]
+    assert q["text"].iat[1] == "blurred underwater footage, maybe a coral reef"
+    assert list(q["target_frame"]) == [31, 31, 300, 300]
+    assert list(q["source_line"]) == [2, 2, 3, 3]
+    assert q["vector"].isna().all()   # vectors ignored unless asked for
+
+
+def test_file_vectors_parsed_when_asked(tmp_path: Path) -> None:
+    path = write_mvk_novice_clipcap(tmp_path / "k.csv", [("Oahu_Jul2022/0001_00031.jpg", "a reef", "reef")], dim=6)
+    q = qs.read_queryset(path, with_vectors=True).queries
+    assert [v.shape for v in q["vector"]] == [(6,), (6,)]
+    expected = np.array(_vec(1, 6).split("|"), dtype=np.float32)   # CLIP_ClipCap of row 0
+    np.testing.assert_allclose(q["vector"].iat[0], expected)
+
+
+def test_expert_file_and_duplicate_targets(tmp_path: Path) -> None:
+    path = write_mvk_expert(tmp_path / "expert.csv", [
+        ("Oahu_Jul2022/0001_00031.jpg", "blurry view of a sea bottom covered with brown stones"),
+        ("Oahu_Jul2022/0001_00031.jpg", "brown stones on the sea floor"),
+    ])
+    got = qs.read_queryset(path)
+    assert got.formats[str(path)] == "mvk-expert"
+    assert list(got.queries["query_id"]) == ["expert:Oahu_Jul2022/0001_00031", "expert:Oahu_Jul2022/0001_00031#2"]
+    assert set(got.queries["query_type"]) == {"expert"}
+
+
+def test_bad_rows_are_reported_with_file_and_line_and_valid_rows_kept(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        "img; CLIP_img; ClipCap_text; CLIP_ClipCap; novice_text; CLIP_text\n"
+        "Oahu_Jul2022/0001_00031.jpg; 1|2; a reef; 1|2; ; 1|2\n"            # empty novice text
+        "Oahu_Jul2022/nonsense.jpg; 1|2; a reef; 1|2; reef; 1|2\n"          # no frame in the name
+        "Oahu_Jul2022/0002_00010.jpg; 1|2; fish; 1|2\n"                     # too few fields
+        "\n"
+        "Oahu_Jul2022/0003_00010.jpg; 1|2; \"a diver; two fish\"; 1|2; diver; 1|2\n",  # quoted separator
+        encoding="utf-8")
+    got = qs.read_queryset(path)
+    lines = {(i.line, i.skipped) for i in got.issues}
+    assert lines == {(2, True), (3, True), (4, True)}
+    assert all(str(path) in str(i) for i in got.issues)
+    assert "empty novice_text" in str(got.issues[0])
+    assert list(got.queries["query_id"]) == ["clipcap:Oahu_Jul2022/0001_00031", "clipcap:Oahu_Jul2022/0003_00010",
+                                             "novice:Oahu_Jul2022/0003_00010"]
+    assert got.queries["text"].iat[1] == "a diver; two fish"
+    assert list(got.queries["source_line"]) == [2, 6, 6]
+
+
+def test_other_separator_is_detected_and_said(tmp_path: Path) -> None:
+    path = write_mvk_expert(tmp_path / "comma.csv", [("Oahu_Jul2022/0001_00031.jpg", "sand and rocks")], sep=",")
+    got = qs.read_queryset(path)
+    assert len(got.queries) == 1
+    assert len(got.issues) == 1 and not got.issues[0].skipped
+    assert "';'-separated" in got.issues[0].message and "','" in got.issues[0].message
+
+
+def test_missing_columns_name_the_file_and_what_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "nohead.csv"
+    path.write_text("img; CLIP_img; ClipCap_text\nOahu_Jul2022/0001_00031.jpg; 1|2; reef\n", encoding="utf-8")
+    with pytest.raises(qs.QuerySetError) as exc:
+        qs.read_queryset(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "line 1" in msg and "clip_clipcap" in msg and "novice_text" in msg
+    empty = tmp_path / "empty.csv"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(qs.QuerySetError, match="empty file"):
+        qs.read_queryset(empty)
+    with pytest.raises(qs.QuerySetError, match="no such file"):
+        qs.read_queryset(tmp_path / "absent.csv")
+
+
+def test_tidy_round_trip_and_row_checks(tmp_path: Path) -> None:
+    queries = qs.make_queries([
+        {"query_id": "q1", "query_type": "novice", "text": "a turtle", "target_site": "Oahu_Jul2022",
+         "target_video": "0001", "target_frame": 30, "target_time": None, "source": "hand-written"},
+        {"query_id": "q2", "query_type": "expert", "text": "sand, rocks", "target_site": "Oahu_Jul2022",
+         "target_video": "0002", "target_frame": None, "target_time": 2.5},
+    ])
+    path = qs.write_queryset(queries, tmp_path / "set.csv")
+    back = qs.read_queryset(path)
+    assert back.formats[str(path)] == "tidy" and back.issues == []
+    pd.testing.assert_frame_equal(back.queries[list(qs.QUERY_COLUMNS)], queries[list(qs.QUERY_COLUMNS)])
+    assert back.queries["source"].iat[0] == "hand-written"
+
+    with path.open("a", encoding="utf-8") as f:
+        f.write("q1,novice,again,Oahu_Jul2022,0001,31,,\n")        # line 4: duplicate id
+        f.write("q3,novice,,Oahu_Jul2022,0001,31,,\n")             # line 5: empty text
+        f.write("q4,novice,fish,Oahu_Jul2022,0001,,,\n")           # line 6: no target frame/time
+        f.write("q5,novice,fish,Oahu_Jul2022,0001,x,,\n")          # line 7: bad frame
+        f.write("q6,novice,fish,Oahu_Jul2022,0001,12,,\n")         # line 8: fine
+    again = qs.read_queryset(path)
+    assert [(i.line, i.skipped) for i in again.issues] == [(4, True), (5, True), (6, True), (7, True)]
+    assert "duplicate query_id 'q1' (first on line 2)" in str(again.issues[0])
+    assert list(again.queries["query_id"]) == ["q1", "q2", "q6"]
+
+
+def test_merge_reports_ids_repeated_across_files_and_bad_files(tmp_path: Path) -> None:
+    q = qs.make_queries([{"query_id": "q1", "query_type": "novice", "text": "reef", "target_site": "A",
+                          "target_video": "1", "target_frame": 3, "target_time": None}])
+    a = qs.write_queryset(q, tmp_path / "a.csv")
+    b = qs.write_queryset(q, tmp_path / "b.csv")
+    junk = tmp_path / "junk.csv"
+    junk.write_text("hello world\n1 2 3\n", encoding="utf-8")
+    merged, errors = qs.read_querysets([a, b, junk])
+    assert len(merged.queries) == 1
+    assert len(merged.issues) == 1 and str(b) in str(merged.issues[0]) and str(a) in str(merged.issues[0])
+    assert len(errors) == 1 and str(junk) in errors[0]
+
+
+def test_tidy_vectors_round_trip(tmp_path: Path) -> None:
+    q = qs.make_queries([{"query_id": "q1", "query_type": "novice", "text": "reef", "target_site": "A",
+                          "target_video": "1", "target_frame": 3, "target_time": None,
+                          "vector": np.array([0.5, -0.25, 1.0], np.float32)}])
+    path = qs.write_queryset(q, tmp_path / "v.csv", with_vectors=True)
+    back = qs.read_queryset(path, with_vectors=True).queries
+    np.testing.assert_allclose(back["vector"].iat[0], [0.5, -0.25, 1.0])
+    assert qs.read_queryset(path).queries["vector"].isna().all()
