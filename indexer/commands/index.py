@@ -2,14 +2,152 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from search.clikit import add_model_weight_arguments
 
 NAME = "index"
 HELP = "segment, embed and index the videos of a collection, one shard per dive site"
+DESCRIPTION = """\
+Segment, embed and index the videos of a collection, one FAISS shard per dive site.
+
+For every video: frames are sampled (one per --every seconds, or MVK's selected frames), cut into
+objects by clustering DINO attention, and every frame and object gets a CLIP vector. A site's shard is
+swapped in whole when all its videos are done, so searches keep working during a build.
+
+Resumable: a run stopped at any moment (Ctrl-C, a crash, a killed job) continues where it stopped when
+run again with the same arguments; finished videos are not recomputed and no row is duplicated. Sites
+whose shard already matches their video files are left untouched; a changed video is redone.
+--rebuild recomputes the chosen sites from scratch, aside: the old shard is served until the new one
+replaces it (rerun without --rebuild to resume an interrupted rebuild).
+
+Videos that cannot be read are listed at the end and recorded in the site's manifest; the other
+videos go on. Exit code 0 when the run completed (even if some videos failed), 1 when nothing could
+be indexed, 2 on a usage or model error.
+
+Example:
+  mvk index MVK --all --index idx
+  mvk index MVK --site Oahu_Jul2022 --index idx --objects crop --every 2
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("collection", metavar="COLLECTION",
+                        help="collection folder (MVK layout, a plain folder of videos, or flat VBS-style names)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--site", nargs="+", action="extend", metavar="S", dest="sites",
+                       help="index only these dive sites (repeatable)")
+    which.add_argument("--all", action="store_true", help="index every site (the default when no --site is given)")
+    parser.add_argument("--index", required=True, metavar="DIR", help="index folder (created if missing)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="recompute the chosen sites even when up to date; the old shards stay searchable "
+                             "until the new ones replace them")
+
+    sampling = parser.add_argument_group("sampling")
+    how = sampling.add_mutually_exclusive_group()
+    how.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
+                     help="sample one frame per SECONDS (default 1.0)")
+    how.add_argument("--selected-frames", action="store_true",
+                     help="use MVK's information/selected_frames/ (about one per second); videos without "
+                          "them fall back to --every")
+    sampling.add_argument("--max-side", type=int, default=512,
+                          help="decode frames at most this many pixels on the longest side (default 512; "
+                               "0: full size); boxes are stored in source pixels")
+
+    objects = parser.add_argument_group("objects and segmentation")
+    objects.add_argument("--objects", choices=("crop", "pool", "none"), default="pool",
+                         help="object vectors: pool = patch tokens of one CLIP pass per frame averaged inside "
+                              "each mask (default, cheap); crop = one CLIP pass per object on its masked box; "
+                              "none = frame vectors only, no segmentation")
+    objects.add_argument("--backbone", default=None,
+                         help="DINO backbone for segmentation (default dino-vits16)")
+    objects.add_argument("--checkpoint", default=None, metavar="FILE", help="local checkpoint file for the backbone")
+    objects.add_argument("--tau", type=float, default=None,
+                         help="clustering threshold (default 1.0: several objects; 1.6 merges the foreground)")
+    objects.add_argument("--key-stride", type=int, default=None, metavar="R",
+                         help="every R-th sampled frame is a key frame of the attention (default 10)")
+    objects.add_argument("--crop-margin", type=float, default=0.1,
+                         help="crop mode: margin around the object's box, times its longer side (default 0.1)")
+
+    clip = parser.add_argument_group("CLIP model")
+    clip.add_argument("--model", default=None, help="open_clip model name (default ViT-B-32)")
+    clip.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default openai)")
+    clip.add_argument("--clip-checkpoint", default=None, metavar="FILE", help="local open_clip checkpoint file")
+    clip.add_argument("--frame-fit", choices=("letterbox", "crop"), default="letterbox",
+                      help="how frames meet CLIP's square input: letterbox keeps the sides of 16:9 footage "
+                           "(default), crop takes the centre square")
+    clip.add_argument("--batch-size", type=int, default=16, help="frames per CLIP batch (default 16)")
+
+    store = parser.add_argument_group("index")
+    store.add_argument("--index-type", choices=("flat", "ivf-flat", "ivf-pq", "hnsw"), default="flat",
+                       help="FAISS index per shard: flat = exact inner product (default); the others are "
+                            "approximate, for big collections")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_weight_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("mvk index is not built yet")
+    from dataclasses import replace
+
+    from indexer.pipeline import IndexConfig, index_collection, load_models
+    from indexer.progress import Progress, TqdmProgress
+    from indexer.segment import SegmentParams
+    from mvk_tools.layout import discover
+    from search.errors import InputError
+
+    if args.every <= 0:
+        raise InputError(f"--every must be positive, got {args.every}")
+    params = SegmentParams()
+    if args.tau is not None:
+        params = replace(params, tau=args.tau)
+    if args.key_stride is not None:
+        params = replace(params, key_stride=args.key_stride)
+    config = IndexConfig(every_seconds=args.every, selected_frames=args.selected_frames, objects=args.objects,
+                         frame_fit=args.frame_fit, crop_margin=args.crop_margin, segment=params,
+                         index_type=args.index_type, batch_size=args.batch_size,
+                         decode_max_side=args.max_side or None)
+    catalog = discover(args.collection)
+    encoder, extractor = load_models(objects=args.objects, model=args.model, pretrained=args.pretrained,
+                                     clip_checkpoint=args.clip_checkpoint, backbone=args.backbone,
+                                     checkpoint=args.checkpoint, random_weights=args.random_weights,
+                                     device=args.device)
+    if args.random_weights:
+        print("note: --random-weights: models are randomly initialised; this index is for tests and "
+              "benchmarks only (its manifest says so)", file=sys.stderr)
+    progress = Progress() if args.no_progress else TqdmProgress()
+    result = index_collection(args.collection, args.index, encoder=encoder, extractor=extractor, config=config,
+                              sites=args.sites, rebuild=args.rebuild, catalog=catalog, progress=progress)
+    print(format_summary(result))
+    return 0 if result.ok else 1
+
+
+def format_summary(result: "object") -> str:
+    """The table printed at the end of a run: per site, stage throughput, errors, and what it means."""
+    from indexer.pipeline import STAGES, IndexResult
+    assert isinstance(result, IndexResult)
+    head = ("site", "status", "indexed", "resumed", "failed", "frames", "objects")
+    rows = []
+    for s in result.sites:
+        n = {k: sum(v.status == k for v in s.videos) for k in ("indexed", "resumed", "failed")}
+        rows.append((s.site, s.status, *(str(n[k]) for k in ("indexed", "resumed", "failed")),
+                     str(s.frames), str(s.objects)))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [line(head), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)]
+    if result.frames_computed:
+        fps = result.frames_per_second()
+        stages = ", ".join(f"{k} {result.seconds[k]:.1f}s ({fps[k]:.1f} f/s)" for k in STAGES if result.seconds[k] > 0)
+        out.append(f"\n{result.frames_computed} frames computed in {result.wall_seconds:.1f}s: {stages}")
+    errors = result.errors
+    if errors:
+        out.append(f"\n{len(errors)} error(s):")
+        out += [f"  {site}/{path}: {msg}" if path else f"  {site}: {msg}" for site, path, msg in errors]
+    if result.random_weights:
+        out.append("\nbuilt with RANDOM weights: vectors are meaningless (tests and benchmarks only)")
+    if not result.ok:
+        out.append("\nnothing could be indexed")
+    elif errors:
+        out.append(f"\nindex written to {result.root}; the run completed, but some videos failed (listed above)")
+    else:
+        out.append(f"\nindex written to {result.root}")
+    return "\n".join(out)
