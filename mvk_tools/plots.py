@@ -29,13 +29,15 @@ def rank_grid(n_frames: int, points: int = 60) -> np.ndarray:
 
 
 def rank_curve_data(per_query: pd.DataFrame, *, points: int = 60) -> pd.DataFrame:
-    """Share of targets found within rank k: columns query_type, fusion, k, share, n (ranked targets)."""
+    """Share of targets found within rank k: columns query_type, fusion, k, share, n (ranked targets).
+    k runs over a log-spaced grid of 1..n_frames plus every observed rank, so the steps are exact."""
     ranked = _ranked(per_query)
     n_frames = int(per_query["n_frames"].max()) if len(per_query) else 1
-    ks = rank_grid(n_frames, points)
+    grid = rank_grid(n_frames, points)
     parts = []
     for (qtype, fusion), g in ranked.groupby(["query_type", "fusion"], sort=True):
         ranks = np.sort(g["rank"].to_numpy())
+        ks = np.union1d(grid, ranks)      # exact steps at the ranks themselves
         share = np.searchsorted(ranks, ks, side="right") / len(ranks)
         parts.append(pd.DataFrame({"query_type": qtype, "fusion": fusion, "k": ks, "share": share, "n": len(ranks)}))
     if not parts:
