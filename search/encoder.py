@@ -4,21 +4,158 @@ encoding texts and images in batches into L2-normalised float32 vectors.
 Weights rule: pretrained tags are fetched on a machine with internet and read from the local cache
 after; offline without them ``load_encoder`` raises MissingWeightsError saying what to fetch and where.
 ``random_weights=True`` (tests and benchmarks only) initialises the real architecture randomly and
-``Encoder.identity()["random_weights"]`` says so, so everything built with it is labelled.
+``Encoder.identity()["random_weights"]`` says so, so everything built with it is labelled. Random
+initialisation is seeded, so two processes build the same random model (an index built with
+``--random-weights`` can be searched with ``--random-weights`` from another process).
 """
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+
+from search.errors import InputError, MissingWeightsError
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "openai"
 TEST_MODEL = "mvk-tiny-vit"   # a tiny ViT CLIP registered from search/model_configs/ for tests
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+RANDOM_SEED = 0
+
+# The keys of ``Encoder.identity()`` that decide whether two encoders share one embedding space.
+IDENTITY_KEYS = ("model", "pretrained", "checkpoint", "dim", "random_weights")
 
 Fit = Literal["letterbox", "crop"]
+FITS: tuple[str, ...] = ("letterbox", "crop")
+
+
+@functools.lru_cache(maxsize=1)
+def _register_model_configs() -> None:
+    """Make our own model configs (the tiny test model) known to open_clip, once per process."""
+    import open_clip
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+def _weights_source(model: str, pretrained: str) -> str:
+    """Where open_clip would fetch the weights of a pretrained tag from, in words."""
+    from open_clip.pretrained import get_pretrained_cfg
+    cfg = get_pretrained_cfg(model, pretrained)
+    if cfg.get("hf_hub"):
+        return f"the Hugging Face repo {cfg['hf_hub'].rstrip('/')} (cached under ~/.cache/huggingface)"
+    if cfg.get("url"):
+        return f"{cfg['url']} (cached under ~/.cache/clip)"
+    return "its hub"
+
+
+def _is_cached(model: str, pretrained: str) -> bool:
+    """Whether the weights of a pretrained tag are already in the local cache."""
+    from open_clip.pretrained import get_pretrained_cfg
+    cfg = get_pretrained_cfg(model, pretrained)
+    if cfg.get("file"):
+        return os.path.isfile(cfg["file"])
+    if cfg.get("hf_hub"):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return False
+        repo, filename = os.path.split(cfg["hf_hub"])   # "org/name/file" or "org/name/" (default file names)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        return any(isinstance(try_to_load_from_cache(repo, n), str) for n in names)
+    if cfg.get("url"):
+        return os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"])))
+    return False
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """A quick check that avoids the hub client's long retry loop when the machine is offline."""
+    import socket
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _missing_weights(model: str, pretrained: str, exc: BaseException) -> MissingWeightsError:
+    return MissingWeightsError(
+        f"pretrained weights for open_clip model {model!r} tag {pretrained!r} are not available offline: "
+        f"they come from {_weights_source(model, pretrained)}. Run the same command once on a machine with "
+        f"internet to cache them (then copy the cache folder here), or copy the checkpoint file here and pass "
+        f"--checkpoint FILE; --random-weights is for tests and speed benchmarks only. ({type(exc).__name__}: "
+        f"{str(exc)[:200]})")
+
+
+def create_open_clip(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, *,
+                     checkpoint: str | Path | None = None, random_weights: bool = False,
+                     device: str = "cpu") -> tuple[Any, Any, Any]:
+    """(model, preprocess, tokenizer) of an open_clip model in eval mode on ``device``, with the weights
+    rule of this module: a pretrained tag, a local ``checkpoint`` file, or explicitly random weights.
+    Raises MissingWeightsError when the weights (or the tokenizer files) are not available offline."""
+    import open_clip
+    import torch
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    _register_model_configs()
+    if open_clip.get_model_config(model) is None and not model.startswith(("hf-hub:", "local-dir:")):
+        raise InputError(f"unknown open_clip model {model!r}; known models include: "
+                         f"{', '.join(open_clip.list_models()[:40])}, ...")
+    if random_weights:
+        weights: str | None = None
+    elif checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise MissingWeightsError(f"checkpoint file {str(path)!r} for open_clip model {model!r} does not "
+                                      f"exist; copy the .pt/.bin/.safetensors file there or fix --checkpoint")
+        weights = str(path)
+    elif pretrained:
+        if not get_pretrained_cfg(model, pretrained):
+            tags = list_pretrained_tags_by_model(model)
+            raise InputError(f"open_clip model {model!r} has no pretrained tag {pretrained!r}; known tags: "
+                             f"{', '.join(tags) or 'none (pass --checkpoint FILE or --random-weights)'}")
+        weights = pretrained
+        if not _is_cached(model, pretrained) and not _hub_reachable():
+            raise _missing_weights(model, pretrained, ConnectionError("not in the local cache and no network"))
+    else:
+        raise InputError(f"no weights given for open_clip model {model!r}: pass a pretrained tag, "
+                         f"--checkpoint FILE, or --random-weights (tests and benchmarks only)")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=weights, device=device)
+    except MissingWeightsError:
+        raise
+    except Exception as exc:  # open_clip wraps hub/network failures in RuntimeError, OSError, ...
+        if checkpoint is not None and not random_weights:
+            raise MissingWeightsError(f"cannot load checkpoint {str(checkpoint)!r} into open_clip model "
+                                      f"{model!r}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        if weights is None:
+            raise
+        raise _missing_weights(model, pretrained or "", exc) from exc
+    try:
+        tokenizer = open_clip.get_tokenizer(model)
+    except Exception as exc:   # HF tokenizers (SigLIP, ...) fetch their files from the hub
+        raise MissingWeightsError(f"the tokenizer of open_clip model {model!r} is not available offline "
+                                  f"({type(exc).__name__}: {str(exc)[:200]}); run once on a machine with "
+                                  f"internet to cache it under ~/.cache/huggingface") from exc
+    net.eval()
+    return net, preprocess, tokenizer
+
+
+def _to_tensor_batch(images: Sequence[np.ndarray]) -> list:
+    import torch
+    out = []
+    for i, im in enumerate(images):
+        arr = np.asarray(im)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise InputError(f"image {i} has shape {arr.shape}; expected (H, W, 3) uint8 RGB")
+        out.append(torch.from_numpy(np.ascontiguousarray(arr[:, :, :3])))
+    return out
 
 
 class Encoder:
@@ -31,30 +168,176 @@ class Encoder:
     random_weights: bool
     context_length: int
 
-    def encode_text(self, texts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
-        """(n, dim) float32, L2-normalised. Texts longer than the context are truncated (see ``fits_context``)."""
-        raise NotImplementedError
+    def __init__(self, model: Any, tokenizer: Any, *, model_name: str, pretrained: str | None,
+                 checkpoint: Path | None, random_weights: bool, device: str) -> None:
+        import torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.pretrained = None if (random_weights or checkpoint is not None) else pretrained
+        self.checkpoint = checkpoint
+        self.random_weights = random_weights
+        self.device = device
+        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        size = cfg.get("size", getattr(model.visual, "image_size", 224))
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = tuple(float(v) for v in cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+        self.std = tuple(float(v) for v in cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
+        self.interpolation = str(cfg.get("interpolation", "bicubic"))
+        self.context_length = int(getattr(tokenizer, "context_length", None) or model.context_length)
+        with torch.inference_mode():
+            probe = model.encode_text(tokenizer(["a"]).to(device))
+        self.dim = int(probe.shape[-1])
+
+    # -- text ---------------------------------------------------------------------------------------
+    def _n_tokens(self, text: str) -> int:
+        tok = self.tokenizer
+        if hasattr(tok, "encode") and hasattr(tok, "clean_fn"):      # open_clip SimpleTokenizer
+            return len(tok.encode(text)) + 2                         # + start and end of text
+        if hasattr(tok, "tokenizer"):                                # open_clip HFTokenizer
+            return len(tok.tokenizer(text)["input_ids"])
+        ids = tok([text])[0]
+        return int((ids != 0).sum())
 
     def fits_context(self, text: str) -> bool:
         """False when the tokenizer would truncate ``text``."""
-        raise NotImplementedError
+        return self._n_tokens(text) <= self.context_length
+
+    def encode_text(self, texts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
+        """(n, dim) float32, L2-normalised. Texts longer than the context are truncated (see ``fits_context``)."""
+        import torch
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                tokens = self.tokenizer(texts[start:start + batch_size]).to(self.device)
+                feats = self.model.encode_text(tokens).float()
+                out[start:start + len(tokens)] = torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+        return out
+
+    # -- images -------------------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[np.ndarray], *, fit: Fit = "letterbox"):
+        """(n, 3, S, S) normalised float tensor on ``device``. ``letterbox``: the longest side scaled to S and
+        the rest padded with the normalisation mean colour (zero after normalising); ``crop``: the shortest
+        side scaled to S and the centre cut out. Images of one shape are resized together."""
+        import torch
+        import torch.nn.functional as F
+        if fit not in FITS:
+            raise InputError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+        s = self.image_size
+        tensors = _to_tensor_batch(images)
+        batch = torch.zeros((len(tensors), 3, s, s), dtype=torch.float32, device=self.device)
+        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        mode = "bicubic" if self.interpolation == "bicubic" else "bilinear"
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, t in enumerate(tensors):
+            groups.setdefault((t.shape[0], t.shape[1]), []).append(i)
+        for (h, w), idx in groups.items():
+            x = torch.stack([tensors[i] for i in idx]).to(self.device).permute(0, 3, 1, 2).float()
+            scale = s / max(h, w) if fit == "letterbox" else s / min(h, w)
+            nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+            x = F.interpolate(x, size=(nh, nw), mode=mode, antialias=True, align_corners=False).clamp_(0, 255)
+            x = (x - mean) / std
+            if fit == "letterbox":
+                top, left = (s - nh) // 2, (s - nw) // 2
+                batch[idx, :, top:top + nh, left:left + nw] = x
+            else:
+                top, left = (nh - s) // 2, (nw - s) // 2
+                batch[idx] = x[:, :, top:top + s, left:left + s]
+        return batch
 
     def encode_images(self, images: Sequence[np.ndarray], *, fit: Fit = "letterbox",
                       batch_size: int = 64) -> np.ndarray:
         """(n, dim) float32, L2-normalised, from (H, W, 3) uint8 RGB images. ``letterbox`` pads to a square
         (16:9 sides kept), ``crop`` centre-crops as the model's own preprocessing does."""
-        raise NotImplementedError
+        import torch
+        out = np.zeros((len(images), self.dim), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = self.preprocess(images[start:start + batch_size], fit=fit)
+                feats = self.model.encode_image(x).float()
+                out[start:start + len(x)] = torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+        return out
+
+    def _visual_tokens(self, x):
+        """Pooled (b, dim) and patch tokens (b, gh, gw, dim) of an open_clip VisionTransformer, the tokens
+        passed through ln_post and proj exactly as the pooled token is."""
+        visual = self.model.visual
+        if not hasattr(visual, "_embeds") or not hasattr(visual, "transformer") or \
+                getattr(visual, "attn_pool", None) is not None:
+            raise InputError(f"patch tokens need an open_clip VisionTransformer without attentional pooling; "
+                             f"{self.model_name!r} has {type(visual).__name__}: use object mode 'crop'")
+        h = visual._embeds(x)
+        h = visual.transformer(h)
+        pooled, _ = visual._pool(h)
+        tokens = visual.ln_post(h[:, 1:])
+        if visual.proj is not None:
+            pooled = pooled @ visual.proj
+            tokens = tokens @ visual.proj
+        gh, gw = visual.grid_size
+        return pooled, tokens.reshape(tokens.shape[0], gh, gw, tokens.shape[-1])
 
     def encode_image_tokens(self, images: Sequence[np.ndarray], *, fit: Fit = "letterbox",
                             batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Global vectors (n, dim) and patch tokens projected into the joint space (n, gh, gw, dim), both
-        float32; tokens are not normalised (pool first, then normalise). For ``pool`` object embeddings."""
-        raise NotImplementedError
+        float32; tokens are not normalised (pool first, then normalise). For ``pool`` object embeddings.
+        The global vectors are L2-normalised, as ``encode_images``'s."""
+        import torch
+        pooled_out: list[np.ndarray] = []
+        tokens_out: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = self.preprocess(images[start:start + batch_size], fit=fit)
+                pooled, tokens = self._visual_tokens(x)
+                pooled_out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
+                tokens_out.append(tokens.float().cpu().numpy())
+        if not pooled_out:
+            g = self.model.visual.grid_size
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, g[0], g[1], self.dim), np.float32)
+        return np.concatenate(pooled_out), np.concatenate(tokens_out)
 
-    def identity(self) -> dict:
+    def token_grid(self) -> tuple[int, int]:
+        """(gh, gw) of ``encode_image_tokens``; the tokens cover the letterboxed/cropped square."""
+        g = self.model.visual.grid_size
+        return int(g[0]), int(g[1])
+
+    def identity(self, *, fit: Fit = "letterbox") -> dict:
         """What an index must record to be searched with this encoder: model, pretrained, checkpoint,
         dim, random_weights, preprocessing."""
-        raise NotImplementedError
+        ckpt = None
+        if self.checkpoint is not None:
+            ckpt = {"name": self.checkpoint.name, "size": self.checkpoint.stat().st_size}
+        return {"model": self.model_name, "pretrained": self.pretrained, "checkpoint": ckpt, "dim": self.dim,
+                "random_weights": self.random_weights, "fit": fit, "image_size": self.image_size,
+                "mean": list(self.mean), "std": list(self.std), "context_length": self.context_length}
+
+
+def same_space(a: dict, b: dict) -> bool:
+    """True when two encoder identities embed into the same space (model, weights, dim)."""
+    return all(a.get(k) == b.get(k) for k in IDENTITY_KEYS)
+
+
+def describe(identity: dict) -> str:
+    """One line naming an encoder identity, for messages."""
+    if identity.get("random_weights"):
+        weights = "random weights"
+    elif identity.get("checkpoint"):
+        ck = identity["checkpoint"]
+        weights = f"checkpoint {ck.get('name')} ({ck.get('size')} bytes)"
+    else:
+        weights = f"pretrained {identity.get('pretrained')!r}"
+    return f"{identity.get('model')} with {weights}, dim {identity.get('dim')}"
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(model: str, pretrained: str | None, checkpoint: str | None, stamp: tuple[int, int] | None,
+                 random_weights: bool, device: str) -> Encoder:
+    net, _, tokenizer = create_open_clip(model, pretrained, checkpoint=checkpoint,
+                                         random_weights=random_weights, device=device)
+    return Encoder(net, tokenizer, model_name=model, pretrained=pretrained,
+                   checkpoint=Path(checkpoint) if checkpoint else None,
+                   random_weights=random_weights, device=device)
 
 
 def load_encoder(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, *,
@@ -62,4 +345,11 @@ def load_encoder(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PR
                  device: str = "cpu") -> Encoder:
     """Load an open_clip model (cached per process: a second call with the same arguments is free).
     Raises MissingWeightsError offline when the weights are not cached."""
-    raise NotImplementedError
+    ckpt = None
+    stamp = None
+    if checkpoint is not None and not random_weights:
+        ckpt = str(Path(checkpoint).resolve())
+        if os.path.isfile(ckpt):
+            st = os.stat(ckpt)
+            stamp = (st.st_size, st.st_mtime_ns)
+    return _load_cached(model, pretrained, ckpt, stamp, bool(random_weights), str(device))

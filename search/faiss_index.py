@@ -1,0 +1,192 @@
+"""Building, tuning, reading back and moving the FAISS indexes of a shard.
+
+Every index type stores vectors as float16 where FAISS allows, so one file per table is both the
+search structure and the exact vectors (for exact fused scoring):
+
+=========  ==========================================  ===============================  ===========
+type       FAISS class                                 bytes per vector (d = 512)       exact?
+=========  ==========================================  ===============================  ===========
+flat       IndexScalarQuantizer(QT_fp16, IP)           2d = 1024                        yes (fp16)
+ivf-flat   IndexIVFScalarQuantizer(QT_fp16, IP)        2d + 8 (id) = 1032               candidates
+ivf-pq     IndexIVFPQ(m = d/8 sub-quantizers, IP)      d/8 + 8 = 72                     approximate
+hnsw       IndexHNSWSQ(QT_fp16, M, IP)                 2d + ~2M*4 graph links           candidates
+=========  ==========================================  ===============================  ===========
+
+IVF types need training data: with fewer vectors than ``MIN_TRAIN_PER_LIST`` per list for at least
+``MIN_LISTS`` lists, the table falls back to flat (exact) and a note says so.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from search.errors import InputError
+
+IndexType = Literal["flat", "ivf-flat", "ivf-pq", "hnsw"]
+INDEX_TYPES: tuple[str, ...] = ("flat", "ivf-flat", "ivf-pq", "hnsw")
+
+MIN_TRAIN_PER_LIST = 39          # FAISS's own lower bound for k-means without a warning
+MIN_LISTS = 8
+MAX_TRAIN = 100_000              # k-means runs on a random sample this large at most
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_SEARCH = 128
+
+
+@dataclass
+class Built:
+    """A built index, the type actually used (after fallback) and its parameters."""
+    index: Any
+    index_type: str
+    params: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def default_nlist(n: int) -> int:
+    """About 4 sqrt(N) lists, clamped so each list gets at least MIN_TRAIN_PER_LIST training vectors."""
+    return int(min(4 * math.sqrt(max(n, 1)), n // MIN_TRAIN_PER_LIST))
+
+
+def default_nprobe(nlist: int) -> int:
+    return int(max(1, min(nlist, math.ceil(nlist / 16))))
+
+
+def _pq_m(d: int) -> int:
+    """Number of PQ sub-quantizers: the largest divisor of d not above d/8 (one byte each)."""
+    target = max(1, d // 8)
+    return max(m for m in range(1, target + 1) if d % m == 0)
+
+
+def build(vectors: np.ndarray, index_type: str = "flat", *, nlist: int | None = None,
+          nprobe: int | None = None, hnsw_m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION,
+          ef_search: int = HNSW_EF_SEARCH, seed: int = 0) -> Built:
+    """An index over float32 (n, d) L2-normalised ``vectors`` (inner product = cosine), ids 0..n-1."""
+    import faiss
+    if index_type not in INDEX_TYPES:
+        raise InputError(f"unknown index type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, d = x.shape
+    notes: list[str] = []
+    ip = faiss.METRIC_INNER_PRODUCT
+    fp16 = faiss.ScalarQuantizer.QT_fp16
+    if index_type in ("ivf-flat", "ivf-pq"):
+        lists = nlist if nlist is not None else default_nlist(n)
+        lists = min(lists, n // MIN_TRAIN_PER_LIST)
+        if lists < MIN_LISTS or (index_type == "ivf-pq" and n < 256):
+            notes.append(f"{index_type} needs at least {MIN_LISTS * MIN_TRAIN_PER_LIST} vectors to train, "
+                         f"got {n}: stored as flat (exact)")
+            index_type = "flat"
+    if index_type == "flat":
+        index = faiss.IndexScalarQuantizer(d, fp16, ip)
+        index.train(x[:1] if n else np.zeros((1, d), np.float32))
+        index.add(x)
+        return Built(index, "flat", {}, notes)
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWSQ(d, fp16, hnsw_m, ip)
+        index.hnsw.efConstruction = ef_construction
+        index.hnsw.efSearch = ef_search
+        index.train(x[:1] if n else np.zeros((1, d), np.float32))
+        index.add(x)
+        return Built(index, "hnsw", {"M": hnsw_m, "efConstruction": ef_construction, "efSearch": ef_search}, notes)
+    rng = np.random.default_rng(seed)
+    sample = x if n <= MAX_TRAIN else x[np.sort(rng.choice(n, MAX_TRAIN, replace=False))]
+    quantizer = faiss.IndexFlatIP(d)
+    params: dict = {"nlist": lists}
+    if index_type == "ivf-flat":
+        index = faiss.IndexIVFScalarQuantizer(quantizer, d, lists, fp16, ip)
+    else:
+        m = _pq_m(d)
+        nbits = 8 if len(sample) >= 256 * MIN_TRAIN_PER_LIST else max(4, int(math.log2(len(sample) // MIN_TRAIN_PER_LIST)))
+        nbits = min(nbits, 8)
+        index = faiss.IndexIVFPQ(quantizer, d, lists, m, nbits, ip)
+        params.update({"m": m, "nbits": nbits})
+    index.cp.seed = seed
+    index.train(sample)
+    index.add(x)
+    index.nprobe = nprobe if nprobe is not None else default_nprobe(lists)
+    params["nprobe"] = int(index.nprobe)
+    return Built(index, index_type, params, notes)
+
+
+def set_search_params(index: Any, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+    """Tune an index for search: nprobe for IVF types, efSearch for HNSW (no effect on flat)."""
+    import faiss
+    if nprobe is not None:
+        try:
+            faiss.extract_index_ivf(index).nprobe = int(nprobe)
+        except RuntimeError:
+            pass
+    if ef_search is not None and hasattr(index, "hnsw"):
+        index.hnsw.efSearch = int(ef_search)
+
+
+def reconstruct_all(index: Any) -> np.ndarray:
+    """The stored vectors as (n, d) float16, in id order (PQ codes decode to their approximation)."""
+    import faiss
+    n, d = index.ntotal, index.d
+    if n == 0:
+        return np.zeros((0, d), np.float16)
+    if isinstance(index, faiss.IndexScalarQuantizer) and index.sa_code_size() == 2 * d:
+        codes = faiss.vector_to_array(index.codes)
+        return codes.view(np.float16).reshape(n, d).copy()
+    try:
+        ivf = faiss.extract_index_ivf(index)
+        ivf.make_direct_map()
+    except RuntimeError:
+        pass
+    out = np.empty((n, d), np.float16)
+    step = 65536
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        out[start:stop] = index.reconstruct_n(start, stop - start)
+    return out
+
+
+def reconstruct_ids(index: Any, ids: np.ndarray) -> np.ndarray:
+    """(len(ids), d) float32 stored vectors of the given ids."""
+    import faiss
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        return np.zeros((0, index.d), np.float32)
+    try:
+        ivf = faiss.extract_index_ivf(index)
+        if ivf.direct_map.type == faiss.DirectMap.NoMap:
+            ivf.make_direct_map()
+    except RuntimeError:
+        pass
+    return index.reconstruct_batch(ids)
+
+
+def bytes_per_vector(index: Any) -> float:
+    """Serialized size of the index divided by its number of vectors."""
+    import faiss
+    if index.ntotal == 0:
+        return float("nan")
+    return len(faiss.serialize_index(index)) / index.ntotal
+
+
+def to_device(index: Any, device: str) -> tuple[Any, list[str]]:
+    """The index on ``device`` ('cpu' or 'cuda[:N]') and notes. Raises InputError when FAISS has no GPU."""
+    import faiss
+    if not str(device).startswith("cuda"):
+        return index, []
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        raise InputError(f"device {device!r} asked for the index, but this FAISS build sees no GPU "
+                         f"(faiss.get_num_gpus() == 0): install faiss-gpu (pip install -e '.[gpu]') on a "
+                         f"machine with CUDA, or use --device cpu")
+    gpu = int(str(device).split(":")[1]) if ":" in str(device) else 0
+    res = faiss.StandardGpuResources()
+    co = faiss.GpuClonerOptions()
+    co.useFloat16 = True
+    if hasattr(index, "hnsw"):
+        return index, ["HNSW has no FAISS GPU version: that index stays on the CPU"]
+    if isinstance(index, faiss.IndexScalarQuantizer):
+        flat = faiss.IndexFlatIP(index.d)
+        flat.add(reconstruct_all(index).astype(np.float32))
+        index = flat
+    moved = faiss.index_cpu_to_gpu(res, gpu, index, co)
+    moved.referenced_resources = res
+    return moved, []
