@@ -2,9 +2,20 @@
 
 Accepted layouts: the MVK tree (``videos/<site>/<NNNN>.mp4`` + ``information/...``), a plain folder
 of videos (one site, named after the folder), and flat VBS-style names (``Tulamben2_Jun2022_0016.mp4``).
+
+Also accepted, as variants of the MVK tree: the ``videos`` folder itself, or any folder of site folders
+(``<root>/<site>/<NNNN>.mp4``). ``information/`` is looked up beside ``videos/``.
+
+Which files count: a file is a video when its extension is one of VIDEO_EXTENSIONS (any case). Every
+video gets a row, and one that cannot be read keeps its row with ``error`` set. Other files (README.txt,
+images, JSON, ``.DS_Store`` and other hidden files) in the folders searched for videos get no row; their
+paths are listed in ``catalog.attrs["ignored"]`` so a shell can say how many were skipped. Subfolders of a
+site folder are not searched.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +27,13 @@ CATALOG_COLUMNS = (
     "site", "video_id", "path", "duration", "fps", "frame_count", "width", "height",
     "place", "date", "has_metadata", "has_selected_frames", "error",
 )
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv"})
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+_SITE_RE = re.compile(r"^(?P<place>.+?)_(?P<month>[A-Za-z]{3})(?P<year>\d{4})$")
+_FLAT_RE = re.compile(r"^(?P<site>.+?_[A-Za-z]{3}\d{4})_(?P<video>[^_]+)$")
+_SELECTED_RE = re.compile(r"^(?P<video>.+)_(?P<frame>\d+)$")
 
 
 class NotACollectionError(InputError):
@@ -36,16 +54,144 @@ class SiteName:
 
 def parse_site_name(name: str) -> SiteName:
     """``Oahu_Jul2022`` -> SiteName("Oahu", 2022, 7); a name without ``_MonYYYY`` keeps all of it as the place."""
-    raise NotImplementedError
+    name = name.strip()
+    match = _SITE_RE.match(name)
+    if match and match["month"].lower() in MONTHS:
+        return SiteName(match["place"], int(match["year"]), MONTHS.index(match["month"].lower()) + 1)
+    return SiteName(name, None, None)
 
 
-def discover(root: str | Path, *, probe_videos: bool = True) -> pd.DataFrame:
+def is_video_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def split_flat_name(stem: str) -> tuple[str, str] | None:
+    """``Tulamben2_Jun2022_0016`` -> ("Tulamben2_Jun2022", "0016"); None when the stem has no site prefix."""
+    match = _FLAT_RE.match(stem)
+    if match and parse_site_name(match["site"]).month is not None:
+        return match["site"], match["video"]
+    return None
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise NotACollectionError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
+
+
+def _videos_folder(root: Path) -> Path | None:
+    """The folder whose subfolders are sites: ``root/videos``, or ``root`` itself when it holds site
+    folders with videos and no loose video files. None for a flat / plain folder."""
+    videos = root / "videos"
+    if videos.is_dir():
+        return videos
+    entries = _entries(root)
+    if any(is_video_file(p) for p in entries):
+        return None
+    if any(p.is_dir() and any(is_video_file(q) for q in _entries(p)) for p in entries if not p.name.startswith(".")):
+        return root
+    return None
+
+
+def information_root(root: str | Path) -> Path:
+    """Where ``information/`` lives for a collection ``root`` (beside ``videos/``)."""
+    root = Path(root).expanduser().resolve()
+    if root.name == "videos" and not (root / "information").is_dir():
+        return root.parent / "information"
+    return root / "information"
+
+
+def _listing(root: Path) -> tuple[list[tuple[str, str, Path]], list[Path]]:
+    """(site, video id, path) of every video, and the ignored non-video files."""
+    videos: list[tuple[str, str, Path]] = []
+    ignored: list[Path] = []
+    base = _videos_folder(root)
+    if base is not None:
+        folders = [(p.name, p) for p in _entries(base) if p.is_dir() and not p.name.startswith(".")]
+        loose = [p for p in _entries(base) if p.is_file()]
+    else:
+        folders, loose = [], [p for p in _entries(root) if p.is_file()]
+    for site, folder in folders:
+        for p in _entries(folder):
+            if is_video_file(p):
+                videos.append((site, p.stem, p))
+            elif p.is_file():
+                ignored.append(p)
+    for p in loose:
+        if not is_video_file(p):
+            ignored.append(p)
+            continue
+        flat = split_flat_name(p.stem)
+        videos.append(flat + (p,) if flat else (root.name, p.stem, p))
+    return videos, ignored
+
+
+def _selected_by_video(info: Path, site: str) -> dict[str, list[int]]:
+    folder = info / "selected_frames" / site
+    found: dict[str, list[int]] = {}
+    if not folder.is_dir():
+        return found
+    for p in folder.iterdir():
+        match = _SELECTED_RE.match(p.stem)
+        if match and p.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            found.setdefault(match["video"], []).append(int(match["frame"]))
+    return found
+
+
+def discover(root: str | Path, *, probe_videos: bool = True,
+             on_video: Callable[[Path], None] | None = None) -> pd.DataFrame:
     """The catalog of ``root`` with CATALOG_COLUMNS (path absolute). A file that cannot be read gets its
     row with ``error`` set; other files go on. Raises NotACollectionError naming ``root`` if it is not
-    a collection at all (missing, a file, or no video in any accepted layout)."""
-    raise NotImplementedError
+    a collection at all (missing, a file, or no video in any accepted layout).
+
+    ``probe_videos=False`` only lists files (duration, fps, sizes left empty). ``on_video`` is called
+    with each video's path after it is probed (progress bars). ``attrs["ignored"]`` lists non-video files."""
+    from mvk_tools.video import VideoError, probe
+
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise NotACollectionError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise NotACollectionError(f"{root}: is a file, not a collection folder")
+    root = root.resolve()
+    videos, ignored = _listing(root)
+    if not videos:
+        raise NotACollectionError(
+            f"{root}: no videos found (expected videos/<site>/<NNNN>.mp4, a folder of videos, "
+            f"or files named like Site_MonYYYY_NNNN.mp4; video extensions: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    info_root = information_root(root)
+    selected: dict[str, dict[str, list[int]]] = {}
+    rows = []
+    for site, video_id, path in sorted(videos, key=lambda v: (v[0], v[1], v[2].name)):
+        if site not in selected:
+            selected[site] = _selected_by_video(info_root, site)
+        name = parse_site_name(site)
+        row = {"site": site, "video_id": video_id, "path": str(path), "duration": float("nan"),
+               "fps": float("nan"), "frame_count": pd.NA, "width": pd.NA, "height": pd.NA,
+               "place": name.place, "date": name.date,
+               "has_metadata": (info_root / "metadata" / site / f"{video_id}.json").is_file(),
+               "has_selected_frames": video_id in selected[site], "error": ""}
+        if probe_videos:
+            try:
+                meta = probe(path)
+                row.update(duration=meta.duration, fps=meta.fps, frame_count=meta.frame_count,
+                           width=meta.width, height=meta.height)
+            except VideoError as exc:
+                row["error"] = str(exc)
+            if on_video is not None:
+                on_video(path)
+        rows.append(row)
+    catalog = pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
+    for column in ("frame_count", "width", "height"):
+        catalog[column] = catalog[column].astype("Int64")
+    catalog["duration"] = catalog["duration"].astype(float)
+    catalog["fps"] = catalog["fps"].astype(float)
+    catalog.attrs["root"] = str(root)
+    catalog.attrs["ignored"] = [str(p) for p in ignored]
+    return catalog
 
 
 def selected_frame_indices(root: str | Path, site: str, video_id: str) -> list[int]:
     """Frame indices of ``information/selected_frames/<site>/<video_id>_<FFFFF>.jpg``, sorted; empty if none."""
-    raise NotImplementedError
+    return sorted(_selected_by_video(information_root(root), site).get(video_id, []))

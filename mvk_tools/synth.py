@@ -11,6 +11,7 @@ and back in, and the others cross its path, so occlusion, leaving and re-enterin
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,7 +20,8 @@ import numpy as np
 
 from search.errors import InputError
 
-SYNTH_SITES = ("Oahu_Jul2022", "PhuQuoc1_Jun2022", "Tulamben2_Jun2022")
+SYNTH_SITES = ("Oahu_Jul2022", "PhuQuoc1_Jun2022", "Tulamben2_Jun2022", "Lembeh_Jul2013", "Okinawa_Feb2020",
+               "Sipadan_Jan2015")
 
 # Saturated warm / bright colours, mutually far apart and far from the blue-green background.
 PALETTE = (
@@ -218,11 +220,14 @@ def selected_indices(n_frames: int, fps: float) -> list[int]:
 
 def make_collection(out: str | Path, *, sites: tuple[str, ...] = SYNTH_SITES[:2], videos_per_site: int = 2,
                     n_frames: int = 48, size: tuple[int, int] = (160, 96), fps: float = 12.0,
-                    n_objects: int = 3, seed: int = 0) -> Path:
+                    n_objects: int = 3, seed: int = 0, on_video: Callable[[Path], None] | None = None) -> Path:
     """Write an MVK-layout collection under ``out`` and return ``out``:
     videos/<site>/<NNNN>.mp4, information/metadata/<site>/<NNNN>.json,
     information/selected_frames/<site>/<NNNN>_<FFFFF>.jpg (about one per second),
-    information/masks/<site>/<NNNN>.npz (key ``masks``: (T, H, W) uint8 ground truth of every frame)."""
+    information/masks/<site>/<NNNN>.npz (key ``masks``: (T, H, W) uint8 ground truth of every frame).
+
+    Also information/thumbnails/<site>/<NNNN>_<FFFFF>.jpg (80 px). Video ``v`` of site ``s`` is rendered
+    from SeedSequence([seed, s, v]). ``on_video`` is called with each video's path once it is written."""
     out = Path(out)
     w, h = size
     if w % 2 or h % 2:
@@ -255,6 +260,8 @@ def make_collection(out: str | Path, *, sites: tuple[str, ...] = SYNTH_SITES[:2]
                              "leaves_frame": o.leaves_frame} for o in objects],
             }
             (dirs["metadata"] / f"{video_id}.json").write_text(json.dumps(meta, indent=2) + "\n")
+            if on_video is not None:
+                on_video(dirs["videos"] / f"{video_id}.mp4")
     return out
 
 

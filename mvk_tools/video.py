@@ -112,17 +112,43 @@ def _info(path: Path, container, stream) -> VideoInfo:
                      codec=stream.codec_context.name)
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Read a video's stream header. Raises VideoError naming the file if it is not a decodable video."""
+def probe(path: str | Path, *, check_end: bool = True) -> VideoInfo:
+    """Read a video's stream header. Raises VideoError naming the file if it is not a decodable video.
+
+    ``check_end`` also reads (without decoding) the packets of the last second, so a file cut short
+    after an intact header is reported here, not only when it is decoded; it costs one seek."""
     path = Path(path).resolve()
     container, stream = _open(path)
     try:
         info = _info(path, container, stream)
+        if info.frame_count <= 0 or info.duration <= 0:
+            raise VideoError(f"{path}: video stream has no frames")
+        if check_end:
+            _check_end(path, container, stream, info)
     finally:
         container.close()
-    if info.frame_count <= 0 or info.duration <= 0:
-        raise VideoError(f"{path}: video stream has no frames")
     return info
+
+
+def _check_end(path: Path, container, stream, info: VideoInfo) -> None:
+    """VideoError when the packets stop well before the duration the header announces (a truncated file)."""
+    av = _av()
+    start = _start(stream)
+    slack = max(0.1, 3 / info.fps if info.fps else 0.5)   # the last frame may last longer than 1/fps
+    last = None
+    try:
+        container.seek(start + int(max(0.0, info.duration - 1.0) / stream.time_base), stream=stream,
+                       backward=True, any_frame=False)
+        for packet in container.demux(stream):
+            if packet.pts is not None and packet.size:
+                last = max(last or packet.pts, packet.pts)
+    except (av.FFmpegError, OSError):
+        pass
+    end = None if last is None else float((last - start) * stream.time_base)
+    expected = info.duration - (1 / info.fps if info.fps else 0.0)
+    if end is None or end < expected - slack:
+        seen = "no packets" if end is None else f"packets stop at {end:.2f} s"
+        raise VideoError(f"{path}: truncated or damaged: {seen}, the header says {info.duration:.2f} s")
 
 
 def output_size(width: int, height: int, size: tuple[int, int] | None = None,
