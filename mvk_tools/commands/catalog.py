@@ -46,7 +46,7 @@ def summary(catalog) -> str:
     if bad:
         text += f"; {bad} unreadable (see the error column)"
     if ignored:
-        text += f"; {ignored} non-video files skipped"
+        text += f"; {ignored} non-video file{'s' * (ignored != 1)} skipped"
     return text
 
 
