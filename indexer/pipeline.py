@@ -157,6 +157,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def encoder_identity(encoder: "Encoder", config: IndexConfig) -> dict:
+    """The encoder's identity with the frame fit this index uses (part of its preprocessing)."""
+    return {**encoder.identity(), "fit": config.frame_fit}
+
+
 def indexing_section(config: IndexConfig, extractor: "QKExtractor | None") -> dict:
     """Everything besides the CLIP encoder that decides what the vectors mean: compared on every run."""
     seg = asdict(config.segment_params()) if config.objects != "none" else None
@@ -169,14 +174,14 @@ def indexing_section(config: IndexConfig, extractor: "QKExtractor | None") -> di
 def root_manifest(encoder: "Encoder", extractor: "QKExtractor | None", config: IndexConfig) -> dict:
     """What the index root records: encoder identity, backbone, segmentation parameters, sampling, versions."""
     section = indexing_section(config, extractor)
-    return {"encoder": encoder.identity(),
+    return {"encoder": encoder_identity(encoder, config),
             "segmentation": asdict(config.segment_params()) if config.objects != "none" else None,
             "indexing": section, "versions": _versions()}
 
 
 def fingerprint(encoder: "Encoder", extractor: "QKExtractor | None", config: IndexConfig) -> str:
     """A hash of everything that decides a part's content (models, parameters; not the index type)."""
-    data = {"encoder": encoder.identity(), "indexing": indexing_section(config, extractor),
+    data = {"encoder": encoder_identity(encoder, config), "indexing": indexing_section(config, extractor),
             "pipeline": PIPELINE_VERSION}
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -190,7 +195,8 @@ def _check_indexing(on_disk: dict, wanted: dict, root: Path) -> None:
     want = json.loads(json.dumps(wanted, default=str))
     diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
     if diff:
-        parts = "; ".join(f"{k}: index has {have.get(k)!r}, this run {want.get(k)!r}" for k in diff)
+        short = lambda v: (repr(v) if len(repr(v)) <= 120 else repr(v)[:117] + "...")
+        parts = "; ".join(f"{k}: index has {short(have.get(k))}, this run {short(want.get(k))}" for k in diff)
         raise ModelMismatchError(f"index {root} was built with other settings ({parts}); "
                                  "index into a new --index folder or use the same settings")
 
@@ -342,12 +348,20 @@ def index_video(path: str | Path, *, encoder: "Encoder", extractor: "QKExtractor
 def _expected_frames(row: pd.Series, config: IndexConfig, indices: Sequence[int] | None) -> int:
     if indices:
         return len(indices)
-    duration = float(row.get("duration") or 0.0)
-    return int(math.ceil(duration / config.every_seconds)) if duration > 0 else 0
+    duration = row.get("duration")
+    return int(math.ceil(float(duration) / config.every_seconds)) if not _missing(duration) and duration > 0 else 0
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _str(value: Any) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    return "" if _missing(value) else str(value)
+
+
+def _int(value: Any) -> int:
+    return 0 if _missing(value) else int(value)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -366,7 +380,6 @@ def index_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, *,
                extractor: "QKExtractor | None", config: IndexConfig, fp: str, rebuild: bool = False,
                clock: _Clock | None = None, progress: Progress | None = None) -> SiteResult:
     """Index one site's videos (resuming from finished parts) and swap its shard in."""
-    from search import store
     clock = clock or _Clock()
     progress = progress or Progress()
     work = SiteWork(root, site)
@@ -411,8 +424,13 @@ def index_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, *,
             vr.status = "failed" if rec.get("error") else "resumed"
             vr.frames, vr.objects, vr.error = int(rec.get("frames", 0)), int(rec.get("objects", 0)), rec.get("error")
             settled[rel] = sig
-        elif "error" in sig or _str(row.get("error")):
-            vr.status, vr.error = "failed", _str(row.get("error")) or f"cannot read {path}: {sig.get('error')}"
+        elif "error" in sig:
+            vr.status, vr.error = "failed", f"cannot read {path}: {sig['error']}"
+        elif _str(row.get("error")):         # the catalog could not probe it: lasting until the file changes
+            vr.status, vr.error = "failed", _str(row.get("error"))
+            work.commit(key, {"video_path": rel, "source": sig, "fingerprint": fp, "frames": 0, "objects": 0,
+                              "error": vr.error})
+            settled[rel] = sig
         else:
             progress.video_started(site, vid, expected[key])
             before = dict(clock.seconds)
@@ -420,7 +438,7 @@ def index_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, *,
                 part = index_video(path, encoder=encoder, extractor=extractor, config=config,
                                    video={"site": site, "video_id": vid, "video_path": rel,
                                           "place": _str(row.get("place")), "date": _str(row.get("date"))},
-                                   src_size=(int(row.get("width") or 0), int(row.get("height") or 0)),
+                                   src_size=(_int(row.get("width")), _int(row.get("height"))),
                                    indices=indices, clock=clock, progress=progress)
                 t = time.perf_counter()
                 record = {"video_path": rel, "source": sig, "fingerprint": fp, "frames": len(part.frames),

@@ -144,8 +144,11 @@ def format_summary(result: "object") -> str:
         out += [f"  {site}/{path}: {msg}" if path else f"  {site}: {msg}" for site, path, msg in errors]
     if result.random_weights:
         out.append("\nbuilt with RANDOM weights: vectors are meaningless (tests and benchmarks only)")
+    written = any(s.status == "written" for s in result.sites)
     if not result.ok:
         out.append("\nnothing could be indexed")
+    elif not written and not errors:
+        out.append(f"\nindex at {result.root} is up to date")
     elif errors:
         out.append(f"\nindex written to {result.root}; the run completed, but some videos failed (listed above)")
     else:
