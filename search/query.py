@@ -2,10 +2,16 @@
 
 Fusion of a frame's score s_f with its best object's score s_o (max over its non-background objects):
 ``frame``: s_f; ``object``: s_o (frames without objects fall back to s_f); ``max``: max(s_f, s_o);
-``weighted``: (1 - w) * s_f + w * s_o.
+``weighted``: (1 - w) * s_f + w * s_o (frames without objects: s_o = s_f).
+
+Small indexes (or flat ones) are scored exactly: one matmul over all stored frame vectors, one over all
+object vectors and a per-frame max. Big approximate indexes (IVF, HNSW) first take top candidates from
+FAISS (frames and objects), then score the union of candidate frames exactly as above; when filters
+leave fewer than k candidates, the exact path runs instead.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,10 +19,18 @@ import numpy as np
 import pandas as pd
 
 from search.encoder import Encoder
-from search.store import Index
+from search.errors import ModelMismatchError, QueryError
+from search.store import Index, Shard
 
 Fusion = Literal["frame", "object", "max", "weighted"]
 FUSIONS: tuple[str, ...] = ("frame", "object", "max", "weighted")
+
+EXACT_LIMIT = 200_000        # vectors (frames + objects) of the searched shards scored exactly
+CANDIDATES = 1024            # FAISS candidates per table and shard, at least (more for bigger k)
+CHUNK = 65536                # rows converted from float16 per matmul step
+RESULT_COLUMNS = ("rank", "score", "frame_score", "object_score", "gid", "site", "video_id", "video_path",
+                  "frame_index", "time", "place", "date", "track_id", "x0", "y0", "x1", "y1", "mask_rle")
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 @dataclass(frozen=True)
@@ -27,16 +41,359 @@ class Filters:
     date_to: str = ""        # "YYYY-MM", inclusive
 
 
+# -- scoring ---------------------------------------------------------------------------------------
+
+def _matvec(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """vectors (n, d) float16/32 @ q (d,) in float32, a chunk at a time."""
+    out = np.empty(len(vectors), np.float32)
+    for start in range(0, len(vectors), CHUNK):
+        out[start:start + CHUNK] = vectors[start:start + CHUNK].astype(np.float32, copy=False) @ q
+    return out
+
+
+def _best_objects(n_frames: int, frame_row: np.ndarray, sims: np.ndarray, valid: np.ndarray,
+                  obj_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: the max object similarity (-inf when none) and the id of that object (-1 when none)."""
+    best = np.full(n_frames, -np.inf, np.float32)
+    fr, s, ids = frame_row[valid], sims[valid], obj_ids[valid]
+    np.maximum.at(best, fr, s)
+    arg = np.full(n_frames, -1, np.int64)
+    win = s >= best[fr]
+    arg[fr[win][::-1]] = ids[win][::-1]        # first object wins among equals
+    return best, arg
+
+
+def fuse(frame_scores: np.ndarray, object_scores: np.ndarray, fusion: Fusion = "max",
+         weight: float = 0.5) -> np.ndarray:
+    """Fused scores; ``object_scores`` is -inf where a frame has no object."""
+    _check_fusion(fusion, weight)
+    s_o = np.where(np.isfinite(object_scores), object_scores, frame_scores)
+    if fusion == "frame":
+        return frame_scores.astype(np.float32, copy=True)
+    if fusion == "object":
+        return s_o.astype(np.float32)
+    if fusion == "max":
+        return np.maximum(frame_scores, s_o).astype(np.float32)
+    return ((1.0 - weight) * frame_scores + weight * s_o).astype(np.float32)
+
+
+def _check_fusion(fusion: str, weight: float) -> None:
+    if fusion not in FUSIONS:
+        raise QueryError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    if not 0.0 <= float(weight) <= 1.0:
+        raise QueryError(f"fusion weight must lie in [0, 1], got {weight}")
+
+
+def _shard_exact(shard: Shard, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame sims, best object sims and best object rows of every frame of one shard."""
+    fs = _matvec(shard.vectors("frames"), q)
+    objects = shard.objects
+    if len(objects) == 0:
+        return fs, np.full(len(fs), -np.inf, np.float32), np.full(len(fs), -1, np.int64)
+    os_ = _matvec(shard.vectors("objects"), q)
+    valid = ~objects["is_background"].to_numpy(dtype=bool)
+    best, arg = _best_objects(len(fs), objects["frame_row"].to_numpy(np.int64), os_, valid,
+                              np.arange(len(objects), dtype=np.int64))
+    return fs, best, arg
+
+
+def _exact(index: Index, q: np.ndarray, sites: list[str]) -> tuple[np.ndarray, ...]:
+    """(gids, frame sims, object sims, best object global rows) over every frame of ``sites``."""
+    parts = []
+    for site in sites:
+        shard = index.shards[site]
+        fs, best, arg = _shard_exact(shard, q)
+        gids = np.arange(len(fs), dtype=np.int64) + index.frame_offset(site)
+        parts.append((gids, fs, best, np.where(arg >= 0, arg + index.object_offset(site), -1)))
+    if not parts:
+        return (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    return tuple(np.concatenate(p) for p in zip(*parts))
+
+
 def score_frames(index: Index, query: np.ndarray, *, fusion: Fusion = "max", weight: float = 0.5) -> np.ndarray:
     """Exact fused score of every frame of ``index`` (length N, in ``index.frames.gid`` order) for one
     L2-normalised query vector. The KIS benchmark ranks targets with this."""
-    raise NotImplementedError
+    _check_fusion(fusion, weight)
+    q = _as_query_vector(index, query)
+    _, fs, best, _ = _exact(index, q, list(index.shards))
+    return fuse(fs, best, fusion, weight)
+
+
+def _candidates(index: Index, q: np.ndarray, sites: list[str], n_cand: int) -> tuple[np.ndarray, ...]:
+    """Like ``_exact`` but only for the union of FAISS's top frames and the frames of its top objects."""
+    from search.faiss_index import reconstruct_ids
+    parts = []
+    qq = q[None, :].astype(np.float32)
+    for site in sites:
+        shard = index.shards[site]
+        nf, no = len(shard.frames), len(shard.objects)
+        rows = []
+        if nf:
+            _, ids = shard.frame_index.search(qq, min(nf, n_cand))
+            rows.append(ids[0][ids[0] >= 0])
+        fr_all = shard.objects["frame_row"].to_numpy(np.int64)
+        if no:
+            _, ids = shard.object_index.search(qq, min(no, n_cand))
+            rows.append(fr_all[ids[0][ids[0] >= 0]])
+        cand = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+        if cand.size == 0:
+            continue
+        fs = reconstruct_ids(shard.cpu_frame_index, cand) @ q
+        # objects are stored sorted by frame row: each candidate frame's objects are one slice
+        lo = np.searchsorted(fr_all, cand, side="left")
+        hi = np.searchsorted(fr_all, cand, side="right")
+        counts = hi - lo
+        obj = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        local = np.repeat(np.arange(cand.size), counts)
+        os_ = reconstruct_ids(shard.cpu_object_index, obj) @ q if obj.size else np.zeros(0, np.float32)
+        valid = ~shard.objects["is_background"].to_numpy(bool)[obj]
+        best, arg = _best_objects(cand.size, local, os_.astype(np.float32), valid, obj)
+        parts.append((cand + index.frame_offset(site), fs.astype(np.float32), best,
+                      np.where(arg >= 0, arg + index.object_offset(site), -1)))
+    if not parts:
+        return (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    return tuple(np.concatenate(p) for p in zip(*parts))
+
+
+# -- queries and filters ---------------------------------------------------------------------------
+
+def _as_query_vector(index: Index, query: np.ndarray) -> np.ndarray:
+    q = np.asarray(query, dtype=np.float32).reshape(-1)
+    dim = (index.manifest.get("encoder") or {}).get("dim")
+    if dim is not None and q.size != dim:
+        raise QueryError(f"query vector has dimension {q.size}, the index's vectors {dim}")
+    norm = float(np.linalg.norm(q))
+    if not np.isfinite(norm) or norm == 0:
+        raise QueryError("query vector is zero or not finite")
+    return q / norm
+
+
+def encode_query(index: Index, encoder: Encoder | None, query: str | np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The query vector and notes for the caller: a text (empty refused, long ones truncated and said so),
+    an (H, W, 3) image ("more like this") or a ready vector."""
+    from search.encoder import describe, same_space
+    notes: list[str] = []
+    if isinstance(query, np.ndarray) and query.ndim == 1:
+        return _as_query_vector(index, query), notes
+    if encoder is None:
+        raise QueryError("an encoder is needed to encode a text or image query")
+    built = index.manifest.get("encoder")
+    if built and not same_space(built, encoder.identity()):
+        raise ModelMismatchError(f"the index at {index.root} was built with {describe(built)}, the query "
+                                 f"encoder is {describe(encoder.identity())}")
+    if encoder.random_weights:
+        notes.append("the query encoder has random weights: scores are meaningless (tests and benchmarks only)")
+    if isinstance(query, str):
+        text = " ".join(query.split())
+        if not text:
+            raise QueryError("the query text is empty")
+        if not encoder.fits_context(text):
+            notes.append(f"the query is longer than the text encoder's context of {encoder.context_length} "
+                         f"tokens and was truncated")
+        return encoder.encode_text([text])[0], notes
+    img = np.asarray(query)
+    if img.ndim not in (2, 3) or img.size == 0:
+        raise QueryError(f"an image query must be (H, W, 3) RGB, got shape {img.shape}")
+    return encoder.encode_images([img])[0], notes
+
+
+def _check_month(value: str, what: str) -> str:
+    if value and not _MONTH.match(value):
+        raise QueryError(f"{what} must be YYYY-MM, got {value!r}")
+    return value
+
+
+def selected_sites(index: Index, filters: Filters) -> list[str]:
+    """The shards a query reads; QueryError for a site the index does not know."""
+    if not filters.sites:
+        return list(index.shards)
+    for site in filters.sites:
+        if site not in index.shards:
+            if site in index.errors:
+                raise QueryError(f"the shard of site {site!r} could not be read: {index.errors[site]}")
+            raise QueryError(f"unknown site {site!r}; the index has: {', '.join(index.shards) or 'no sites'}")
+    return [s for s in index.shards if s in set(filters.sites)]
+
+
+def filter_mask(index: Index, filters: Filters) -> np.ndarray:
+    """Boolean mask over all frames (gid order) of the frames the filters keep."""
+    f = index.frames
+    keep = np.ones(len(f), bool)
+    if filters.sites:
+        selected_sites(index, filters)
+        keep &= f["site"].isin(filters.sites).to_numpy()
+    if filters.places:
+        known = sorted(set(f["place"].astype(str)))
+        lower = {p.lower() for p in known}
+        unknown = [p for p in filters.places if p.lower() not in lower]
+        if unknown:
+            raise QueryError(f"unknown place {unknown[0]!r}; the index has: {', '.join(known) or 'no places'}")
+        keep &= f["place"].astype(str).str.lower().isin({p.lower() for p in filters.places}).to_numpy()
+    d_from = _check_month(filters.date_from, "--date-from")
+    d_to = _check_month(filters.date_to, "--date-to")
+    if d_from and d_to and d_from > d_to:
+        raise QueryError(f"the date range is empty: {d_from} is after {d_to}")
+    if d_from or d_to:
+        dates = f["date"].astype(str).to_numpy()
+        has = dates != ""
+        if d_from:
+            has &= dates >= d_from
+        if d_to:
+            has &= dates <= d_to
+        keep &= has
+    return keep
+
+
+def _score(index: Index, q: np.ndarray, sites: list[str], keep: np.ndarray, k: int,
+           exact: bool | None) -> tuple[tuple[np.ndarray, ...], list[str]]:
+    notes: list[str] = []
+    n_vectors = sum(len(index.shards[s].frames) + len(index.shards[s].objects) for s in sites)
+    approximate = any(index.shards[s].index_type != "flat" for s in sites)
+    if exact is None:
+        exact = not approximate or n_vectors <= EXACT_LIMIT
+    if not exact:
+        got = _candidates(index, q, sites, max(CANDIDATES, 20 * k))
+        if int(keep[got[0]].sum()) >= k:
+            return got, notes
+        notes.append("too few approximate candidates passed the filters: scored every frame exactly")
+    return _exact(index, q, sites), notes
+
+
+def _rows(index: Index, gids: np.ndarray, fused: np.ndarray, fs: np.ndarray, best: np.ndarray,
+          arg: np.ndarray) -> pd.DataFrame:
+    frames = index.frames
+    take = frames.iloc[gids]
+    out = pd.DataFrame({
+        "rank": np.arange(1, len(gids) + 1), "score": fused, "frame_score": fs,
+        "object_score": np.where(np.isfinite(best), best, np.nan).astype(np.float32), "gid": gids,
+    })
+    for col in ("site", "video_id", "video_path", "frame_index", "time", "place", "date"):
+        out[col] = take[col].to_numpy()
+    has = arg >= 0
+    objs = index.objects
+    track = np.full(len(gids), -1, np.int64)
+    box = np.full((len(gids), 4), -1, np.int64)
+    masks = np.full(len(gids), "", dtype=object)
+    if has.any():
+        o = objs.iloc[arg[has]]
+        track[has] = o["track_id"].to_numpy(np.int64)
+        box[has] = o[["x0", "y0", "x1", "y1"]].to_numpy(np.int64)
+        masks[has] = o["mask_rle"].to_numpy()
+    out["track_id"] = track
+    out[["x0", "y0", "x1", "y1"]] = box
+    out["mask_rle"] = masks
+    return out
 
 
 def search(index: Index, encoder: Encoder, query: str | np.ndarray, *, k: int = 20, fusion: Fusion = "max",
-           weight: float = 0.5, filters: Filters = Filters(), group_by: Literal["video"] | None = None) -> pd.DataFrame:
+           weight: float = 0.5, filters: Filters = Filters(), group_by: Literal["video"] | None = None,
+           exact: bool | None = None) -> pd.DataFrame:
     """Ranked frames for a text (or an (H, W, 3) uint8 image: "more like this"). Columns: rank, score,
     frame_score, object_score, gid, site, video_id, video_path, frame_index, time, place, date, and the
     best object's track_id, x0, y0, x1, y1, mask_rle (empty when none). Raises QueryError for an empty
-    query or an unknown site in ``filters``."""
-    raise NotImplementedError
+    query or an unknown site in ``filters``. ``df.attrs['notes']`` says what the caller should know
+    (truncated text, skipped shards, random weights). ``exact`` forces (True) or forbids (False) the
+    exact path; None chooses by index type and size."""
+    _check_fusion(fusion, weight)
+    if k < 1:
+        raise QueryError(f"k must be at least 1, got {k}")
+    if group_by not in (None, "video"):
+        raise QueryError(f"group_by must be 'video' or None, got {group_by!r}")
+    sites = selected_sites(index, filters)
+    keep = filter_mask(index, filters)
+    q, notes = encode_query(index, encoder, query)
+    notes += [f"site {s} skipped: {why}" for s, why in index.errors.items()] + list(index.notes)
+    (gids, fs, best, arg), more = _score(index, q, sites, keep, k, exact)
+    notes += more
+    fused = fuse(fs, best, fusion, weight)
+    sel = keep[gids]
+    gids, fs, best, arg, fused = gids[sel], fs[sel], best[sel], arg[sel], fused[sel]
+    order = np.lexsort((gids, -fused))
+    if group_by == "video":
+        vid = index.frames["site"].astype(str).to_numpy()[gids[order]] + "\0" + \
+            index.frames["video_id"].astype(str).to_numpy()[gids[order]]
+        _, first = np.unique(vid, return_index=True)
+        order = order[np.sort(first)]
+    order = order[:k]
+    out = _rows(index, gids[order], fused[order], fs[order], best[order], arg[order])
+    out.attrs["notes"] = notes
+    return out
+
+
+# -- temporal queries ------------------------------------------------------------------------------
+
+TEMPORAL_COLUMNS = ("rank", "score", "site", "video_id", "video_path", "place", "date",
+                    "first_gid", "first_time", "first_score", "then_gid", "then_time", "then_score", "gap")
+
+
+def temporal_search(index: Index, encoder: Encoder, first: str | np.ndarray, then: str | np.ndarray, *,
+                    within: float = 10.0, k: int = 20, fusion: Fusion = "max", weight: float = 0.5,
+                    filters: Filters = Filters(), group_by: Literal["video"] | None = None,
+                    candidates: int = 2000) -> pd.DataFrame:
+    """"``first`` then ``then`` within ``within`` seconds in the same video": pairs of frames (a, b) of one
+    video with t_a < t_b <= t_a + within, scored by the mean of their fused scores; one row per first
+    frame (its best follower), best first. First frames are searched among the ``candidates`` best
+    frames for ``first`` (all frames are candidates for ``then``)."""
+    if not within > 0:
+        raise QueryError(f"--within must be a positive number of seconds, got {within}")
+    if k < 1:
+        raise QueryError(f"k must be at least 1, got {k}")
+    _check_fusion(fusion, weight)
+    sites = selected_sites(index, filters)
+    keep = filter_mask(index, filters)
+    qa, notes = encode_query(index, encoder, first)
+    qb, more = encode_query(index, encoder, then)
+    notes += [n for n in more if n not in notes]
+    notes += [f"site {s} skipped: {why}" for s, why in index.errors.items()]
+    gids, fs_a, best_a, _ = _exact(index, qa, sites)
+    _, fs_b, best_b, _ = _exact(index, qb, sites)
+    sa = np.where(keep[gids], fuse(fs_a, best_a, fusion, weight), -np.inf)
+    sb = np.where(keep[gids], fuse(fs_b, best_b, fusion, weight), -np.inf)
+    frames = index.frames.iloc[gids]
+    video = pd.factorize(frames["site"].astype(str) + "\0" + frames["video_id"].astype(str))[0]
+    t = frames["time"].to_numpy(np.float64)
+    order = np.lexsort((t, video))                       # frames sorted by video, then time
+    vs, ts = video[order], t[order]
+    pos = np.empty_like(order)
+    pos[order] = np.arange(order.size)
+    m = min(int(candidates), int(np.isfinite(sa).sum()))
+    if m == 0:
+        out = pd.DataFrame({c: [] for c in TEMPORAL_COLUMNS})
+        out.attrs["notes"] = notes
+        return out
+    cand = np.argpartition(-sa, m - 1)[:m] if m < sa.size else np.arange(sa.size)
+    cand = cand[np.isfinite(sa[cand])]
+    # followers of each candidate: the sorted slice (t_a, t_a + within] of the same video
+    key = vs.astype(np.float64) * (ts.max() - ts.min() + 2 * within + 1.0) + (ts - ts.min())
+    ka = key[pos[cand]]
+    lo = np.searchsorted(key, ka, side="right")
+    hi = np.searchsorted(key, ka + within, side="right")
+    counts = hi - lo
+    if counts.sum() == 0:
+        out = pd.DataFrame({c: [] for c in TEMPORAL_COLUMNS})
+        out.attrs["notes"] = notes + [f"no frame follows a candidate within {within} s"]
+        return out
+    a_idx = np.repeat(cand, counts)
+    b_idx = order[np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())]
+    pair = (sa[a_idx] + sb[b_idx]) / 2.0
+    ok = np.isfinite(pair)
+    a_idx, b_idx, pair = a_idx[ok], b_idx[ok], pair[ok]
+    best_first = np.lexsort((-pair, a_idx))              # per first frame, its best follower first
+    _, keep_first = np.unique(a_idx[best_first], return_index=True)
+    sel = best_first[keep_first]
+    sel = sel[np.lexsort((gids[a_idx[sel]], -pair[sel]))]
+    if group_by == "video":
+        _, one = np.unique(video[a_idx[sel]], return_index=True)
+        sel = sel[np.sort(one)]
+    sel = sel[:k]
+    a, b = a_idx[sel], b_idx[sel]
+    fa = frames.iloc[a]
+    out = pd.DataFrame({
+        "rank": np.arange(1, len(sel) + 1), "score": pair[sel].astype(np.float32),
+        "site": fa["site"].to_numpy(), "video_id": fa["video_id"].to_numpy(),
+        "video_path": fa["video_path"].to_numpy(), "place": fa["place"].to_numpy(), "date": fa["date"].to_numpy(),
+        "first_gid": gids[a], "first_time": t[a], "first_score": sa[a].astype(np.float32),
+        "then_gid": gids[b], "then_time": t[b], "then_score": sb[b].astype(np.float32), "gap": t[b] - t[a],
+    })
+    out.attrs["notes"] = notes
+    return out
