@@ -1,0 +1,65 @@
+"""`mvk index` as a user runs it: summary table, exit codes, errors in one line."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+
+SITES = ("Oahu_Jul2022", "PhuQuoc1_Jun2022")
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mvk_tools.synth import make_collection
+    return make_collection(tmp_path_factory.mktemp("coll"), sites=SITES, videos_per_site=1, n_frames=24,
+                           size=(96, 64), fps=12.0, n_objects=2, seed=5)
+
+
+def _args(collection: Path, index: Path, *extra: str) -> list[str]:
+    from search.encoder import TEST_MODEL
+    from tests.test_pipeline import TEST_BACKBONE
+    return ["index", str(collection), "--index", str(index), "--model", TEST_MODEL, "--backbone", TEST_BACKBONE,
+            "--random-weights", "--every", "0.5", "--max-side", "0", "--batch-size", "4", "--no-progress", *extra]
+
+
+def test_index_prints_summary_and_resumes(collection, tmp_path, capsys) -> None:
+    idx = tmp_path / "idx"
+    assert main(_args(collection, idx, "--site", SITES[0])) == 0
+    out = capsys.readouterr().out
+    assert SITES[0] in out and "written" in out and "RANDOM weights" in out
+    assert SITES[1] not in out
+    assert main(_args(collection, idx, "--all")) == 0
+    out = capsys.readouterr().out
+    assert "up-to-date" in out and "written" in out
+    from search.store import open_index
+    index = open_index(idx)
+    assert len(index.frames) == 8 and len(index.objects) > 0
+    assert index.manifest["encoder"]["random_weights"] is True
+
+
+def test_unknown_site_and_other_settings_are_one_line_errors(collection, tmp_path, capsys) -> None:
+    idx = tmp_path / "idx"
+    assert main(_args(collection, idx, "--site", "Atlantis_Jan2000")) == 2
+    err = capsys.readouterr().err
+    assert "unknown site(s) Atlantis_Jan2000" in err and SITES[0] in err
+    assert main(_args(collection, idx, "--site", SITES[0], "--objects", "none")) == 0
+    capsys.readouterr()
+    assert main(_args(collection, idx, "--site", SITES[1])) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mvk index: error:") and "objects: index has 'none', this run 'pool'" in last
+
+
+def test_some_failed_exit_0_nothing_indexed_exit_1(collection, tmp_path, capsys) -> None:
+    coll = Path(shutil.copytree(collection, tmp_path / "coll"))
+    (coll / "videos" / SITES[0] / "0002.mp4").write_bytes(b"not a video at all")
+    assert main(_args(coll, tmp_path / "a", "--site", SITES[0])) == 0
+    out = capsys.readouterr().out
+    assert "1 error(s)" in out and "0002.mp4" in out and "some videos failed" in out
+    for p in (coll / "videos" / SITES[1]).glob("*.mp4"):
+        p.write_bytes(b"garbage")
+    assert main(_args(coll, tmp_path / "b", "--site", SITES[1])) == 1
+    assert "nothing could be indexed" in capsys.readouterr().out
