@@ -17,6 +17,7 @@ SERVER_OPTIONS = {
     "server.maxUploadSize": "20",
     "browser.gatherUsageStats": "false",
     "global.developmentMode": "false",
+    "client.toolbarMode": "viewer",
     "theme.base": "light",
     "theme.primaryColor": "#0a6e8a",
 }

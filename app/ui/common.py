@@ -27,7 +27,7 @@ def config() -> AppConfig:
 def sidebar_header() -> None:
     cfg = config()
     with st.sidebar:
-        st.markdown("### 🐠 mvk · underwater video search")
+        st.markdown("### :material/scuba_diving: mvk · underwater video search")
         st.caption(f"Index: `{cfg.index}`")
         st.caption(f"Collection: `{cfg.collection}`" if cfg.collection else "Collection: none (no video playback)")
 

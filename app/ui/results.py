@@ -34,10 +34,10 @@ def _select(row: dict) -> None:
 def _card(index, row: dict, frame: pd.Series, overlay: str) -> None:
     with st.container(border=True):
         st.image(thumbnail(frame, row, overlay), width="stretch")
-        st.markdown(f"**#{int(row['rank'])}** · score {float(row['score']):.3f}")
-        st.caption(f"{row['site']} · video {row['video_id']} · {common.fmt_time(row['time'])}")
-        st.button("▶ Play from here", key=f"play_{int(row['gid'])}", on_click=_select, args=(row,),
-                  width="stretch")
+        st.markdown(f"**#{int(row['rank'])}** · {float(row['score']):.3f} · {common.fmt_time(row['time'])}")
+        st.caption(f"{row['site']} · video {row['video_id']}")
+        st.button("▶ Play", key=f"play_{int(row['gid'])}", on_click=_select, args=(row,), width="stretch",
+                  help="play the video from this moment and show the object's track")
 
 
 def _cards(index, rows: pd.DataFrame, overlay: str) -> None:
@@ -85,9 +85,17 @@ def player(index, cfg, row: dict, overlay: str) -> None:
     frame = frame_rows(index, [row["gid"]]).iloc[0]
     with right:
         st.image(thumbnail(frame, row, overlay if overlay != "none" else "mask"), width="stretch",
-                 caption=f"score {float(row['score']):.3f} (frame {float(row.get('frame_score', np.nan)):.3f}, "
-                         f"object {float(row.get('object_score', np.nan)):.3f}) · frame {int(row['frame_index'])}")
+                 caption=f"score {float(row['score']):.3f} · {_parts(row)} · frame {int(row['frame_index'])}")
     track(index, row, overlay)
+
+
+def _parts(row: dict) -> str:
+    parts = []
+    for name in ("frame_score", "object_score"):
+        value = row.get(name)
+        if value is not None and np.isfinite(float(value)):
+            parts.append(f"{name.split('_')[0]} {float(value):.3f}")
+    return ", ".join(parts) or "no part scores"
 
 
 def track_rows(index, row: dict) -> pd.DataFrame:
@@ -117,7 +125,8 @@ def track(index, row: dict, overlay: str) -> None:
         "centre x (% of width)": 100 * (rows["x0"] + rows["x1"]) / 2 / rows["width"],
         "centre y (% of height)": 100 * (rows["y0"] + rows["y1"]) / 2 / rows["height"],
     }).set_index("time (s)")
-    st.line_chart(chart, height=180)
+    if len(rows) >= 3:
+        st.line_chart(chart, height=180)
     picks = np.unique(np.linspace(0, len(rows) - 1, min(TRACK_STRIP, len(rows))).round().astype(int))
     cols = st.columns(TRACK_STRIP)
     for col, i in zip(cols, picks):

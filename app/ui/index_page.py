@@ -1,0 +1,96 @@
+"""Index page: the shards with their counts, models and errors; add or rebuild a dive site in the background
+while the other pages keep searching the current shards."""
+from __future__ import annotations
+
+import json
+import time
+
+import streamlit as st
+
+from app.state import job_registry
+from app.ui import common
+
+cfg = common.config()
+index = common.open_index(cfg, stop_when_empty=False)
+common.random_banner(index, cfg)
+
+from app import indexing  # noqa: E402
+from app.security import collection_folder  # noqa: E402
+from search.errors import MvkError  # noqa: E402
+
+st.title("Index")
+st.caption(f"`{cfg.index}`")
+
+if index is not None:
+    a, b, c, d = st.columns(4)
+    a.metric("Dive sites", len(index.shards))
+    b.metric("Videos", f"{index.frames[['site', 'video_id']].drop_duplicates().shape[0]:,}" if len(index.frames) else 0)
+    c.metric("Frames", f"{len(index.frames):,}")
+    d.metric("Objects", f"{len(index.objects):,}")
+    st.subheader("Shards")
+    st.dataframe(indexing.shard_table(index), hide_index=True, width="stretch")
+    errors = indexing.video_errors(index)
+    if len(errors):
+        st.warning(f"{len(errors)} video(s) could not be indexed")
+        st.dataframe(errors, hide_index=True, width="stretch")
+    manifest = index.manifest or {}
+    with st.expander("Models and settings"):
+        enc = manifest.get("encoder") or {}
+        st.markdown(f"**CLIP**: `{enc.get('model', '?')}` · pretrained `{enc.get('pretrained')}`"
+                    + (" · **random weights**" if enc.get("random_weights") else ""))
+        backbone = (manifest.get("indexing") or {}).get("backbone")
+        if backbone:
+            st.markdown(f"**Segmentation backbone**: `{json.dumps(backbone, default=str)}`")
+        st.json(manifest, expanded=False)
+
+st.subheader("Add or rebuild a dive site")
+registry = job_registry()
+if cfg.collection is None:
+    st.info("Start the app with `--collection DIR` to add or rebuild sites.")
+else:
+    known = sorted(index.shards) if index is not None else []
+    with st.form("build", border=True):
+        typed = st.text_input("Folder inside the collection", key="b_folder", value="videos",
+                              help="a site folder (e.g. `videos/Oahu_Jul2022`), a folder of videos, or `videos` "
+                                   "for every site; it must lie inside the collection")
+        site_names = st.text_input("Only these sites (comma-separated, optional)", key="b_sites",
+                                   placeholder=", ".join(known[:2]) or "e.g. Oahu_Jul2022")
+        rebuild = st.checkbox("Rebuild even if up to date", key="b_rebuild",
+                              help="recompute aside; searches use the old shard until the new one is swapped in")
+        start = st.form_submit_button("Index", type="primary", disabled=registry.running("index"))
+    if start:
+        try:
+            folder = collection_folder(cfg.collection, typed)
+            sites = [s.strip() for s in site_names.split(",") if s.strip()] or None
+            registry.start("index", lambda job: indexing.build_sites(cfg, folder, sites, rebuild=rebuild, job=job))
+        except (MvkError, RuntimeError) as exc:
+            st.error(str(exc))
+
+
+@st.fragment(run_every=0.5)
+def job_panel() -> None:
+    job = job_registry().jobs.get("index")
+    if job is None:
+        return
+    elapsed = time.time() - job.started
+    if not job.finished:
+        st.progress(job.fraction, text=f"{job.message} · {job.done}/{job.total or '?'} frames · "
+                                       f"{elapsed:.0f} s")
+        return
+    st.progress(1.0 if not job.error else job.fraction, text=f"finished in {elapsed:.0f} s")
+    if job.error:
+        st.error(f"Indexing failed: {job.error}")
+    else:
+        result = job.result
+        lines = [f"{s.site}: {s.status}, {s.frames} frames, {s.objects} objects" for s in getattr(result, "sites", [])]
+        st.success("Indexing finished. " + "; ".join(lines))
+        for site, path, msg in getattr(result, "errors", []):
+            st.warning(f"{site}/{path}: {msg}" if path else f"{site}: {msg}")
+    with st.expander("Log"):
+        st.code("\n".join(job.log[-50:]) or "(empty)", language=None)
+    if st.session_state.get("seen_job") != job.started:
+        st.session_state["seen_job"] = job.started
+        st.rerun()   # the whole page: the new shard shows in the table
+
+
+job_panel()

@@ -1,0 +1,97 @@
+"""KIS session page, the way MVK's queries were collected: a random target frame is shown, the user describes
+it, the app shows where the target ranked and saves the description to a novice or expert query set."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app.ui import common, results
+
+cfg = common.config()
+index = common.open_index(cfg)
+common.random_banner(index, cfg)
+
+from app import sessions  # noqa: E402
+from search.errors import MvkError  # noqa: E402
+from search.query import FUSIONS  # noqa: E402
+
+st.title("KIS session")
+st.caption("Describe the frame below so that someone could find it: the app ranks every indexed frame for your "
+           "description, shows where the target landed, and saves your description to a query set for the "
+           "benchmark.")
+
+with st.sidebar:
+    st.subheader("Session")
+    kind = st.radio("Query set", sessions.KINDS, horizontal=True, key="s_kind",
+                    help="novice: people who do not know the species; expert: marine biologists")
+    limit = st.number_input("Time limit (s)", 30, 1800, sessions.DEFAULT_LIMIT_S, 30, key="s_limit",
+                            help="as in interactive KIS tasks; a late query is still saved, with its time")
+    fusion = st.selectbox("Ranking", FUSIONS, index=FUSIONS.index("max"), key="s_fusion")
+    st.caption(f"Saved to `{sessions.queryset_path(cfg, kind)}`")
+
+
+def new_target() -> None:
+    st.session_state["s_target"] = sessions.pick_target(index.frames, np.random.default_rng())
+    st.session_state["s_started"] = time.time()
+    st.session_state.pop("s_outcome", None)
+
+
+if st.session_state.get("s_target") is None or st.session_state["s_target"]["gid"] >= len(index.frames):
+    new_target()
+target = st.session_state["s_target"]
+started = st.session_state["s_started"]
+
+left, right = st.columns([3, 2])
+with left:
+    st.image(sessions.target_image(index, cfg, target), width="stretch")
+with right:
+    @st.fragment(run_every=1.0)
+    def timer() -> None:
+        outcome = st.session_state.get("s_outcome")
+        elapsed = (outcome["seconds"] if outcome else time.time() - st.session_state["s_started"])
+        remaining = float(st.session_state.get("s_limit", sessions.DEFAULT_LIMIT_S)) - elapsed
+        st.metric("Time", common.fmt_time(elapsed),
+                  delta=("stopped" if outcome else f"{common.fmt_time(remaining)} left") if remaining >= 0
+                  else "time is up", delta_color="off" if outcome or remaining >= 0 else "inverse")
+
+    timer()
+    with st.form("s_form", clear_on_submit=False, border=False):
+        text = st.text_area("Your description of this frame", key="s_text", height=110,
+                            placeholder="e.g. a yellow fish swims above a sandy bottom near a rock")
+        go = st.form_submit_button("Rank and save", type="primary", width="stretch")
+    st.button("New target", on_click=new_target, key="s_new", width="stretch")
+
+if go:
+    try:
+        outcome = sessions.rank_and_save(index, common.encoder(index, cfg), cfg, target, text, kind=kind,
+                                         fusion=fusion, seconds=time.time() - started, limit=float(limit))
+        st.session_state["s_outcome"] = outcome
+        st.session_state.setdefault("s_history", []).append(
+            {k: outcome[k] for k in ("query_id", "query_type", "rank", "n_frames", "seconds", "text")})
+    except MvkError as exc:
+        st.error(str(exc))
+
+outcome = st.session_state.get("s_outcome")
+if outcome:
+    st.divider()
+    a, b, c = st.columns(3)
+    a.metric("Target rank", f"#{outcome['rank']:,}", help="1 is best; ties count against the target")
+    b.metric("Among frames", f"{outcome['n_frames']:,}")
+    c.metric("Time taken", common.fmt_time(outcome["seconds"]))
+    st.success(f"Saved as **{outcome['query_id']}** in `{outcome['path']}`")
+    top = outcome["top"]
+    if len(top):
+        st.markdown("**Your description's top frames** (the target is marked ✓)")
+        cols = st.columns(len(top))
+        for col, (_, row) in zip(cols, results.frame_rows(index, top["gid"]).iterrows()):
+            hit = bool(top.loc[top["gid"] == row["gid"], "is_target"].iloc[0])
+            col.image(common.decode_jpeg(row["thumbnail"]), width="stretch",
+                      caption=("✓ target · " if hit else "") + f"{row['site']} · {common.fmt_time(row['time'])}")
+
+history = st.session_state.get("s_history")
+if history:
+    st.subheader("This session")
+    st.dataframe(pd.DataFrame(history), hide_index=True, width="stretch")

@@ -1,0 +1,30 @@
+"""A small index for the app's tests: two synthetic dive sites, tiny random CLIP, colour segmentation.
+
+Built once per test session (memoised here, so every app test module shares one build)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+SITES = ("Oahu_Jul2022", "PhuQuoc1_Jun2022")
+_BUILT: dict[str, tuple[Path, Path]] = {}
+
+
+def build_small_index(base: Path) -> tuple[Path, Path]:
+    """(collection, index) under ``base``: 2 sites x 2 videos x 2 s at 12 fps, 2 frames per second indexed."""
+    from indexer.pipeline import IndexConfig, index_collection, load_models
+    from mvk_tools.synth import make_collection
+
+    collection = make_collection(base / "collection", sites=SITES, videos_per_site=2, n_frames=24,
+                                 size=(160, 96), fps=12.0)
+    encoder, extractor = load_models(model="mvk-tiny-vit", pretrained=None, backbone="color", random_weights=True)
+    index = base / "index"
+    result = index_collection(collection, index, encoder=encoder, extractor=extractor,
+                              config=IndexConfig(every_seconds=0.5))
+    assert result.ok and not result.errors, result.errors
+    return collection, index
+
+
+def small_index(tmp_path_factory) -> tuple[Path, Path]:
+    if "small" not in _BUILT:
+        _BUILT["small"] = build_small_index(tmp_path_factory.mktemp("app_index"))
+    return _BUILT["small"]
