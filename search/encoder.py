@@ -154,7 +154,8 @@ def _to_tensor_batch(images: Sequence[np.ndarray]) -> list:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
             raise InputError(f"image {i} has shape {arr.shape}; expected (H, W, 3) uint8 RGB")
-        out.append(torch.from_numpy(np.ascontiguousarray(arr[:, :, :3])))
+        rgb = np.ascontiguousarray(arr[:, :, :3])
+        out.append(torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()))
     return out
 
 

@@ -410,6 +410,14 @@ def read_shard(path: Path, site: str) -> Shard:
                  cpu_frame_index=indexes["frames"], cpu_object_index=indexes["objects"])
 
 
+def read_manifest(root: str | Path) -> dict:
+    """The root manifest of an index folder (IndexFormatError when there is none)."""
+    root = Path(root)
+    if not (root / "manifest.json").exists():
+        raise IndexFormatError(f"{root} is not an index: it has no manifest.json (build one with mvk index)")
+    return _read_json(root / "manifest.json")
+
+
 def list_sites(root: str | Path) -> list[str]:
     """Sites named by the root manifest or present as shard folders, sorted."""
     root = Path(root)

@@ -3,13 +3,135 @@ from __future__ import annotations
 
 import argparse
 
+from search.clikit import add_model_weight_arguments
+
 NAME = "search"
 HELP = "rank the frames of an index for a text or image query"
+DESCRIPTION = """Rank the frames of an index built by `mvk index` for a text query (or an image: --image).
+
+The query is encoded with the index's own CLIP model (recorded in its manifest) unless --model/--pretrained/
+--checkpoint say otherwise; an index built with another model is refused. Each frame's score fuses the
+frame's similarity with its best object's (--fusion). Examples:
+
+  mvk search "a green turtle resting on coral" --index idx
+  mvk search "diver" --index idx --site Anilao_2019-04 --group-by video --json
+  mvk search "" --image frame.jpg --index idx
+  mvk search "a diver" --then "a shark" --within 20 --index idx
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("text", nargs="?", default="", help="what to look for (omit with --image)")
+    parser.add_argument("--index", required=True, help="the index folder (made by mvk index)")
+    parser.add_argument("-k", "--k", type=int, default=20, help="number of results (default 20)")
+    parser.add_argument("--fusion", default="max", choices=("frame", "object", "max", "weighted"),
+                        help="how a frame's and its best object's scores combine (default max)")
+    parser.add_argument("--weight", type=float, default=0.5,
+                        help="object weight w of --fusion weighted: (1-w)*frame + w*object (default 0.5)")
+    parser.add_argument("--site", action="append", default=[], help="only this dive site (repeatable)")
+    parser.add_argument("--place", action="append", default=[], help="only this place (repeatable)")
+    parser.add_argument("--date-from", default="", help="only footage from this month on (YYYY-MM)")
+    parser.add_argument("--date-to", default="", help="only footage up to this month (YYYY-MM)")
+    parser.add_argument("--group-by", choices=("video",), default=None, help="one result (the best frame) per video")
+    parser.add_argument("--image", default=None, help="query with this image file instead of a text ('more like this')")
+    parser.add_argument("--then", default=None,
+                        help="temporal query: TEXT then this text in the same video within --within seconds")
+    parser.add_argument("--within", type=float, default=10.0, help="seconds allowed between the two texts of --then "
+                        "(default 10)")
+    parser.add_argument("--exact", action="store_true", help="score every frame exactly even in an approximate index")
+    parser.add_argument("--json", action="store_true", help="print JSON (results, notes, skipped shards) instead of a table")
+    parser.add_argument("--model", default=None, help="open_clip model (default: the one recorded in the index)")
+    parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default: the index's)")
+    parser.add_argument("--checkpoint", default=None, help="local open_clip checkpoint file (default: the index's "
+                        "model with its pretrained tag)")
+    add_model_weight_arguments(parser)
+
+
+def _encoder_arguments(args: argparse.Namespace, built: dict) -> dict:
+    """Encoder to load: the command line's choice, else the index's recorded one."""
+    from search.errors import MissingWeightsError
+    model = args.model or built.get("model")
+    if not model:
+        from search.encoder import DEFAULT_MODEL
+        model = DEFAULT_MODEL
+    random_weights = bool(args.random_weights)
+    checkpoint = args.checkpoint
+    pretrained = args.pretrained
+    if not random_weights and checkpoint is None and pretrained is None and not args.model:
+        if built.get("checkpoint"):
+            raise MissingWeightsError(f"the index was built from checkpoint file {built['checkpoint'].get('name')}: "
+                                      f"pass it with --checkpoint FILE")
+        if built.get("random_weights"):
+            random_weights = True
+        pretrained = built.get("pretrained")
+    if pretrained is None and not random_weights and checkpoint is None:
+        from search.encoder import DEFAULT_PRETRAINED
+        pretrained = DEFAULT_PRETRAINED
+    return {"model": model, "pretrained": pretrained, "checkpoint": checkpoint, "random_weights": random_weights,
+            "device": args.device}
+
+
+def _read_image(path: str):
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from search.errors import InputError
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise InputError(f"image file {path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path} is not a readable image: {exc}") from exc
+
+
+def _print_table(df, columns) -> None:
+    import pandas as pd
+    if df.empty:
+        print("no results")
+        return
+    show = df.loc[:, [c for c in columns if c in df.columns]].copy()
+    for c in show.columns:
+        if pd.api.types.is_float_dtype(show[c]):
+            show[c] = show[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}")
+    print(show.to_string(index=False))
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("mvk search is not built yet")
+    import json
+    import sys
+
+    from search import query as Q
+    from search.encoder import load_encoder
+    from search.errors import QueryError
+    from search.store import open_index, read_manifest
+
+    if args.image and args.then:
+        raise QueryError("--image and --then cannot be combined")
+    if not args.image and not args.text.strip():
+        raise QueryError("the query text is empty (give a text, or --image PATH)")
+    image = _read_image(args.image) if args.image else None
+    encoder = load_encoder(**_encoder_arguments(args, read_manifest(args.index).get("encoder") or {}))
+    index = open_index(args.index, expect=encoder.identity(), device=args.device)
+    filters = Q.Filters(sites=tuple(args.site), places=tuple(args.place), date_from=args.date_from,
+                        date_to=args.date_to)
+    if args.then is not None:
+        df = Q.temporal_search(index, encoder, args.text, args.then, within=args.within, k=args.k,
+                               fusion=args.fusion, weight=args.weight, filters=filters, group_by=args.group_by)
+        columns = ("rank", "score", "site", "video_id", "first_time", "then_time", "gap", "first_score", "then_score")
+    else:
+        df = Q.search(index, encoder, image if image is not None else args.text, k=args.k, fusion=args.fusion,
+                      weight=args.weight, filters=filters, group_by=args.group_by, exact=True if args.exact else None)
+        columns = ("rank", "score", "frame_score", "object_score", "site", "video_id", "frame_index", "time",
+                   "track_id", "x0", "y0", "x1", "y1")
+    notes = list(df.attrs.get("notes", []))
+    if args.json:
+        records = json.loads(df.to_json(orient="records"))
+        print(json.dumps({"query": args.text, "image": args.image, "then": args.then,
+                          "encoder": encoder.identity(), "notes": notes, "skipped_shards": index.errors,
+                          "results": records}, indent=2))
+    else:
+        _print_table(df, columns)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    return 0
