@@ -248,3 +248,30 @@ def query_vectors(queries: pd.DataFrame, *, dim: int, encode: Callable[[list[str
         raise InputError(f"query vectors have {vecs.shape[1]} dimensions, the index {dim}")
     norms = np.linalg.norm(vecs, axis=1, keepdims=True)
     return vecs / np.where(norms > 0, norms, 1.0)
+
+
+def encoder_for_index(identity: dict, *, checkpoint: str | None = None, random_weights: bool = False,
+                      device: str = "cpu"):
+    """The text encoder an index was built with (``Index.encoder``), under the weights rule: an index made
+    with random weights needs ``random_weights=True`` said explicitly, and the reverse; a checkpoint-built
+    index needs the ``checkpoint`` file. Raises ModelMismatchError / MissingWeightsError with what to do."""
+    from search.encoder import describe, load_encoder, same_space
+    from search.errors import ModelMismatchError
+
+    if not identity.get("model"):
+        raise ModelMismatchError("the index records no encoder: it cannot be searched with text; use "
+                                 "--use-file-vectors with vectors of its dimension")
+    built_random = bool(identity.get("random_weights"))
+    if built_random != bool(random_weights):
+        raise ModelMismatchError(
+            f"the index was built with {describe(identity)}; "
+            + ("pass --random-weights to query it (its ranks mean nothing)" if built_random
+               else "--random-weights cannot query it: drop the flag"))
+    if identity.get("checkpoint") and not random_weights and checkpoint is None:
+        raise ModelMismatchError(f"the index was built with {describe(identity)}: pass --checkpoint FILE")
+    enc = load_encoder(identity["model"], identity.get("pretrained"), checkpoint=checkpoint,
+                       random_weights=random_weights, device=device)
+    if not same_space(enc.identity(), identity):
+        raise ModelMismatchError(f"the index was built with {describe(identity)}, the loaded encoder is "
+                                 f"{describe(enc.identity())}")
+    return enc

@@ -3,13 +3,150 @@ from __future__ import annotations
 
 import argparse
 
+from search.clikit import add_model_weight_arguments
+
 NAME = "kis"
 HELP = "known-item-search benchmark: the rank of each query's target frame, hit@k, MRR, plots"
+DESCRIPTION = """\
+Known-item-search benchmark (MVK, seed 003). For every query, the rank of its target among ALL indexed
+frames (1 = best), per query type and per fusion mode in the same run: N, hit@1/10/100/1000, MRR, median
+and mean rank. Writes per_query.csv, summary.json and rank plots (PNG) into --out and prints a table.
+
+Query sets: the tidy CSV (query_id,query_type,text,target_site,target_video,target_frame|target_time) or
+MVK's KIS files ('img; CLIP_img; ClipCap_text; CLIP_ClipCap; novice_text; CLIP_text' and
+'img; text; CLIP_text'); the format is detected from the header. Bad rows are reported with file and line
+and skipped; the other rows run.
+
+A hit is the target frame or any indexed frame of the same video within --tolerance seconds of the target
+time (MVK frame numbers are frame indices: time = frame / fps, with the video's fps estimated from the
+index, else --fps). Ties count against the target (pessimistic rank). Targets not in the index are reported
+apart (n_not_in_index), never counted as misses.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("querysets", nargs="+", metavar="QUERYSET", help="query-set CSV files (tidy or MVK KIS)")
+    parser.add_argument("--index", required=True, help="index folder (built by mvk index)")
+    parser.add_argument("--out", required=True, help="output folder for per_query.csv, summary.json and plots")
+    parser.add_argument("--fusion", default="frame,object",
+                        help="comma-separated fusion modes to compare in one run, from frame, object, max, "
+                             "weighted (default: frame,object)")
+    parser.add_argument("--weight", type=float, default=0.5,
+                        help="object weight w of the weighted fusion, (1-w)*frame + w*object (default 0.5)")
+    parser.add_argument("--tolerance", type=float, default=0.5,
+                        help="seconds around the target time within which a frame of the target's video counts "
+                             "as a hit (default 0.5: one frame at one indexed frame per second)")
+    parser.add_argument("--fps", type=float, default=30.0,
+                        help="frame rate used to turn target frame numbers into times when the index cannot tell "
+                             "a video's own (default 30, MVK's)")
+    parser.add_argument("--use-file-vectors", action="store_true",
+                        help="rank with the precomputed vectors in the query files instead of encoding the texts "
+                             "(their dimension must match the index)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="local checkpoint file of the index's encoder, when the index was built from one")
+    parser.add_argument("--batch-size", type=int, default=256, help="texts per encoding batch (default 256)")
+    add_model_weight_arguments(parser)
+
+
+def _fusions(text: str) -> list[str]:
+    from search.errors import InputError
+    from search.query import FUSIONS
+
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in FUSIONS]
+    if bad or not modes:
+        raise InputError(f"--fusion {text!r}: unknown mode(s) {bad}; choose from {', '.join(FUSIONS)}")
+    return list(dict.fromkeys(modes))
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("mvk kis is not built yet")
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from mvk_tools import kis, plots
+    from mvk_tools.querysets import read_querysets
+    from search.errors import InputError
+    from search.query import score_frames
+    from search.store import open_index
+
+    started = time.time()
+    fusions = _fusions(args.fusion)
+    if args.fps <= 0:
+        raise InputError(f"--fps must be positive, got {args.fps}")
+    index = open_index(args.index, device=args.device)
+    for site, why in index.errors.items():
+        print(f"warning: shard {site} skipped: {why}", file=sys.stderr)
+    if not len(index.frames):
+        raise InputError(f"index {args.index} holds no readable frame")
+    dim = int(index.encoder.get("dim") or next(iter(index.shards.values())).frame_index.d)
+
+    qs, file_errors = read_querysets(args.querysets, with_vectors=args.use_file_vectors)
+    for err in file_errors:
+        print(f"error: {err}", file=sys.stderr)
+    issues = list(qs.issues)
+    queries = qs.queries
+    if args.use_file_vectors and len(queries):
+        keep, vec_issues = kis.check_file_vectors(queries, dim)
+        issues += vec_issues
+        queries = queries[keep].reset_index(drop=True)
+    for issue in issues:
+        print(str(issue), file=sys.stderr)
+    if not len(queries):
+        raise InputError("no usable query in " + ", ".join(args.querysets))
+
+    identity = index.encoder
+    if args.use_file_vectors:
+        encode = None
+    else:
+        encoder = kis.encoder_for_index(identity, checkpoint=args.checkpoint, random_weights=args.random_weights,
+                                        device=args.device)
+        batch = max(1, args.batch_size)
+
+        def encode(texts: list[str]) -> np.ndarray:
+            chunks = range(0, len(texts), batch)
+            return np.concatenate([encoder.encode_text(texts[i:i + batch], batch_size=batch)
+                                   for i in tqdm(chunks, desc="encoding queries", unit="batch", file=sys.stderr)])
+    vectors = kis.query_vectors(queries, dim=dim, encode=encode, use_file_vectors=args.use_file_vectors)
+
+    per_query = kis.rank_queries(
+        queries, vectors, index.frames,
+        lambda v, fusion: score_frames(index, v, fusion=fusion, weight=args.weight),
+        fusions=fusions, tolerance=args.tolerance, default_fps=args.fps, skipped_sites=index.errors,
+        progress=lambda it: tqdm(it, desc="ranking", unit="query", file=sys.stderr))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_query.to_csv(out / "per_query.csv", index=False)
+    summary = kis.summarize(per_query)
+    random_weights = bool(identity.get("random_weights")) and not args.use_file_vectors
+    missing = per_query[per_query["status"] == "not_in_index"].drop_duplicates("query_id")
+    report = {
+        "index": str(Path(args.index).resolve()), "n_frames": int(len(index.frames)),
+        "sites": sorted(index.shards), "skipped_sites": index.errors, "encoder": identity,
+        "random_weights": random_weights,
+        "warning": "the index's encoder has random weights: these ranks mean nothing" if random_weights else "",
+        "vectors": "precomputed vectors from the query files" if args.use_file_vectors else "encoded texts",
+        "query_sets": qs.formats, "file_errors": file_errors, "issues": [str(i) for i in issues],
+        "fusions": fusions, "weight": args.weight, "tolerance_s": args.tolerance, "default_fps": args.fps,
+        "tie_rule": kis.TIE_RULE, "n_queries": int(len(queries)),
+        "groups": json.loads(summary.to_json(orient="records")),
+        "not_in_index": [{"query_id": q, "reason": r} for q, r in zip(missing["query_id"], missing["reason"])],
+    }
+    paths = plots.write_all(per_query, out, title_suffix="(RANDOM WEIGHTS)" if random_weights else "")
+    report["plots"] = [p.name for p in paths]
+    report["seconds"] = round(time.time() - started, 2)
+    (out / "summary.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+
+    print(kis.format_table(summary))
+    if len(missing):
+        print(f"{len(missing)} target(s) not in the index (not counted as misses; reasons in summary.json)")
+    if issues or file_errors:
+        print(f"{len(issues)} row issue(s), {len(file_errors)} unusable file(s): see above and summary.json")
+    if random_weights:
+        print("warning: random-weight encoder: these ranks mean nothing")
+    print(f"wrote {out / 'per_query.csv'}, {out / 'summary.json'}, {', '.join(p.name for p in paths)}")
+    return 0
