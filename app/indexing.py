@@ -80,7 +80,7 @@ def settings_from_manifest(manifest: dict | None, *, random_weights: bool, objec
     )
     return BuildSettings(model=enc.get("model"), pretrained=enc.get("pretrained"),
                          clip_checkpoint=enc.get("checkpoint"),
-                         backbone=backbone.get("name") if isinstance(backbone, dict) else None,
+                         backbone=(backbone.get("backbone") or backbone.get("name")) if isinstance(backbone, dict) else None,
                          checkpoint=backbone.get("checkpoint") if isinstance(backbone, dict) else None,
                          random_weights=bool(enc.get("random_weights", random_weights)), config=config)
 

@@ -41,12 +41,14 @@ def resolve_inside(path: str | Path, roots: Iterable[str | Path], *, base: str |
     if not candidate.is_absolute():
         candidate = Path(base).resolve() / candidate if base is not None else root_list[0] / candidate
     try:
-        resolved = candidate.resolve(strict=must_exist)
-    except (OSError, RuntimeError) as exc:   # missing file, symlink loop
-        raise PathNotAllowedError(f"{text}: no such file or folder") from exc
+        resolved = candidate.resolve()
+    except (OSError, RuntimeError) as exc:   # symlink loop
+        raise PathNotAllowedError(f"{text}: cannot be resolved ({exc})") from exc
     if not any(resolved == root or resolved.is_relative_to(root) for root in root_list):
         names = ", ".join(str(r) for r in root_list)
         raise PathNotAllowedError(f"{text}: outside the folders this app may read ({names})")
+    if must_exist and not resolved.exists():
+        raise PathNotAllowedError(f"{text}: no such file or folder")
     return resolved
 
 
