@@ -51,7 +51,7 @@ def default_nlist(n: int) -> int:
 
 
 def default_nprobe(nlist: int) -> int:
-    return int(max(1, min(nlist, math.ceil(nlist / 16))))
+    return int(max(1, min(nlist, math.ceil(nlist / 8))))
 
 
 def _pq_m(d: int) -> int:
