@@ -16,6 +16,7 @@ parameters) and, while a rebuild is pending, only if it was finished after the r
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,12 +24,14 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from search.errors import InputError
 
 WORK_DIR = ".work"
 _TMP_MARK = ".tmp-"
@@ -87,6 +90,27 @@ class SiteWork:
         self.path = Path(index_root) / WORK_DIR / safe_key(site)
 
     # -- site state --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the site for this process: a second indexer of the same site (another ``mvk index``, the
+        app) gets InputError instead of mixing its parts in. Advisory; a no-op where fcntl is missing."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        with open(self.path / "lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise InputError(f"site {self.site!r} is being indexed by another process right now "
+                                 f"(lock {self.path / 'lock'}); wait for it to finish") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def prepare(self) -> None:
         """Create the folder and remove temporary files that a killed run left behind."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -155,7 +179,7 @@ class SiteWork:
         """Delete the parts of videos that are no longer in the site."""
         for f in self.path.iterdir():
             key = f.name.split(".", 1)[0]
-            if f.is_file() and f.name != "pending.json" and key not in keep:
+            if f.is_file() and f.name not in ("pending.json", "lock") and key not in keep:
                 f.unlink(missing_ok=True)
 
     def remove(self) -> None:

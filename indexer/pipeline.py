@@ -376,16 +376,47 @@ def _shard_manifest(root: Path, site: str) -> dict | None:
     return read_json(root / "sites" / site / "manifest.json")
 
 
+def _shard_intact(root: Path, site: str, manifest: dict) -> bool:
+    """Every file the shard manifest lists is there with its recorded size (else it is rewritten from parts)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return False
+    folder = root / "sites" / site
+    try:
+        return all((folder / name).stat().st_size == size for name, size in files.items())
+    except OSError:
+        return False
+
+
+@dataclass
+class _Planned:
+    """One video of a site, as this run sees it."""
+    row: pd.Series
+    path: Path
+    rel: str                          # path relative to the collection: the video's name in manifests
+    key: str                          # its part files' name in the work folder
+    signature: dict                   # size and mtime, or {"error": ...} when it cannot be stat'ed
+    indices: list[int] | None         # selected frames, or None to sample every N seconds
+    note: str | None
+
+
 def index_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, *, encoder: "Encoder",
                extractor: "QKExtractor | None", config: IndexConfig, fp: str, rebuild: bool = False,
                clock: _Clock | None = None, progress: Progress | None = None) -> SiteResult:
     """Index one site's videos (resuming from finished parts) and swap its shard in."""
-    clock = clock or _Clock()
-    progress = progress or Progress()
     work = SiteWork(root, site)
+    with work.lock():
+        return _index_site_locked(root, collection, site, videos, work, encoder=encoder, extractor=extractor,
+                                  config=config, fp=fp, rebuild=rebuild, clock=clock or _Clock(),
+                                  progress=progress or Progress())
+
+
+def _index_site_locked(root: Path, collection: Path, site: str, videos: pd.DataFrame, work: SiteWork, *,
+                       encoder: "Encoder", extractor: "QKExtractor | None", config: IndexConfig, fp: str,
+                       rebuild: bool, clock: _Clock, progress: Progress) -> SiteResult:
     work.prepare()
     videos = videos.sort_values("video_id", kind="stable")
-    plan = []
+    plan: list[_Planned] = []
     for _, row in videos.iterrows():
         path = Path(row["path"])
         rel = _relative(path, collection)
@@ -400,23 +431,26 @@ def index_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, *,
             indices = selected_frame_indices(collection, site, str(row["video_id"])) or None
             if indices is None:
                 note = f"no selected frames: sampled every {config.every_seconds:g} s"
-        plan.append((row, path, rel, safe_key(rel), sig, indices, note))
+        plan.append(_Planned(row, path, rel, safe_key(rel), sig, indices, note))
 
-    sources = {rel: sig for _, _, rel, _, sig, _, _ in plan}
+    sources = {p.rel: p.signature for p in plan}
     shard_manifest = _shard_manifest(root, site)
     if (not rebuild and work.pending is None and shard_manifest is not None
-            and shard_manifest.get("fingerprint") == fp and shard_manifest.get("sources") == sources):
+            and shard_manifest.get("fingerprint") == fp and shard_manifest.get("sources") == sources
+            and shard_manifest.get("index_type") == config.index_type
+            and _shard_intact(root, site, shard_manifest)):
         result = SiteResult(site, "up-to-date", frames=int(shard_manifest.get("frames", 0) or 0),
                             objects=int(shard_manifest.get("objects", 0) or 0), shard=root / "sites" / site)
         progress.site_finished(result)
         return result
 
     work.mark_pending(rebuild=rebuild)
-    expected = {key: _expected_frames(row, config, idx) for row, _, _, key, _, idx, _ in plan}
+    expected = {p.key: _expected_frames(p.row, config, p.indices) for p in plan}
     progress.site_started(site, len(plan), sum(expected.values()))
     results: list[VideoResult] = []
     settled: dict[str, dict] = {}         # rel -> signature of videos done or failed for good
-    for row, path, rel, key, sig, indices, note in plan:
+    for p in plan:
+        row, path, rel, key, sig, indices, note = p.row, p.path, p.rel, p.key, p.signature, p.indices, p.note
         vid = str(row["video_id"])
         vr = VideoResult(site, vid, rel, "indexed", expected_frames=expected[key], note=note)
         rec = work.record(key, sig, fp) if "error" not in sig else None
@@ -469,7 +503,7 @@ def index_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, *,
     return result
 
 
-def _write_site(root: Path, site: str, plan: list, results: list[VideoResult], settled: dict[str, dict],
+def _write_site(root: Path, site: str, plan: list[_Planned], results: list[VideoResult], settled: dict[str, dict],
                 work: SiteWork, *, encoder: "Encoder", config: IndexConfig, fp: str, clock: _Clock) -> SiteResult:
     """Assemble the parts in catalog order and swap the shard in (nothing is written when no video has rows)."""
     from search import store
@@ -477,10 +511,10 @@ def _write_site(root: Path, site: str, plan: list, results: list[VideoResult], s
     frames, objects, fvecs, ovecs = [], [], [], []
     n_frames = 0
     ok = {v.video_path for v in results if v.status in ("indexed", "resumed")}
-    for _, _, rel, key, _, _, _ in plan:
-        if rel not in ok:
+    for p in plan:
+        if p.rel not in ok:
             continue
-        part = work.read_part(key)
+        part = work.read_part(p.key)
         obj = part.objects.copy()
         obj["frame_row"] = obj["frame_row"].astype(np.int64) + n_frames
         frames.append(part.frames)
@@ -510,7 +544,7 @@ def _write_site(root: Path, site: str, plan: list, results: list[VideoResult], s
     result.shard = store.write_shard(root, site, frames_df, fv, objects_df, ov, manifest,
                                      index_type=config.index_type)  # type: ignore[arg-type]
     work.clear_pending()
-    work.drop_others({key for _, _, _, key, _, _, _ in plan})
+    work.drop_others({p.key for p in plan})
     result.frames, result.objects = len(frames_df), len(objects_df)
     clock.seconds["write"] += time.perf_counter() - t
     return result

@@ -281,3 +281,37 @@ def test_decode_error_mid_video_and_unexpected_errors(collection, tmp_path, enco
     shard = open_index(root).shards[SITES[0]]
     assert shard.frames["video_id"].tolist() == ["0002"] * 4
     assert list(shard.manifest["errors"]) == [f"videos/{SITES[0]}/0001.mp4"]
+
+
+def test_selected_frames_index_type_change_and_site_lock(collection, tmp_path, encoder) -> None:
+    from indexer.parts import SiteWork
+    from search.errors import InputError
+    from search.store import open_index
+    root = tmp_path / "idx"
+    config = _config(objects="none", selected_frames=True)
+    _index(collection, root, encoder, None, config=config, sites=[SITES[0]])
+    frames = open_index(root).frames
+    assert frames["frame_index"].tolist() == [0, 12, 0, 12]           # synth selects one frame per second
+    rec = Recorder()                  # another index type: the shard is rewritten from the parts, not recomputed
+    result = _index(collection, root, encoder, None, config=replace(config, index_type="hnsw"),
+                    sites=[SITES[0]], progress=rec)
+    assert result.sites[0].status == "written" and [v.status for v in rec.finished] == ["resumed", "resumed"]
+    assert open_index(root).shards[SITES[0]].manifest["index_type"] == "hnsw"
+    with SiteWork(root, SITES[0]).lock():
+        result = _index(collection, root, encoder, None, config=config, sites=[SITES[0]], rebuild=True)
+    assert result.sites[0].status == "failed" and "another process" in result.sites[0].error
+
+
+def test_damaged_shard_is_rewritten_from_parts(collection, tmp_path, encoder) -> None:
+    from search.store import open_index
+    root = tmp_path / "idx"
+    config = _config(objects="none")
+    _index(collection, root, encoder, None, config=config, sites=[SITES[0]])
+    faiss_file = root / "sites" / SITES[0] / "frames.faiss"
+    faiss_file.write_bytes(faiss_file.read_bytes()[:40])             # truncated behind our back
+    assert SITES[0] in open_index(root).errors
+    rec = Recorder()
+    result = _index(collection, root, encoder, None, config=config, sites=[SITES[0]], progress=rec)
+    assert result.sites[0].status == "written" and [v.status for v in rec.finished] == ["resumed", "resumed"]
+    index = open_index(root)
+    assert not index.errors and len(index.frames) == 8
