@@ -18,18 +18,21 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            size=(96, 64), fps=12.0, n_objects=2, seed=5)
 
 
-def _args(collection: Path, index: Path, *extra: str) -> list[str]:
+def _args(collection: Path, index: Path, *extra: str, progress: bool = False) -> list[str]:
     from search.encoder import TEST_MODEL
     from tests.test_pipeline import TEST_BACKBONE
     return ["index", str(collection), "--index", str(index), "--model", TEST_MODEL, "--backbone", TEST_BACKBONE,
-            "--random-weights", "--every", "0.5", "--max-side", "0", "--batch-size", "4", "--no-progress", *extra]
+            "--random-weights", "--every", "0.5", "--max-side", "0", "--batch-size", "4",
+            *([] if progress else ["--no-progress"]), *extra]
 
 
 def test_index_prints_summary_and_resumes(collection, tmp_path, capsys) -> None:
     idx = tmp_path / "idx"
-    assert main(_args(collection, idx, "--site", SITES[0])) == 0
-    out = capsys.readouterr().out
+    assert main(_args(collection, idx, "--site", SITES[0], progress=True)) == 0
+    captured = capsys.readouterr()
+    out = captured.out
     assert SITES[0] in out and "written" in out and "RANDOM weights" in out
+    assert f"{SITES[0]} (1 videos)" in captured.err and "frame" in captured.err      # tqdm bars on stderr
     assert SITES[1] not in out
     assert main(_args(collection, idx, "--all")) == 0
     out = capsys.readouterr().out
