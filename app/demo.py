@@ -71,6 +71,6 @@ def build_demo(paths: DemoPaths, *, random_weights: bool, device: str = "cpu", p
     else:
         encoder, extractor = load_models(device=device)   # MissingWeightsError before any file is written
     make_demo_collection(paths.collection, real_clips=find_real_clips())
-    config = IndexConfig(every_seconds=0.5, segment=SegmentParams(short_side=160), decode_max_side=640)
+    config = IndexConfig(every_seconds=1.0, segment=SegmentParams(short_side=160), decode_max_side=640)
     return index_collection(paths.collection, paths.index, encoder=encoder, extractor=extractor, config=config,
                             progress=progress)

@@ -100,22 +100,25 @@ curves = plots.rank_curve_data(per_query)
 if not curves.empty:
     st.subheader("Targets found within rank k")
     curves["series"] = curves["query_type"] + " · " + curves["fusion"]
-    chart = (alt.Chart(curves).mark_line(point=alt.OverlayMarkDef(size=18))
-             .encode(x=alt.X("k:Q", scale=alt.Scale(type="log"), title="rank k (log scale)"),
-                     y=alt.Y("share:Q", axis=alt.Axis(format="%"), title="targets found", scale=alt.Scale(domain=[0, 1])),
+    n_frames = max(int(per_query["n_frames"].max()), 2)
+    chart = (alt.Chart(curves).mark_line(point=alt.OverlayMarkDef(size=18), interpolate="step-after")
+             .encode(x=alt.X("k:Q", scale=alt.Scale(type="log", domain=[1, n_frames]), title="rank k (log scale)"),
+                     y=alt.Y("share:Q", axis=alt.Axis(format="%"), title="targets found",
+                             scale=alt.Scale(domain=[0, 1], clamp=True)),
                      color=alt.Color("series:N", title="query type · fusion"),
                      tooltip=["query_type", "fusion", "k", alt.Tooltip("share:Q", format=".1%"), "n"])
-             .properties(height=320).interactive())
+             .properties(height=300).interactive(bind_y=False))
     st.altair_chart(chart, width="stretch")
 
     boxes = plots.rank_box_data(per_query)
     boxes["series"] = boxes["query_type"] + " · " + boxes["fusion"]
     st.subheader("Rank of each query")
-    box = (alt.Chart(boxes).mark_boxplot(extent="min-max", size=28)
-           .encode(y=alt.Y("series:N", title=None), x=alt.X("rank:Q", scale=alt.Scale(type="log"), title="rank (log)"),
-                   color=alt.Color("series:N", legend=None))
-           .properties(height=max(80, 46 * boxes["series"].nunique())))
-    st.altair_chart(box, width="stretch")
+    strip = (alt.Chart(boxes).mark_tick(thickness=3, size=22)
+             .encode(y=alt.Y("series:N", title=None),
+                     x=alt.X("rank:Q", scale=alt.Scale(type="log", domain=[1, n_frames]), title="rank (log scale)"),
+                     color=alt.Color("series:N", legend=None), tooltip=["query_id", "series", "rank"])
+             .properties(height=alt.Step(34)))
+    st.altair_chart(strip, width="stretch")
 
     pairs = plots.query_type_pairs(per_query)
     if pairs:
