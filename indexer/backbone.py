@@ -21,19 +21,10 @@ import torch
 
 from search.errors import InputError, MissingWeightsError
 
-DEFAULT_BACKBONE = "dino-vits16"
+from indexer.backbone_names import BACKBONE_CHOICES, BACKBONES, COLOR_BACKBONE, DEFAULT_BACKBONE
 
-# our name -> timm pretrained name
-BACKBONES = {
-    "dino-vits16": "vit_small_patch16_224.dino",
-    "dino-vits8": "vit_small_patch8_224.dino",
-    "dino-vitb16": "vit_base_patch16_224.dino",
-    "dino-vitb8": "vit_base_patch8_224.dino",
-    "dinov2-vits14": "vit_small_patch14_dinov2.lvd142m",
-    "dinov2-vitb14": "vit_base_patch14_dinov2.lvd142m",
-}
-COLOR_BACKBONE = "color"   # the non-learned colour baseline (indexer.color_extractor), for offline demos
-BACKBONE_CHOICES = (*BACKBONES, COLOR_BACKBONE)
+__all__ = ["BACKBONES", "BACKBONE_CHOICES", "COLOR_BACKBONE", "DEFAULT_BACKBONE", "QKExtractor", "TimmQK",
+           "build_timm_extractor", "load_backbone"]
 
 
 class QKExtractor(Protocol):
