@@ -36,7 +36,7 @@ from search.errors import InputError, ModelMismatchError, MvkError
 
 if TYPE_CHECKING:
     from indexer.backbone import QKExtractor
-    from indexer.segment import ObjectMask, SegmentedFrame, SegmentParams
+    from indexer.segment import SegmentedFrame, SegmentParams
     from search.encoder import Encoder
 
 STAGES = ("decode", "segmentation", "object_embedding", "frame_embedding", "write")
@@ -248,29 +248,37 @@ def reduce_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out.numpy()
 
 
-def _rows_for_batch(batch: Sequence["SegmentedFrame"], vectors: Any, *, video: dict, frame_row0: int,
+def _rows_for_batch(batch: Sequence["SegmentedFrame"], *, video: dict, frame_row0: int,
                     src_size: tuple[int, int], thumb_side: int, with_objects: bool
-                    ) -> tuple[list[dict], list[dict]]:
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The frame rows (with thumbnails) and object rows (boxes scaled to source pixels, masks as RLE at
+    thumbnail size) of a batch of frames; object ``frame_row`` counts from ``frame_row0``."""
     from search import rle
-    frames, objects = [], []
-    for i, sf in enumerate(batch):
-        img = sf.frame.image
-        h, w = img.shape[:2]
-        sw, sh = src_size if src_size[0] > 0 and src_size[1] > 0 else (w, h)
-        thumb, tsize = thumbnail_jpeg(img, thumb_side)
-        frames.append({**video, "frame_index": int(sf.frame.index), "time": float(sf.frame.time),
-                       "width": int(sw), "height": int(sh), "thumbnail": thumb})
-        if not with_objects or not sf.objects:
-            continue
-        small = reduce_masks(np.stack([np.asarray(o.mask, dtype=bool) for o in sf.objects]), tsize)
-        fx, fy = sw / w, sh / h
-        for o, m in zip(sf.objects, small):
-            x0, y0, x1, y1 = o.bbox
-            objects.append({"frame_row": frame_row0 + i, "track_id": int(o.track_id), "level": int(o.level),
-                            "x0": int(math.floor(x0 * fx)), "y0": int(math.floor(y0 * fy)),
-                            "x1": min(int(sw), int(math.ceil(x1 * fx))), "y1": min(int(sh), int(math.ceil(y1 * fy))),
-                            "area": float(o.area), "is_background": bool(o.is_background),
-                            "mask_rle": rle.encode(m)})
+    from search.store import FRAME_COLUMNS, OBJECT_COLUMNS
+    h, w = batch[0].frame.image.shape[:2]            # the frames of one video share a size
+    sw, sh = src_size if src_size[0] > 0 and src_size[1] > 0 else (w, h)
+    thumbs = [thumbnail_jpeg(sf.frame.image, thumb_side) for sf in batch]
+    frames = pd.DataFrame({**{k: [v] * len(batch) for k, v in video.items()},
+                           "frame_index": [int(sf.frame.index) for sf in batch],
+                           "time": [float(sf.frame.time) for sf in batch],
+                           "width": int(sw), "height": int(sh), "thumbnail": [t for t, _ in thumbs]},
+                          columns=list(FRAME_COLUMNS))
+    objs = [o for sf in batch for o in sf.objects] if with_objects else []
+    if not objs:
+        return frames, pd.DataFrame(columns=list(OBJECT_COLUMNS))
+    counts = [len(sf.objects) for sf in batch]
+    small = reduce_masks(np.stack([np.asarray(o.mask, dtype=bool) for o in objs]), thumbs[0][1])
+    boxes = np.array([o.bbox for o in objs], dtype=np.float64) * np.array([sw / w, sh / h, sw / w, sh / h])
+    lo = np.floor(boxes[:, :2]).astype(np.int64)
+    hi = np.minimum(np.ceil(boxes[:, 2:]), [sw, sh]).astype(np.int64)
+    objects = pd.DataFrame({
+        "frame_row": np.repeat(np.arange(len(batch)) + frame_row0, counts),
+        "track_id": np.array([o.track_id for o in objs], dtype=np.int64),
+        "level": np.array([o.level for o in objs], dtype=np.int64),
+        "x0": lo[:, 0], "y0": lo[:, 1], "x1": hi[:, 0], "y1": hi[:, 1],
+        "area": np.array([o.area for o in objs], dtype=np.float64),
+        "is_background": np.array([o.is_background for o in objs], dtype=bool),
+        "mask_rle": [rle.encode(m) for m in small]}, columns=list(OBJECT_COLUMNS))
     return frames, objects
 
 
@@ -316,8 +324,9 @@ def index_video(path: str | Path, *, encoder: "Encoder", extractor: "QKExtractor
     else:
         stream = (_Plain(f) for f in decoded)
 
-    frame_rows: list[dict] = []
-    object_rows: list[dict] = []
+    frame_rows: list[pd.DataFrame] = []
+    object_rows: list[pd.DataFrame] = []
+    n_frames = 0
     fvecs: list[np.ndarray] = []
     ovecs: list[np.ndarray] = []
     for batch in _chunks(stream, max(1, config.batch_size)):
@@ -327,17 +336,19 @@ def index_video(path: str | Path, *, encoder: "Encoder", extractor: "QKExtractor
         for k, v in emb.seconds.items():
             clock.seconds[k] += v
         t = time.perf_counter()
-        fr, ob = _rows_for_batch(batch, emb, video=video, frame_row0=len(frame_rows), src_size=src_size,
+        fr, ob = _rows_for_batch(batch, video=video, frame_row0=n_frames, src_size=src_size,
                                  thumb_side=config.thumbnail_side, with_objects=with_objects)
         clock.seconds["write"] += time.perf_counter() - t
-        frame_rows += fr
-        object_rows += ob
+        n_frames += len(fr)
+        frame_rows.append(fr)
+        object_rows.append(ob)
         fvecs.append(emb.frame_vectors)
         ovecs.append(emb.object_vectors)
         progress.frames_done(len(batch))
     dim = encoder.dim
-    return Part(pd.DataFrame(frame_rows, columns=list(FRAME_COLUMNS)),
-                pd.DataFrame(object_rows, columns=list(OBJECT_COLUMNS)),
+    objects = [o for o in object_rows if len(o)]
+    return Part(pd.concat(frame_rows, ignore_index=True) if frame_rows else pd.DataFrame(columns=list(FRAME_COLUMNS)),
+                pd.concat(objects, ignore_index=True) if objects else pd.DataFrame(columns=list(OBJECT_COLUMNS)),
                 np.concatenate(fvecs) if fvecs else np.zeros((0, dim), np.float32),
                 np.concatenate(ovecs) if ovecs else np.zeros((0, dim), np.float32))
 
@@ -518,7 +529,8 @@ def _write_site(root: Path, site: str, plan: list[_Planned], results: list[Video
         obj = part.objects.copy()
         obj["frame_row"] = obj["frame_row"].astype(np.int64) + n_frames
         frames.append(part.frames)
-        objects.append(obj)
+        if len(obj):
+            objects.append(obj)
         fvecs.append(part.frame_vectors)
         ovecs.append(part.object_vectors)
         n_frames += len(part.frames)

@@ -285,7 +285,6 @@ def test_decode_error_mid_video_and_unexpected_errors(collection, tmp_path, enco
 
 def test_selected_frames_index_type_change_and_site_lock(collection, tmp_path, encoder) -> None:
     from indexer.parts import SiteWork
-    from search.errors import InputError
     from search.store import open_index
     root = tmp_path / "idx"
     config = _config(objects="none", selected_frames=True)
