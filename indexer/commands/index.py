@@ -151,7 +151,7 @@ def format_summary(result: "object") -> str:
     errors = result.errors
     if errors:
         out.append(f"\n{len(errors)} error(s):")
-        out += [f"  {site}/{path}: {msg}" if path else f"  {site}: {msg}" for site, path, msg in errors]
+        out += [f"  {path}: {msg}" if path else f"  {site}: {msg}" for site, path, msg in errors]
     if result.random_weights:
         out.append("\nbuilt with RANDOM weights: vectors are meaningless (tests and benchmarks only)")
     written = any(s.status == "written" for s in result.sites)
