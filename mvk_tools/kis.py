@@ -34,6 +34,8 @@ TIE_RULE = ("pessimistic: rank = 1 + number of non-matching frames scoring highe
             "best matching frame (ties count against the target)")
 
 Scorer = Callable[[np.ndarray, str], np.ndarray]   # (query vector, fusion) -> score of every frame
+# (query vectors (B, d), fusions) -> {fusion: (B, N) scores}: many queries and fusions per pass over the vectors
+BatchScorer = Callable[[np.ndarray, Sequence[str]], dict[str, np.ndarray]]
 
 
 def video_key(site: str, video: str) -> tuple[str, str]:
@@ -131,12 +133,16 @@ PER_QUERY_COLUMNS = (
 )
 
 
-def rank_queries(queries: pd.DataFrame, vectors: np.ndarray, frames: pd.DataFrame, scorer: Scorer, *,
+def rank_queries(queries: pd.DataFrame, vectors: np.ndarray, frames: pd.DataFrame, scorer: Scorer | None, *,
                  fusions: Sequence[str] = ("frame",), tolerance: float = DEFAULT_TOLERANCE,
                  default_fps: float = DEFAULT_FPS, skipped_sites: dict[str, str] | None = None,
-                 progress: Callable[[Iterable], Iterable] | None = None) -> pd.DataFrame:
+                 progress: Callable[[Iterable], Iterable] | None = None,
+                 batch_scorer: BatchScorer | None = None, batch_size: int = 64) -> pd.DataFrame:
     """One row per (query, fusion) with PER_QUERY_COLUMNS. ``vectors[i]`` is the query vector of row i of
-    ``queries``; ``scorer(vector, fusion)`` returns the score of every row of ``frames`` (gid order)."""
+    ``queries``; ``scorer(vector, fusion)`` returns the score of every row of ``frames`` (gid order).
+    ``batch_scorer`` (e.g. ``exact_batch_scorer``), when given, scores ``batch_size`` queries at a time instead."""
+    if scorer is None and batch_scorer is None:
+        raise ValueError("a scorer or a batch_scorer is needed")
     if len(vectors) != len(queries):
         raise ValueError(f"{len(vectors)} vectors for {len(queries)} queries")
     targets = resolve_targets(queries, frames, tolerance=tolerance, default_fps=default_fps,
@@ -146,7 +152,12 @@ def rank_queries(queries: pd.DataFrame, vectors: np.ndarray, frames: pd.DataFram
     fi_a, t_a = frames["frame_index"].to_numpy(), frames["time"].to_numpy()
     rows = []
     items = range(len(queries))
+    batch: dict[str, np.ndarray] = {}
+    batch_start = 0
     for i in (progress(items) if progress else items):
+        if batch_scorer is not None and (not batch or i >= batch_start + batch_size):
+            batch_start = i
+            batch = batch_scorer(np.asarray(vectors[i:i + batch_size], np.float32), list(fusions))
         q = queries.iloc[i]
         tgt = targets[i]
         base = {"query_id": q["query_id"], "query_type": q["query_type"], "n_matching": len(tgt.gids),
@@ -159,7 +170,7 @@ def rank_queries(queries: pd.DataFrame, vectors: np.ndarray, frames: pd.DataFram
             if not len(match):
                 rows.append({**base, "fusion": fusion, "status": "not_in_index"})
                 continue
-            scores = scorer(vectors[i], fusion)
+            scores = batch[fusion][i - batch_start] if batch_scorer is not None else scorer(vectors[i], fusion)
             if scores.shape != (n,):
                 raise ValueError(f"scorer returned {scores.shape} scores for {n} frames")
             rank, ties, best, score = rank_of_target(scores, match)
@@ -275,3 +286,46 @@ def encoder_for_index(identity: dict, *, checkpoint: str | None = None, random_w
         raise ModelMismatchError(f"the index was built with {describe(identity)}, the loaded encoder is "
                                  f"{describe(enc.identity())}")
     return enc
+
+
+def exact_batch_scorer(index, *, weight: float = 0.5, chunk: int = 65536) -> BatchScorer:
+    """Exact fused scores of every frame of ``index`` (a ``search.store.Index``) for a batch of queries and
+    several fusion modes in one pass over the stored vectors: the same numbers as
+    ``search.query.score_frames`` (a test checks it), which converts the float16 vectors and multiplies
+    once per query and fusion; here once per batch (about 50x less time at MVK scale on a CPU)."""
+    from search.query import fuse
+
+    shards = list(index.shards.values())
+    parts = []
+    for shard in shards:
+        objects = shard.objects
+        valid = ~objects["is_background"].to_numpy(dtype=bool) if len(objects) else np.zeros(0, bool)
+        rows = objects["frame_row"].to_numpy(np.int64)[valid] if len(objects) else np.zeros(0, np.int64)
+        if len(rows) and np.any(np.diff(rows) < 0):
+            raise ValueError(f"objects of shard {shard.site} are not sorted by frame row")
+        starts = np.flatnonzero(np.r_[True, np.diff(rows) > 0]) if len(rows) else np.zeros(0, np.int64)
+        parts.append((shard, valid, rows[starts] if len(rows) else rows, starts))
+
+    def matmul(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
+        out = np.empty((len(vectors), q.shape[1]), np.float32)
+        for start in range(0, len(vectors), chunk):
+            out[start:start + chunk] = vectors[start:start + chunk].astype(np.float32, copy=False) @ q
+        return out
+
+    def score(queries: np.ndarray, fusions: Sequence[str]) -> dict[str, np.ndarray]:
+        q = np.ascontiguousarray(np.asarray(queries, np.float32).T)          # (d, B)
+        fs_parts, os_parts = [], []
+        for shard, valid, frame_of_run, starts in parts:
+            fs = matmul(shard.vectors("frames"), q)                           # (n_frames, B)
+            best = np.full(fs.shape, -np.inf, np.float32)
+            if len(starts):
+                sims = matmul(shard.vectors("objects"), q)[valid]
+                best[frame_of_run] = np.maximum.reduceat(sims, starts, axis=0)
+            fs_parts.append(fs)
+            os_parts.append(best)
+        n_q = q.shape[1]
+        fs = np.concatenate(fs_parts).T if fs_parts else np.zeros((n_q, 0), np.float32)
+        os_ = np.concatenate(os_parts).T if os_parts else np.zeros((n_q, 0), np.float32)
+        return {f: fuse(fs, os_, f, weight) for f in fusions}
+
+    return score

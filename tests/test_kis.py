@@ -129,3 +129,31 @@ def test_query_vectors_from_file_check_dimensions() -> None:
         kis.check_file_vectors(q.iloc[1:2], dim=2)
     enc = kis.query_vectors(q, dim=2, encode=lambda texts: np.ones((len(texts), 2)), use_file_vectors=False)
     np.testing.assert_allclose(np.linalg.norm(enc, axis=1), 1.0)
+
+
+def test_batch_scorer_equals_score_frames_and_gives_the_same_ranks(tmp_path) -> None:
+    from search import store
+    from search.query import FUSIONS, score_frames
+    from search.testing import encoder_identity, frame_rows, object_rows, random_unit
+
+    d = 8
+    root = tmp_path / "idx"
+    store.init_index(root, {"encoder": encoder_identity(d)})
+    # site A: frames without objects, several objects on one frame, a background object; site B: no objects
+    shards = [("A_Jan2020", 7, [5, 0, 0, 3, 6, 6, 6]), ("B_Feb2020", 5, [])]
+    for s, (site, n, obj_rows) in enumerate(shards):
+        objects = object_rows(obj_rows, is_background=[i == 1 for i in range(len(obj_rows))])
+        store.write_shard(root, site, frame_rows(site, n, videos=2), random_unit(n, d, seed=s), objects,
+                          random_unit(len(obj_rows), d, seed=10 + s) if obj_rows else np.zeros((0, d)), {})
+    index = store.open_index(root)
+    qv = random_unit(5, d, seed=99)
+    got = kis.exact_batch_scorer(index, weight=0.3, chunk=3)(qv, FUSIONS)
+    for fusion in FUSIONS:
+        want = np.stack([score_frames(index, v, fusion=fusion, weight=0.3) for v in qv])
+        np.testing.assert_allclose(got[fusion], want, rtol=1e-6, atol=1e-6)
+    f = index.frames
+    q = make_queries([query(f"q{i}", r.site, r.video_id, frame=int(r.frame_index)) for i, r in enumerate(f.iloc[:5].itertuples())])
+    single = kis.rank_queries(q, qv, f, lambda v, fu: score_frames(index, v, fusion=fu), fusions=FUSIONS)
+    batched = kis.rank_queries(q, qv, f, None, batch_scorer=kis.exact_batch_scorer(index), batch_size=2,
+                               fusions=FUSIONS)
+    pd.testing.assert_frame_equal(single.drop(columns="score"), batched.drop(columns="score"))

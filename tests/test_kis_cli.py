@@ -157,6 +157,10 @@ def test_full_path_on_a_synth_collection(synth_index: tuple[Path, Path], tmp_pat
     cap = pd.read_csv(caps)
     assert len(cap) == 3 and set(cap["query_type"]) == {"clipcap-random-weights"}
     assert cap["source"].str.contains("RANDOM WEIGHTS").all()
+    from_video = tmp_path / "captions_video.csv"                        # frames decoded from the videos
+    assert main(["captions", "--index", str(idx), "--out", str(from_video), "--n", "3", "--seed", "1",
+                 "--collection", str(coll), "--model", "mvk-tiny-coca", "--random-weights", "--max-tokens", "5"]) == 0
+    assert list(pd.read_csv(from_video)["query_id"]) == list(cap["query_id"])   # same seed, same targets
 
     novice, expert, n_targets = _mvk_files_from_selected_frames(coll, tmp_path)
     out = tmp_path / "run"

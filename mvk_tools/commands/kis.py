@@ -71,13 +71,16 @@ def run(args: argparse.Namespace) -> int:
     from mvk_tools import kis, plots
     from mvk_tools.querysets import read_querysets
     from search.errors import InputError
-    from search.query import score_frames
     from search.store import open_index
 
     started = time.time()
     fusions = _fusions(args.fusion)
     if args.fps <= 0:
         raise InputError(f"--fps must be positive, got {args.fps}")
+    if not 0.0 <= args.weight <= 1.0:
+        raise InputError(f"--weight must lie in [0, 1], got {args.weight}")
+    if args.tolerance < 0:
+        raise InputError(f"--tolerance must be >= 0 seconds, got {args.tolerance}")
     index = open_index(args.index, device=args.device)
     for site, why in index.errors.items():
         print(f"warning: shard {site} skipped: {why}", file=sys.stderr)
@@ -114,8 +117,7 @@ def run(args: argparse.Namespace) -> int:
     vectors = kis.query_vectors(queries, dim=dim, encode=encode, use_file_vectors=args.use_file_vectors)
 
     per_query = kis.rank_queries(
-        queries, vectors, index.frames,
-        lambda v, fusion: score_frames(index, v, fusion=fusion, weight=args.weight),
+        queries, vectors, index.frames, None, batch_scorer=kis.exact_batch_scorer(index, weight=args.weight),
         fusions=fusions, tolerance=args.tolerance, default_fps=args.fps, skipped_sites=index.errors,
         progress=lambda it: tqdm(it, desc="ranking", unit="query", file=sys.stderr))
     out = Path(args.out)
