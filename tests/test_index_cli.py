@@ -66,3 +66,32 @@ def test_some_failed_exit_0_nothing_indexed_exit_1(collection, tmp_path, capsys)
         p.write_bytes(b"garbage")
     assert main(_args(coll, tmp_path / "b", "--site", SITES[1])) == 1
     assert "nothing could be indexed" in capsys.readouterr().out
+
+
+def test_sigkill_mid_run_then_resume(tmp_path, capsys) -> None:
+    """A real kill -9 of `python -m indexer index` after its first video: the rerun resumes without duplicates."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mvk_tools.synth import make_collection
+    from search.store import open_index
+    coll = make_collection(tmp_path / "coll", sites=SITES[:1], videos_per_site=4, n_frames=24, size=(96, 64),
+                           fps=12.0, n_objects=2, seed=7)
+    idx = tmp_path / "idx"
+    proc = subprocess.Popen([sys.executable, "-m", "indexer", *_args(coll, idx)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not list(idx.glob(".work/*/*.done.json")):
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be killed")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (idx / "sites" / SITES[0]).exists()
+    assert main(_args(coll, idx)) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(SITES[0]))
+    assert row[1] == "written" and int(row[3]) >= 1 and int(row[2]) + int(row[3]) == 4   # some resumed
+    frames = open_index(idx).frames
+    assert len(frames) == 16 and not frames.duplicated(["video_id", "frame_index"]).any()
