@@ -50,10 +50,11 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fg_ari(gt: np.ndarray, pred: np.ndarray) -> float:
-    """ARI restricted to ground-truth foreground pixels (gt > 0), over the whole volume; NaN without foreground."""
+    """ARI restricted to ground-truth foreground pixels (gt > 0), over the whole volume. NaN when the ground
+    truth has fewer than two objects: ARI is degenerate there (1 for any single predicted id, 0 otherwise)."""
     _check_pair(gt, pred)
     fg = gt > 0
-    if not fg.any():
+    if len(np.unique(gt[fg])) < 2:
         return float("nan")
     return adjusted_rand_index(gt[fg], pred[fg])
 

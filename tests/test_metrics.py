@@ -32,6 +32,7 @@ def test_fg_ari_ignores_background_and_sees_track_switches() -> None:
     switched[1][gt[1] == 1] = 99                              # object 1 changes id in frame 1
     assert fg_ari(gt, switched) < 0.9
     assert np.isnan(fg_ari(np.zeros_like(gt), pred))
+    assert np.isnan(fg_ari((gt > 0).astype(np.uint8), pred))  # one object: ARI is degenerate
 
 
 def test_miou_hungarian() -> None:
