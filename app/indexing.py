@@ -2,7 +2,6 @@
 same models and settings as the rest of the index (read back from its manifest)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -39,52 +38,6 @@ def video_errors(index) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["site", "video", "error"])
 
 
-@dataclass(frozen=True)
-class BuildSettings:
-    """Models and indexing settings a new site must share with the index it joins."""
-    model: str | None
-    pretrained: str | None
-    clip_checkpoint: str | None
-    backbone: str | None
-    checkpoint: str | None
-    random_weights: bool
-    config: object   # indexer.pipeline.IndexConfig
-
-
-def settings_from_manifest(manifest: dict | None, *, random_weights: bool, objects: str = "pool") -> BuildSettings:
-    """The settings of an existing index (its manifest), or the defaults for an empty one. ``random_weights``
-    (the app's --random-weights) is required to extend or start an index with random weights."""
-    from search.errors import ModelMismatchError
-    from indexer.pipeline import IndexConfig
-    from indexer.segment import SegmentParams
-
-    manifest = manifest or {}
-    enc = manifest.get("encoder") or {}
-    indexing = manifest.get("indexing") or {}
-    if enc.get("random_weights") and not random_weights:
-        raise ModelMismatchError("this index was built with random weights: start the app with --random-weights "
-                                 "to add sites to it")
-    backbone = indexing.get("backbone") or {}
-    sampling = indexing.get("sampling") or {}
-    seg = manifest.get("segmentation") or {}
-    seg_names = {f.name for f in fields(SegmentParams)}
-    config = IndexConfig(
-        every_seconds=float(sampling.get("every_seconds", 1.0)),
-        selected_frames=bool(sampling.get("selected_frames", False)),
-        objects=indexing.get("objects", objects),
-        frame_fit=indexing.get("frame_fit", "letterbox"),
-        crop_margin=float(indexing.get("crop_margin") or 0.1),
-        segment=SegmentParams(**{k: v for k, v in seg.items() if k in seg_names}) if seg else None,
-        decode_max_side=sampling.get("decode_max_side", 512),
-        thumbnail_side=int(indexing.get("thumbnail_side", 256)),
-    )
-    return BuildSettings(model=enc.get("model"), pretrained=enc.get("pretrained"),
-                         clip_checkpoint=enc.get("checkpoint"),
-                         backbone=(backbone.get("backbone") or backbone.get("name")) if isinstance(backbone, dict) else None,
-                         checkpoint=backbone.get("checkpoint") if isinstance(backbone, dict) else None,
-                         random_weights=bool(enc.get("random_weights", random_weights)), config=config)
-
-
 class JobProgress(Progress):
     """Pipeline progress callbacks -> a Job the page polls (frames done of frames expected)."""
 
@@ -114,14 +67,11 @@ class JobProgress(Progress):
 def build_sites(cfg: AppConfig, folder: Path, sites: list[str] | None, *, rebuild: bool, job: Job):
     """Index ``sites`` of the collection found in ``folder`` (a security-checked folder inside the collection)
     into the app's index; returns indexer.pipeline.IndexResult. Runs in the job's thread."""
-    import json
-
     from indexer.pipeline import index_collection, load_models
+    from indexer.settings import read_root_manifest, settings_from_manifest
     from mvk_tools.layout import discover
 
-    manifest_path = cfg.index / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-    settings = settings_from_manifest(manifest, random_weights=cfg.random_weights)
+    settings = settings_from_manifest(read_root_manifest(cfg.index), random_weights=cfg.random_weights)
     job.update(message="reading the collection")
     catalog = discover(folder)
     job.update(message="loading the models")

@@ -95,3 +95,21 @@ def test_sigkill_mid_run_then_resume(tmp_path, capsys) -> None:
     assert row[1] == "written" and int(row[3]) >= 1 and int(row[2]) + int(row[3]) == 4   # some resumed
     frames = open_index(idx).frames
     assert len(frames) == 16 and not frames.duplicated(["video_id", "frame_index"]).any()
+
+
+def test_new_site_joins_with_the_models_the_index_records(collection, tmp_path, capsys) -> None:
+    """Adding a site needs no model flags: the index's own models are used; without --random-weights on an
+    index built with random weights the refusal says what to pass."""
+    idx = tmp_path / "idx"
+    assert main(_args(collection, idx, "--site", SITES[0])) == 0
+    capsys.readouterr()
+    bare = ["index", str(collection), "--index", str(idx), "--site", SITES[1], "--every", "0.5", "--max-side", "0",
+            "--batch-size", "4", "--no-progress"]
+    assert main(bare) == 2
+    assert "pass --random-weights" in capsys.readouterr().err
+    assert main([*bare, "--random-weights"]) == 0
+    from search.encoder import TEST_MODEL
+    from search.store import open_index
+    index = open_index(idx)
+    assert sorted(index.shards) == sorted(SITES)
+    assert index.manifest["encoder"]["model"] == TEST_MODEL

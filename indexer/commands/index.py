@@ -112,10 +112,9 @@ def run(args: argparse.Namespace) -> int:
                          index_type=args.index_type, batch_size=args.batch_size,
                          decode_max_side=args.max_side or None)
     catalog = discover(args.collection)
-    encoder, extractor = load_models(objects=args.objects, model=args.model, pretrained=args.pretrained,
-                                     clip_checkpoint=args.clip_checkpoint, backbone=args.backbone,
-                                     checkpoint=args.checkpoint, random_weights=args.random_weights,
-                                     device=args.device)
+    models = _models(args)
+    encoder, extractor = load_models(objects=args.objects, random_weights=args.random_weights,
+                                     device=args.device, **models)
     if args.random_weights:
         print("note: --random-weights: models are randomly initialised; this index is for tests and "
               "benchmarks only (its manifest says so)", file=sys.stderr)
@@ -129,6 +128,22 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(format_summary(result))
     return 0 if result.ok else 1
+
+
+def _models(args: argparse.Namespace) -> dict:
+    """Model names from the flags; for an existing index, the ones it was built with fill what the flags leave
+    open, so a new site joins it without repeating them (a flag that differs is refused later, by name)."""
+    from indexer.settings import read_root_manifest, settings_from_manifest
+
+    given = {"model": args.model, "pretrained": args.pretrained, "clip_checkpoint": args.clip_checkpoint,
+             "backbone": args.backbone, "checkpoint": args.checkpoint}
+    manifest = read_root_manifest(args.index)
+    if manifest is None or args.model is not None:
+        return given
+    built = settings_from_manifest(manifest, random_weights=args.random_weights, objects=args.objects)
+    recorded = {"model": built.model, "pretrained": built.pretrained, "clip_checkpoint": built.clip_checkpoint,
+                "backbone": built.backbone, "checkpoint": built.checkpoint}
+    return {k: given[k] if given[k] is not None else recorded[k] for k in given}
 
 
 def format_summary(result: "object") -> str:

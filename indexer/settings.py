@@ -1,0 +1,59 @@
+"""The models and settings an index was built with, read back from its root manifest, so that a site
+added later (from the CLI or the app) joins it with the same ones."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+def read_root_manifest(index_dir: str | Path) -> dict | None:
+    """The index's root manifest, or None for a folder that is not an index yet."""
+    path = Path(index_dir) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Models and indexing settings a new site must share with the index it joins."""
+    model: str | None
+    pretrained: str | None
+    clip_checkpoint: str | None
+    backbone: str | None
+    checkpoint: str | None
+    random_weights: bool
+    config: object   # indexer.pipeline.IndexConfig
+
+
+def settings_from_manifest(manifest: dict | None, *, random_weights: bool, objects: str = "pool") -> BuildSettings:
+    """The settings of an existing index (its manifest), or the defaults for an empty one. ``random_weights``
+    (the command's --random-weights) is required to extend or start an index with random weights."""
+    from indexer.pipeline import IndexConfig
+    from indexer.segment import SegmentParams
+    from search.errors import ModelMismatchError
+
+    manifest = manifest or {}
+    enc = manifest.get("encoder") or {}
+    indexing = manifest.get("indexing") or {}
+    if enc.get("random_weights") and not random_weights:
+        raise ModelMismatchError("this index was built with random weights: pass --random-weights (to mvk index "
+                                 "or mvk app) to add sites to it")
+    backbone = indexing.get("backbone") or {}
+    sampling = indexing.get("sampling") or {}
+    seg = manifest.get("segmentation") or {}
+    seg_names = {f.name for f in fields(SegmentParams)}
+    config = IndexConfig(
+        every_seconds=float(sampling.get("every_seconds", 1.0)),
+        selected_frames=bool(sampling.get("selected_frames", False)),
+        objects=indexing.get("objects", objects),
+        frame_fit=indexing.get("frame_fit", "letterbox"),
+        crop_margin=float(indexing.get("crop_margin") or 0.1),
+        segment=SegmentParams(**{k: v for k, v in seg.items() if k in seg_names}) if seg else None,
+        decode_max_side=sampling.get("decode_max_side", 512),
+        thumbnail_side=int(indexing.get("thumbnail_side", 256)),
+    )
+    return BuildSettings(model=enc.get("model"), pretrained=enc.get("pretrained"),
+                         clip_checkpoint=enc.get("checkpoint"),
+                         backbone=(backbone.get("backbone") or backbone.get("name")) if isinstance(backbone, dict) else None,
+                         checkpoint=backbone.get("checkpoint") if isinstance(backbone, dict) else None,
+                         random_weights=bool(enc.get("random_weights", random_weights)), config=config)
