@@ -165,6 +165,12 @@ def score(gt: np.ndarray, segmented: Sequence[SegmentedFrame]) -> dict:
 METRICS = ("fg_ari", "miou", "J", "F", "J&F", "J_single")
 
 
+def _mean(values: Sequence[float]) -> float:
+    """Mean of the defined values (FG-ARI is NaN on single-object clips); NaN when there are none."""
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def evaluate(clips: Sequence[EvalClip], extractor: QKExtractor, params: SegmentParams = SegmentParams(), *,
              on_clip: Callable[[str, dict], None] | None = None) -> dict:
     """Segment and score every clip; a clip that fails is recorded with its error and the rest go on.
@@ -182,6 +188,6 @@ def evaluate(clips: Sequence[EvalClip], extractor: QKExtractor, params: SegmentP
         if on_clip is not None:
             on_clip(clip.name, results[clip.name])
     scored = [r for r in results.values() if "error" not in r]
-    mean = {m: float(np.nanmean([r[m] for r in scored])) if scored else float("nan") for m in METRICS}
+    mean = {m: _mean([r[m] for r in scored]) for m in METRICS}
     return {"clips": results, "mean": mean, "scored": len(scored), "failed": len(results) - len(scored),
             "backbone": extractor.identity(), "params": {k: v for k, v in vars(params).items()}}

@@ -75,3 +75,38 @@ def test_a_broken_clip_is_reported_and_the_rest_scored(collection, tmp_path, cap
     assert result["scored"] == 1 and result["failed"] == 1
     assert "0002.mp4" in result["clips"]["Oahu_Jul2022/0002"]["error"]
     assert result["clips"]["Oahu_Jul2022/0001"]["fg_ari"] > 0.6
+
+
+def _davis_folder(root, clip, names=("seqa", "seqb")):
+    from PIL import Image
+    for name in names:
+        img_dir = root / "JPEGImages" / "480p" / name
+        ann_dir = root / "Annotations" / "480p" / name
+        img_dir.mkdir(parents=True)
+        ann_dir.mkdir(parents=True)
+        for i, (frame, mask) in enumerate(zip(clip.frames, clip.masks)):
+            Image.fromarray(frame).save(img_dir / f"{i:05d}.jpg", quality=95)
+            Image.fromarray(mask).save(ann_dir / f"{i:05d}.png")      # 2017-style object indices
+    return root
+
+
+def test_eval_on_a_davis_folder_with_a_broken_frame(tmp_path, capsys) -> None:
+    from mvk_tools.synth import render_clip
+    root = _davis_folder(tmp_path / "davis", render_clip(n_frames=12, seed=2))
+    (root / "JPEGImages" / "480p" / "seqb" / "00003.jpg").write_bytes(b"\xff\xd8 truncated")
+    assert main(["segment", "--eval", str(root), "--backbone", "color", *FAST]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):])
+    assert "00003.jpg" in result["clips"]["seqb"]["error"]
+    assert result["clips"]["seqa"]["objects"] == 3 and result["clips"]["seqa"]["fg_ari"] > 0.6
+    assert main(["segment", "--eval", str(root), "--sequences", "seqz", "--backbone", "color"]) == 2
+    assert "seqz" in capsys.readouterr().err
+
+
+def test_eval_on_real_davis_frames(davis_dir, capsys) -> None:
+    assert main(["segment", "--eval", str(davis_dir), "--sequences", "blackswan", "--every-nth", "10",
+                 "--backbone", "color", "--tau", "1.6"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):])
+    clip = result["clips"]["blackswan"]
+    assert clip["frames"] == 5 and clip["objects"] == 1 and 0.0 <= clip["J_single"] <= 1.0
