@@ -5,7 +5,8 @@ Fusion of a frame's score s_f with its best object's score s_o (max over its non
 ``weighted``: (1 - w) * s_f + w * s_o (frames without objects: s_o = s_f).
 
 Small indexes (or flat ones) are scored exactly: one matmul over all stored frame vectors, one over all
-object vectors and a per-frame max. Big approximate indexes (IVF, HNSW) first take top candidates from
+object vectors and a per-frame max, on float32 copies of the stored float16 vectors made once per shard
+(``Shard.vectors32``). ``score_frames_batch`` scores many queries and fusion modes per matmul. Big approximate indexes (IVF, HNSW) first take top candidates from
 FAISS (frames and objects), then score the union of candidate frames exactly as above; when filters
 leave fewer than k candidates, the exact path runs instead.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from search.encoder import Encoder
-from search.errors import ModelMismatchError, QueryError
+from search.errors import IndexFormatError, ModelMismatchError, QueryError
 from search.store import Index, Shard
 
 Fusion = Literal["frame", "object", "max", "weighted"]
@@ -27,7 +28,7 @@ FUSIONS: tuple[str, ...] = ("frame", "object", "max", "weighted")
 
 EXACT_LIMIT = 200_000        # vectors (frames + objects) of the searched shards scored exactly
 CANDIDATES = 1024            # FAISS candidates per table and shard, at least (more for bigger k)
-CHUNK = 65536                # rows converted from float16 per matmul step
+QUERY_BLOCK = 64             # queries per matmul in score_frames_batch: bounds the (queries, objects) matrix
 RESULT_COLUMNS = ("rank", "score", "frame_score", "object_score", "gid", "site", "video_id", "video_path",
                   "frame_index", "time", "place", "date", "track_id", "x0", "y0", "x1", "y1", "mask_rle")
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -42,14 +43,6 @@ class Filters:
 
 
 # -- scoring ---------------------------------------------------------------------------------------
-
-def _matvec(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """vectors (n, d) float16/32 @ q (d,) in float32, a chunk at a time."""
-    out = np.empty(len(vectors), np.float32)
-    for start in range(0, len(vectors), CHUNK):
-        out[start:start + CHUNK] = vectors[start:start + CHUNK].astype(np.float32, copy=False) @ q
-    return out
-
 
 def _best_objects(n_frames: int, frame_row: np.ndarray, sims: np.ndarray, valid: np.ndarray,
                   obj_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,11 +79,11 @@ def _check_fusion(fusion: str, weight: float) -> None:
 
 def _shard_exact(shard: Shard, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frame sims, best object sims and best object rows of every frame of one shard."""
-    fs = _matvec(shard.vectors("frames"), q)
+    fs = shard.vectors32("frames") @ q
     objects = shard.objects
     if len(objects) == 0:
         return fs, np.full(len(fs), -np.inf, np.float32), np.full(len(fs), -1, np.int64)
-    os_ = _matvec(shard.vectors("objects"), q)
+    os_ = shard.vectors32("objects") @ q
     valid = ~objects["is_background"].to_numpy(dtype=bool)
     best, arg = _best_objects(len(fs), objects["frame_row"].to_numpy(np.int64), os_, valid,
                               np.arange(len(objects), dtype=np.int64))
@@ -110,13 +103,63 @@ def _exact(index: Index, q: np.ndarray, sites: list[str]) -> tuple[np.ndarray, .
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 
+def _object_runs(shard: Shard) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one reduceat over a shard's objects (stored sorted by frame row): the background objects, the
+    first object of each frame that has objects, and that frame's row."""
+    rows = shard.objects["frame_row"].to_numpy(np.int64)
+    if np.any(np.diff(rows) < 0):
+        raise IndexFormatError(f"{shard.path / 'objects.parquet'}: objects are not sorted by frame_row "
+                               f"(rewrite the shard with mvk index)")
+    starts = np.flatnonzero(np.r_[True, np.diff(rows) > 0])
+    return shard.objects["is_background"].to_numpy(dtype=bool), starts, rows[starts]
+
+
+def _shard_batch(shard: Shard, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frame sims and best non-background object sims (-inf when none), each (B, n_frames), of one shard
+    for B normalised queries (B, d)."""
+    fs = q @ shard.vectors32("frames").T
+    best = np.full(fs.shape, -np.inf, np.float32)
+    if len(shard.objects):
+        background, starts, frame_rows = _object_runs(shard)
+        sims = q @ shard.vectors32("objects").T
+        sims[:, background] = -np.inf
+        best[:, frame_rows] = np.maximum.reduceat(sims, starts, axis=1)
+    return fs, best
+
+
+def _score_batch(index: Index, q: np.ndarray, fusions: list[str], weight: float) -> dict[str, np.ndarray]:
+    n = sum(len(shard.frames) for shard in index.shards.values())
+    out = {f: np.empty((len(q), n), np.float32) for f in fusions}
+    for start in range(0, len(q), QUERY_BLOCK):
+        block = q[start:start + QUERY_BLOCK]
+        parts = [_shard_batch(shard, block) for shard in index.shards.values()]
+        fs = np.concatenate([p[0] for p in parts], axis=1) if parts else np.zeros((len(block), 0), np.float32)
+        best = np.concatenate([p[1] for p in parts], axis=1) if parts else fs
+        for f in fusions:
+            out[f][start:start + len(block)] = fuse(fs, best, f, weight)
+    return out
+
+
+def score_frames_batch(index: Index, queries: np.ndarray, *, fusions: tuple[str, ...] | list[str] = ("max",),
+                       weight: float = 0.5) -> dict[str, np.ndarray]:
+    """Exact fused scores of every frame of ``index`` for many queries and fusion modes at once:
+    ``{fusion: (q, N) float32}``, row i for ``queries[i]`` (rows L2-normalised here; a zero or non-finite
+    row is a QueryError naming it), columns in ``index.frames.gid`` order. Per shard and block of
+    QUERY_BLOCK queries: one matmul over the frame vectors, one over the object vectors and each frame's
+    best non-background object by ``np.maximum.reduceat``. ``score_frames`` is the one-query case."""
+    fusions = list(dict.fromkeys(fusions))
+    for f in fusions:
+        _check_fusion(f, weight)
+    return _score_batch(index, _as_query_matrix(index, queries), fusions, weight)
+
+
 def score_frames(index: Index, query: np.ndarray, *, fusion: Fusion = "max", weight: float = 0.5) -> np.ndarray:
     """Exact fused score of every frame of ``index`` (length N, in ``index.frames.gid`` order) for one
-    L2-normalised query vector. The KIS benchmark ranks targets with this."""
+    L2-normalised query vector. The KIS benchmark ranks targets with this (``score_frames_batch`` for
+    many queries)."""
     _check_fusion(fusion, weight)
     q = _as_query_vector(index, query)
-    _, fs, best, _ = _exact(index, q, list(index.shards))
-    return fuse(fs, best, fusion, weight)
+    return _score_batch(index, q[None, :], [fusion], weight)[fusion][0]
 
 
 def _candidates(index: Index, q: np.ndarray, sites: list[str], n_cand: int) -> tuple[np.ndarray, ...]:
@@ -166,6 +209,24 @@ def _as_query_vector(index: Index, query: np.ndarray) -> np.ndarray:
     if not np.isfinite(norm) or norm == 0:
         raise QueryError("query vector is zero or not finite")
     return q / norm
+
+
+def _as_query_matrix(index: Index, queries: np.ndarray) -> np.ndarray:
+    """(q, d) float32 rows L2-normalised; a single (d,) vector is one row."""
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2:
+        raise QueryError(f"query vectors must be a (queries, dimension) array, got shape {q.shape}")
+    dim = (index.manifest.get("encoder") or {}).get("dim")
+    if dim is not None and q.shape[1] != dim:
+        raise QueryError(f"query vectors have dimension {q.shape[1]}, the index's vectors {dim}")
+    norms = np.linalg.norm(q, axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
+    if bad.size:
+        raise QueryError(f"query vector {int(bad[0])} (of {len(q)}) is zero or not finite"
+                         + (f", and {bad.size - 1} more" if bad.size > 1 else ""))
+    return q / norms[:, None]
 
 
 def encode_query(index: Index, encoder: Encoder | None, query: str | np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -83,6 +83,20 @@ class Shard:
             self._vectors[table] = reconstruct_all(idx)
         return self._vectors[table]
 
+    def vectors32(self, table: Literal["frames", "objects"]) -> np.ndarray:
+        """The stored vectors of one table as (n, d) float32, converted once and kept (twice the memory of
+        float16): exact scoring multiplies them for every query, and converting float16 on each call cost
+        more than the matmul itself (numpy and torch have no fast float16 matmul on a CPU)."""
+        from search.faiss_index import reconstruct_all
+        key = f"{table}:float32"
+        if key not in self._vectors:
+            if table in self._vectors:
+                half = self._vectors[table]
+            else:
+                half = reconstruct_all(self.cpu_frame_index if table == "frames" else self.cpu_object_index)
+            self._vectors[key] = np.ascontiguousarray(half, dtype=np.float32)
+        return self._vectors[key]
+
 
 @dataclass
 class Index:

@@ -58,6 +58,64 @@ def test_fusion_arithmetic(idx, fusion, weight, expected):
     assert np.allclose(got, expected, atol=2e-3)
 
 
+@pytest.fixture
+def mixed_idx(tmp_path):
+    """Site A: frames without objects, several objects on one frame, a frame with only a background
+    object, another background object beside a real one; site B: no objects at all."""
+    d = 8
+    root = tmp_path / "mixed"
+    store.init_index(root, {"encoder": encoder_identity(d)})
+    shards = [("A_Jan2020", 7, [5, 0, 0, 3, 6, 6, 6, 4]), ("B_Feb2020", 5, [])]
+    for s, (site, n, obj_rows) in enumerate(shards):
+        objects = object_rows(obj_rows, is_background=[i in (1, 7) for i in range(len(obj_rows))])
+        store.write_shard(root, site, frame_rows(site, n, videos=2), random_unit(n, d, seed=s), objects,
+                          random_unit(len(obj_rows), d, seed=10 + s) if obj_rows else np.zeros((0, d)), {})
+    return store.open_index(root)
+
+
+def _reference_scores(index, q, fusion, weight):
+    """Fused scores by the definitions, one frame at a time, from the stored float16 vectors."""
+    out = []
+    for shard in index.shards.values():
+        fv, ov = shard.vectors("frames").astype(np.float32), shard.vectors("objects").astype(np.float32)
+        for row in range(len(shard.frames)):
+            s_f = float(fv[row] @ q)
+            mine = (shard.objects["frame_row"] == row) & ~shard.objects["is_background"]
+            s_o = float(np.max(ov[mine.to_numpy()] @ q)) if mine.any() else s_f
+            out.append({"frame": s_f, "object": s_o, "max": max(s_f, s_o),
+                        "weighted": (1 - weight) * s_f + weight * s_o}[fusion])
+    return np.array(out, np.float32)
+
+
+def test_score_frames_batch_equals_score_frames_and_the_definitions(mixed_idx):
+    qv = random_unit(70, 8, seed=99)            # more than one QUERY_BLOCK of 64
+    got = Q.score_frames_batch(mixed_idx, 3 * qv, fusions=Q.FUSIONS, weight=0.3)   # rows normalised
+    assert set(got) == set(Q.FUSIONS)
+    for fusion in Q.FUSIONS:
+        assert got[fusion].shape == (70, 12) and got[fusion].dtype == np.float32
+        single = np.stack([Q.score_frames(mixed_idx, v, fusion=fusion, weight=0.3) for v in qv])
+        np.testing.assert_allclose(got[fusion], single, rtol=1e-6, atol=1e-6)
+        for i in (0, 69):
+            np.testing.assert_allclose(got[fusion][i], _reference_scores(mixed_idx, qv[i], fusion, 0.3),
+                                       rtol=1e-5, atol=1e-5)
+    # frame 4 of A has only a background object: it scores as a frame without objects
+    np.testing.assert_allclose(got["object"][:, 4], got["frame"][:, 4])
+    one = Q.score_frames_batch(mixed_idx, qv[0], fusions=("max",))
+    assert one["max"].shape == (1, 12)
+
+
+def test_score_frames_batch_bad_input(mixed_idx):
+    qv = random_unit(3, 8, seed=1)
+    qv[1] = 0
+    with pytest.raises(QueryError, match="query vector 1 .* zero or not finite"):
+        Q.score_frames_batch(mixed_idx, qv)
+    with pytest.raises(QueryError, match="dimension"):
+        Q.score_frames_batch(mixed_idx, np.ones((2, 9), np.float32))
+    with pytest.raises(QueryError, match="fusion"):
+        Q.score_frames_batch(mixed_idx, qv[:1], fusions=("frame", "min"))
+    assert Q.score_frames_batch(mixed_idx, np.zeros((0, 8)), fusions=("frame",))["frame"].shape == (0, 12)
+
+
 def test_background_object_ignored_and_best_object_reported(idx):
     df = Q.search(idx, None, E[0], k=6, fusion="max")
     assert list(df["gid"]) == [3, 1, 5, 0, 4, 2]
