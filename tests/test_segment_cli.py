@@ -110,3 +110,22 @@ def test_eval_on_real_davis_frames(davis_dir, capsys) -> None:
     result = json.loads(out[out.index("{"):])
     clip = result["clips"]["blackswan"]
     assert clip["frames"] == 5 and clip["objects"] == 1 and 0.0 <= clip["J_single"] <= 1.0
+
+
+def test_single_object_ground_truth_gives_strict_json(tmp_path, capsys) -> None:
+    """FG-ARI is undefined with one object: the JSON says null, not NaN, so strict parsers read it."""
+    import numpy as np
+
+    from mvk_tools.synth import render_clip
+    clip = render_clip(n_frames=8, seed=3)
+    single = type(clip)(frames=clip.frames, masks=(clip.masks > 0).astype(np.uint8), fps=clip.fps)
+    root = _davis_folder(tmp_path / "davis", single, names=("one",))
+    out_json = tmp_path / "r.json"
+    assert main(["segment", "--eval", str(root), "--backbone", "color", "--json", str(out_json), *FAST]) == 0
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    result = json.loads(out_json.read_text(), parse_constant=refuse)
+    assert result["clips"]["one"]["fg_ari"] is None
+    assert 0.0 <= result["clips"]["one"]["J_single"] <= 1.0

@@ -122,6 +122,17 @@ def _table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _strict_json(value: object) -> object:
+    """NaN (FG-ARI of single-object ground truth, which ARI cannot score) becomes null, so strict parsers read it."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
@@ -164,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         if note:
             print(f"NOTE: {note}")
         print(_table(result))
-        text = json.dumps(result, indent=2, default=str)
+        text = json.dumps(_strict_json(result), indent=2, default=str, allow_nan=False)
         print(text)
         if args.json_out:
             Path(args.json_out).write_text(text)
