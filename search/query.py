@@ -6,9 +6,10 @@ Fusion of a frame's score s_f with its best object's score s_o (max over its non
 
 Small indexes (or flat ones) are scored exactly: one matmul over all stored frame vectors, one over all
 object vectors and a per-frame max, on float32 copies of the stored float16 vectors made once per shard
-(``Shard.vectors32``). ``score_frames_batch`` scores many queries and fusion modes per matmul. Big approximate indexes (IVF, HNSW) first take top candidates from
-FAISS (frames and objects), then score the union of candidate frames exactly as above; when filters
-leave fewer than k candidates, the exact path runs instead.
+(``Shard.vectors32``); ``score_frames_batch`` scores many queries and fusion modes per matmul. Big
+approximate indexes (IVF, HNSW) first take top candidates from FAISS (frames and objects), then score the
+union of candidate frames exactly as above; when filters leave fewer than k candidates, the exact path
+runs instead.
 """
 from __future__ import annotations
 
