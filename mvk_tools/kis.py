@@ -18,8 +18,10 @@ rank; the summary counts them apart (``n_not_in_index``) and never as misses.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -140,7 +142,8 @@ def rank_queries(queries: pd.DataFrame, vectors: np.ndarray, frames: pd.DataFram
                  batch_scorer: BatchScorer | None = None, batch_size: int = 64) -> pd.DataFrame:
     """One row per (query, fusion) with PER_QUERY_COLUMNS. ``vectors[i]`` is the query vector of row i of
     ``queries``; ``scorer(vector, fusion)`` returns the score of every row of ``frames`` (gid order).
-    ``batch_scorer`` (e.g. ``exact_batch_scorer``), when given, scores ``batch_size`` queries at a time instead."""
+    ``batch_scorer`` (e.g. over ``search.query.score_frames_batch``, as ``run_benchmark`` does), when given,
+    scores ``batch_size`` queries at a time instead."""
     if scorer is None and batch_scorer is None:
         raise ValueError("a scorer or a batch_scorer is needed")
     if len(vectors) != len(queries):
@@ -288,44 +291,113 @@ def encoder_for_index(identity: dict, *, checkpoint: str | None = None, random_w
     return enc
 
 
-def exact_batch_scorer(index, *, weight: float = 0.5, chunk: int = 65536) -> BatchScorer:
-    """Exact fused scores of every frame of ``index`` (a ``search.store.Index``) for a batch of queries and
-    several fusion modes in one pass over the stored vectors: the same numbers as
-    ``search.query.score_frames`` (a test checks it), which converts the float16 vectors and multiplies
-    once per query and fusion; here once per batch (about 50x less time at MVK scale on a CPU)."""
-    from search.query import fuse
+# (items, description, total) -> the same items, showing progress as they are consumed
+Progress = Callable[[Iterable, str, int], Iterable]
 
-    shards = list(index.shards.values())
-    parts = []
-    for shard in shards:
-        objects = shard.objects
-        valid = ~objects["is_background"].to_numpy(dtype=bool) if len(objects) else np.zeros(0, bool)
-        rows = objects["frame_row"].to_numpy(np.int64)[valid] if len(objects) else np.zeros(0, np.int64)
-        if len(rows) and np.any(np.diff(rows) < 0):
-            raise ValueError(f"objects of shard {shard.site} are not sorted by frame row")
-        starts = np.flatnonzero(np.r_[True, np.diff(rows) > 0]) if len(rows) else np.zeros(0, np.int64)
-        parts.append((shard, valid, rows[starts] if len(rows) else rows, starts))
 
-    def matmul(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
-        out = np.empty((len(vectors), q.shape[1]), np.float32)
-        for start in range(0, len(vectors), chunk):
-            out[start:start + chunk] = vectors[start:start + chunk].astype(np.float32, copy=False) @ q
-        return out
+@dataclass
+class KisResult:
+    """What ``run_benchmark`` ran and found; the CLI writes it to files, the app shows it."""
+    per_query: pd.DataFrame                  # PER_QUERY_COLUMNS, one row per (query, fusion)
+    summary: pd.DataFrame                    # ``summarize(per_query)``
+    n_queries: int                           # usable queries ranked (or found not in the index)
+    query_sets: dict                         # file -> detected format
+    vectors: str                             # "encoded texts" or "precomputed vectors from the query files"
+    random_weights: bool                     # the ranks come from a random-weight encoder: meaningless
+    not_in_index: list[dict] = field(default_factory=list)   # {"query_id", "reason"}, one per query
+    file_errors: list[str] = field(default_factory=list)     # whole files that could not be used
+    issues: list[Issue] = field(default_factory=list)        # rows left out, with file and line
+    seconds: float = 0.0
 
-    def score(queries: np.ndarray, fusions: Sequence[str]) -> dict[str, np.ndarray]:
-        q = np.ascontiguousarray(np.asarray(queries, np.float32).T)          # (d, B)
-        fs_parts, os_parts = [], []
-        for shard, valid, frame_of_run, starts in parts:
-            fs = matmul(shard.vectors("frames"), q)                           # (n_frames, B)
-            best = np.full(fs.shape, -np.inf, np.float32)
-            if len(starts):
-                sims = matmul(shard.vectors("objects"), q)[valid]
-                best[frame_of_run] = np.maximum.reduceat(sims, starts, axis=0)
-            fs_parts.append(fs)
-            os_parts.append(best)
-        n_q = q.shape[1]
-        fs = np.concatenate(fs_parts).T if fs_parts else np.zeros((n_q, 0), np.float32)
-        os_ = np.concatenate(os_parts).T if os_parts else np.zeros((n_q, 0), np.float32)
-        return {f: fuse(fs, os_, f, weight) for f in fusions}
+    @property
+    def warnings(self) -> list[str]:
+        """Unusable files, then rows left out, as lines for the user."""
+        return [*self.file_errors, *(str(i) for i in self.issues)]
 
-    return score
+
+def index_dim(index) -> int:
+    """The dimension of an index's vectors (its encoder's, else its first shard's FAISS index)."""
+    dim = index.encoder.get("dim")
+    if dim:
+        return int(dim)
+    return int(next(iter(index.shards.values())).frame_index.d) if index.shards else 0
+
+
+def _pass_through(items: Iterable, desc: str, total: int) -> Iterable:
+    return items
+
+
+def _ignore(message: str, what: str) -> None:
+    return None
+
+
+def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_file_vectors: bool = False,
+                  fusions: Sequence[str] = ("frame",), weight: float = 0.5, tolerance: float = DEFAULT_TOLERANCE,
+                  default_fps: float = DEFAULT_FPS, encode_batch: int = 256, rank_batch: int = 64,
+                  progress: Progress | None = None, warn: Callable[[str, str], None] | None = None) -> KisResult:
+    """The whole benchmark on an open ``search.store.Index``: read the query sets, take the files' vectors
+    (``use_file_vectors``) or encode the texts with ``encoder`` (an object with ``encode_text``, or a
+    function returning one, called only once the query sets are read), rank every target among all frames
+    for every fusion with ``search.query.score_frames_batch`` (``rank_batch`` queries per pass over the
+    vectors) and summarise. Unusable files and rows are passed to ``warn(message, "file" | "row")`` as soon
+    as found and kept in the result; the rest goes on. InputError when no query is left to rank or the
+    index has no frame."""
+    from mvk_tools.querysets import read_querysets
+    from search.query import FUSIONS, score_frames_batch
+
+    started = time.perf_counter()
+    progress = progress or _pass_through
+    fusions = list(dict.fromkeys(fusions))
+    bad = [f for f in fusions if f not in FUSIONS]
+    if bad or not fusions:
+        raise InputError(f"unknown fusion mode(s) {bad}; choose from {', '.join(FUSIONS)}")
+    if not 0.0 <= weight <= 1.0:
+        raise InputError(f"the fusion weight must lie in [0, 1], got {weight}")
+    if default_fps <= 0:
+        raise InputError(f"the default fps must be positive, got {default_fps}")
+    if not len(index.frames):
+        raise InputError(f"index {index.root} holds no readable frame")
+    dim = index_dim(index)
+
+    qs, file_errors = read_querysets([str(p) for p in querysets], with_vectors=use_file_vectors)
+    warn = warn or _ignore
+    for err in file_errors:
+        warn(err, "file")
+    issues = list(qs.issues)
+    queries = qs.queries
+    if use_file_vectors and len(queries):
+        keep, vec_issues = check_file_vectors(queries, dim)
+        issues += vec_issues
+        queries = queries[keep].reset_index(drop=True)
+    for issue in issues:
+        warn(str(issue), "row")
+    if not len(queries):
+        raise InputError("no usable query in " + ", ".join(str(p) for p in querysets)
+                         + (f": {'; '.join(file_errors)}" if file_errors else ""))
+
+    encode = None
+    if not use_file_vectors:
+        if encoder is None:
+            raise ValueError("an encoder is needed unless the files' vectors are used")
+        enc = encoder if hasattr(encoder, "encode_text") else encoder()
+        batch = max(1, int(encode_batch))
+
+        def encode(texts: list[str]) -> np.ndarray:
+            starts = range(0, len(texts), batch)
+            return np.concatenate([enc.encode_text(texts[i:i + batch], batch_size=batch)
+                                   for i in progress(starts, "encoding queries", len(starts))])
+    vectors = query_vectors(queries, dim=dim, encode=encode, use_file_vectors=use_file_vectors)
+
+    per_query = rank_queries(
+        queries, vectors, index.frames, None, fusions=fusions, tolerance=tolerance, default_fps=default_fps,
+        skipped_sites=index.errors, progress=lambda items: progress(items, "ranking", len(queries)),
+        batch_scorer=lambda qv, fus: score_frames_batch(index, qv, fusions=fus, weight=weight),
+        batch_size=rank_batch)
+    missing = per_query[per_query["status"] == "not_in_index"].drop_duplicates("query_id")
+    return KisResult(
+        per_query=per_query, summary=summarize(per_query), n_queries=int(len(queries)), query_sets=qs.formats,
+        vectors="precomputed vectors from the query files" if use_file_vectors else "encoded texts",
+        random_weights=bool(index.encoder.get("random_weights")) and not use_file_vectors,
+        not_in_index=[{"query_id": q, "reason": r} for q, r in zip(missing["query_id"], missing["reason"])],
+        file_errors=list(file_errors), issues=issues, seconds=time.perf_counter() - started)
+

@@ -131,29 +131,70 @@ def test_query_vectors_from_file_check_dimensions() -> None:
     np.testing.assert_allclose(np.linalg.norm(enc, axis=1), 1.0)
 
 
-def test_batch_scorer_equals_score_frames_and_gives_the_same_ranks(tmp_path) -> None:
+def _mixed_index(root):
+    """Site A: frames without objects, several objects on one frame, a background object; site B: no objects."""
     from search import store
-    from search.query import FUSIONS, score_frames
     from search.testing import encoder_identity, frame_rows, object_rows, random_unit
 
     d = 8
-    root = tmp_path / "idx"
     store.init_index(root, {"encoder": encoder_identity(d)})
-    # site A: frames without objects, several objects on one frame, a background object; site B: no objects
     shards = [("A_Jan2020", 7, [5, 0, 0, 3, 6, 6, 6]), ("B_Feb2020", 5, [])]
     for s, (site, n, obj_rows) in enumerate(shards):
         objects = object_rows(obj_rows, is_background=[i == 1 for i in range(len(obj_rows))])
         store.write_shard(root, site, frame_rows(site, n, videos=2), random_unit(n, d, seed=s), objects,
                           random_unit(len(obj_rows), d, seed=10 + s) if obj_rows else np.zeros((0, d)), {})
-    index = store.open_index(root)
-    qv = random_unit(5, d, seed=99)
-    got = kis.exact_batch_scorer(index, weight=0.3, chunk=3)(qv, FUSIONS)
-    for fusion in FUSIONS:
-        want = np.stack([score_frames(index, v, fusion=fusion, weight=0.3) for v in qv])
-        np.testing.assert_allclose(got[fusion], want, rtol=1e-6, atol=1e-6)
+    return store.open_index(root)
+
+
+def test_batched_ranking_gives_the_same_ranks_as_one_score_frames_call_per_query(tmp_path) -> None:
+    from search.query import FUSIONS, score_frames, score_frames_batch
+    from search.testing import random_unit
+
+    index = _mixed_index(tmp_path / "idx")
+    qv = random_unit(5, 8, seed=99)
     f = index.frames
-    q = make_queries([query(f"q{i}", r.site, r.video_id, frame=int(r.frame_index)) for i, r in enumerate(f.iloc[:5].itertuples())])
+    q = make_queries([query(f"q{i}", r.site, r.video_id, frame=int(r.frame_index))
+                      for i, r in enumerate(f.iloc[:5].itertuples())])
     single = kis.rank_queries(q, qv, f, lambda v, fu: score_frames(index, v, fusion=fu), fusions=FUSIONS)
-    batched = kis.rank_queries(q, qv, f, None, batch_scorer=kis.exact_batch_scorer(index), batch_size=2,
-                               fusions=FUSIONS)
+    batched = kis.rank_queries(q, qv, f, None, batch_size=2, fusions=FUSIONS,
+                               batch_scorer=lambda v, fus: score_frames_batch(index, v, fusions=fus))
     pd.testing.assert_frame_equal(single.drop(columns="score"), batched.drop(columns="score"))
+    assert (single["rank"] >= 1).all() and len(single) == 5 * len(FUSIONS)
+
+
+def test_run_benchmark_reports_bad_files_and_rows_and_ranks_the_rest(tmp_path) -> None:
+    from mvk_tools.querysets import write_queryset
+
+    index = _mixed_index(tmp_path / "idx")
+    f = index.frames
+    good = [{**query(f"q{i}", r.site, r.video_id, frame=int(r.frame_index)), "vector": np.eye(8)[i]}
+            for i, r in enumerate(f.iloc[[0, 8]].itertuples())]
+    bad_dim = {**query("short", "A_Jan2020", "0", frame=0), "vector": np.ones(3)}
+    absent = {**query("away", "Bali_Jan2020", "0001", frame=0), "vector": np.ones(8)}
+    qfile = write_queryset(make_queries([*good, bad_dim, absent]), tmp_path / "q.csv", with_vectors=True)
+    junk = tmp_path / "junk.csv"
+    junk.write_text("a,b\n1,2\n", encoding="utf-8")
+    warned, stages = [], []
+
+    def progress(items, desc, total):
+        stages.append((desc, total))
+        return items
+
+    def no_encoder():
+        raise AssertionError("the files' vectors need no encoder")
+
+    res = kis.run_benchmark(index, [qfile, junk], encoder=no_encoder, use_file_vectors=True,
+                            fusions=("frame", "max", "frame"), progress=progress,
+                            warn=lambda message, what: warned.append((what, message)))
+    assert [w[0] for w in warned] == ["file", "row"]
+    assert str(junk) in warned[0][1] and "3 dimensions" in warned[1][1] and f"{qfile}:4" in warned[1][1]
+    assert res.warnings == [warned[0][1], warned[1][1]] and res.file_errors == [warned[0][1]]
+    assert stages == [("ranking", 3)] and res.n_queries == 3 and not res.random_weights
+    pq = res.per_query.set_index(["query_id", "fusion"])
+    assert len(pq) == 6 and set(res.summary["fusion"]) == {"frame", "max"}
+    assert (pq.loc["q0", "status"] == "ranked").all() and (pq.loc["q1", "best_gid"] == 8).all()
+    assert res.not_in_index == [{"query_id": "away", "reason": "site Bali_Jan2020 is not in the index"}]
+    with pytest.raises(InputError, match="no usable query.*header not recognised"):
+        kis.run_benchmark(index, [junk], use_file_vectors=True)
+    with pytest.raises(InputError, match="fusion"):
+        kis.run_benchmark(index, [qfile], use_file_vectors=True, fusions=("best",))

@@ -65,11 +65,9 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    import numpy as np
     from tqdm import tqdm
 
     from mvk_tools import kis, plots
-    from mvk_tools.querysets import read_querysets
     from search.errors import InputError
     from search.store import open_index
 
@@ -86,69 +84,45 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: shard {site} skipped: {why}", file=sys.stderr)
     if not len(index.frames):
         raise InputError(f"index {args.index} holds no readable frame")
-    dim = int(index.encoder.get("dim") or next(iter(index.shards.values())).frame_index.d)
-
-    qs, file_errors = read_querysets(args.querysets, with_vectors=args.use_file_vectors)
-    for err in file_errors:
-        print(f"error: {err}", file=sys.stderr)
-    issues = list(qs.issues)
-    queries = qs.queries
-    if args.use_file_vectors and len(queries):
-        keep, vec_issues = kis.check_file_vectors(queries, dim)
-        issues += vec_issues
-        queries = queries[keep].reset_index(drop=True)
-    for issue in issues:
-        print(str(issue), file=sys.stderr)
-    if not len(queries):
-        raise InputError("no usable query in " + ", ".join(args.querysets))
 
     identity = index.encoder
-    if args.use_file_vectors:
-        encode = None
-    else:
-        encoder = kis.encoder_for_index(identity, checkpoint=args.checkpoint, random_weights=args.random_weights,
-                                        device=args.device)
-        batch = max(1, args.batch_size)
-
-        def encode(texts: list[str]) -> np.ndarray:
-            chunks = range(0, len(texts), batch)
-            return np.concatenate([encoder.encode_text(texts[i:i + batch], batch_size=batch)
-                                   for i in tqdm(chunks, desc="encoding queries", unit="batch", file=sys.stderr)])
-    vectors = kis.query_vectors(queries, dim=dim, encode=encode, use_file_vectors=args.use_file_vectors)
-
-    per_query = kis.rank_queries(
-        queries, vectors, index.frames, None, batch_scorer=kis.exact_batch_scorer(index, weight=args.weight),
-        fusions=fusions, tolerance=args.tolerance, default_fps=args.fps, skipped_sites=index.errors,
-        progress=lambda it: tqdm(it, desc="ranking", unit="query", file=sys.stderr))
+    result = kis.run_benchmark(
+        index, args.querysets, use_file_vectors=args.use_file_vectors, fusions=fusions, weight=args.weight,
+        tolerance=args.tolerance, default_fps=args.fps, encode_batch=args.batch_size,
+        encoder=lambda: kis.encoder_for_index(identity, checkpoint=args.checkpoint,
+                                              random_weights=args.random_weights, device=args.device),
+        warn=lambda message, what: print(f"error: {message}" if what == "file" else message, file=sys.stderr),
+        progress=lambda items, desc, total: tqdm(items, desc=desc, total=total, file=sys.stderr,
+                                                 unit="batch" if desc.startswith("encoding") else "query"))
+    per_query, summary = result.per_query, result.summary
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     per_query.to_csv(out / "per_query.csv", index=False)
-    summary = kis.summarize(per_query)
-    random_weights = bool(identity.get("random_weights")) and not args.use_file_vectors
-    missing = per_query[per_query["status"] == "not_in_index"].drop_duplicates("query_id")
     report = {
         "index": str(Path(args.index).resolve()), "n_frames": int(len(index.frames)),
         "sites": sorted(index.shards), "skipped_sites": index.errors, "encoder": identity,
-        "random_weights": random_weights,
-        "warning": "the index's encoder has random weights: these ranks mean nothing" if random_weights else "",
-        "vectors": "precomputed vectors from the query files" if args.use_file_vectors else "encoded texts",
-        "query_sets": qs.formats, "file_errors": file_errors, "issues": [str(i) for i in issues],
+        "random_weights": result.random_weights,
+        "warning": "the index's encoder has random weights: these ranks mean nothing" if result.random_weights else "",
+        "vectors": result.vectors, "query_sets": result.query_sets, "file_errors": result.file_errors,
+        "issues": [str(i) for i in result.issues],
         "fusions": fusions, "weight": args.weight, "tolerance_s": args.tolerance, "default_fps": args.fps,
-        "tie_rule": kis.TIE_RULE, "n_queries": int(len(queries)),
+        "tie_rule": kis.TIE_RULE, "n_queries": result.n_queries,
         "groups": json.loads(summary.to_json(orient="records")),
-        "not_in_index": [{"query_id": q, "reason": r} for q, r in zip(missing["query_id"], missing["reason"])],
+        "not_in_index": result.not_in_index,
     }
-    paths = plots.write_all(per_query, out, title_suffix="(RANDOM WEIGHTS)" if random_weights else "")
+    paths = plots.write_all(per_query, out, title_suffix="(RANDOM WEIGHTS)" if result.random_weights else "")
     report["plots"] = [p.name for p in paths]
     report["seconds"] = round(time.time() - started, 2)
     (out / "summary.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
 
     print(kis.format_table(summary))
-    if len(missing):
-        print(f"{len(missing)} target(s) not in the index (not counted as misses; reasons in summary.json)")
-    if issues or file_errors:
-        print(f"{len(issues)} row issue(s), {len(file_errors)} unusable file(s): see above and summary.json")
-    if random_weights:
+    if result.not_in_index:
+        print(f"{len(result.not_in_index)} target(s) not in the index (not counted as misses; reasons in "
+              f"summary.json)")
+    if result.issues or result.file_errors:
+        print(f"{len(result.issues)} row issue(s), {len(result.file_errors)} unusable file(s): see above and "
+              f"summary.json")
+    if result.random_weights:
         print("warning: random-weight encoder: these ranks mean nothing")
     print(f"wrote {out / 'per_query.csv'}, {out / 'summary.json'}, {', '.join(p.name for p in paths)}")
     return 0
