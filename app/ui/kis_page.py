@@ -58,15 +58,20 @@ if st.button("Run benchmark", type="primary", disabled=not (chosen or uploads) o
             target = Path(tmp) / safe_name(up.name, suffix=".csv")
             target.write_text(text, encoding="utf-8")
             paths.append(target)
-        encoder = None if use_vectors else common.encoder(index, cfg)
-        bar = st.progress(0.0, text="Ranking queries…")
+        bar = st.progress(0.0, text="Reading the query sets…")
+
+        def progress(items, desc: str, total: int):
+            unit = "queries" if desc == "ranking" else "batches"
+            for done, item in enumerate(items):
+                bar.progress(done / max(total, 1), text=f"{desc.capitalize()}: {done} of {total} {unit}")
+                yield item
+
         started = time.perf_counter()
         try:
-            run = kis_run.run_benchmark(index, encoder, paths, fusions=fusions, weight=weight, tolerance=tolerance,
-                                        use_file_vectors=use_vectors,
-                                        on_progress=lambda done, total: bar.progress(
-                                            done / max(total, 1), text=f"Ranked {done} of {total} queries"))
-            run.problems[:0] = problems
+            run = kis.run_benchmark(index, paths, encoder=lambda: common.encoder(index, cfg),
+                                    use_file_vectors=use_vectors, fusions=fusions, weight=weight,
+                                    tolerance=tolerance, progress=progress)
+            run.file_errors[:0] = problems
             run.seconds = time.perf_counter() - started
             st.session_state["kis_result"] = run
         except MvkError as exc:
@@ -80,11 +85,11 @@ if run is None:
                 "on the **KIS session** page.")
     st.stop()
 
-for problem in run.problems:
+for problem in run.file_errors:
     st.warning(problem)
 if run.issues:
     with st.expander(f"{len(run.issues)} rows were skipped or need attention"):
-        st.code("\n".join(run.issues[:500]), language=None)
+        st.code("\n".join(str(i) for i in run.issues[:500]), language=None)
 
 summary = run.summary
 st.subheader("Summary")
