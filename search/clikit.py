@@ -48,6 +48,28 @@ def main(prog: str, description: str, command_modules: Sequence[str], argv: Sequ
         return 130
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1, refused at parse time with a message naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def add_model_weight_arguments(parser: argparse.ArgumentParser) -> None:
     """``--random-weights``: the flag every model-loading command takes (tests and benchmarks only)."""
     parser.add_argument("--random-weights", action="store_true",

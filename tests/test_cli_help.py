@@ -38,3 +38,24 @@ def test_each_package_runs_as_module(package: str) -> None:
     proc = subprocess.run([sys.executable, "-m", package, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["index", "coll", "--index", "idx", "--every", "0"],
+    ["index", "coll", "--index", "idx", "--tau", "-1"],
+    ["index", "coll", "--index", "idx", "--key-stride", "0"],
+    ["index", "coll", "--index", "idx", "--batch-size", "many"],
+    ["search", "turtle", "--index", "idx", "-k", "0"],
+    ["search", "turtle", "--index", "idx", "--then", "shark", "--within", "inf"],
+    ["kis", "q.csv", "--index", "idx", "--out", "o", "--fps", "0"],
+    ["captions", "--index", "idx", "--out", "c.csv", "--n", "-3"],
+    ["segment", "clip.mp4", "--out", "o", "--key-stride", "0"],
+    ["synth", "out", "--videos", "0"],
+])
+def test_bad_numbers_are_refused_before_anything_runs(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Counts, strides, thresholds and durations must be positive: argparse refuses them naming the value."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected a" in err and repr(argv[-1]) in err

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from search.clikit import add_model_weight_arguments
+from search.clikit import add_model_weight_arguments, positive_float, positive_int
 
 NAME = "index"
 HELP = "segment, embed and index the videos of a collection, one shard per dive site"
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     sampling = parser.add_argument_group("sampling")
     how = sampling.add_mutually_exclusive_group()
-    how.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
+    how.add_argument("--every", type=positive_float, default=1.0, metavar="SECONDS",
                      help="sample one frame per SECONDS (default 1.0)")
     how.add_argument("--selected-frames", action="store_true",
                      help="use MVK's information/selected_frames/ (about one per second); videos without "
@@ -62,11 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     objects.add_argument("--backbone", default=None,
                          help="DINO backbone for segmentation (default dino-vits16)")
     objects.add_argument("--checkpoint", default=None, metavar="FILE", help="local checkpoint file for the backbone")
-    objects.add_argument("--tau", type=float, default=None,
+    objects.add_argument("--tau", type=positive_float, default=None,
                          help="clustering threshold (default 1.0: several objects; 1.6 merges the foreground)")
-    objects.add_argument("--key-stride", type=int, default=None, metavar="R",
+    objects.add_argument("--key-stride", type=positive_int, default=None, metavar="R",
                          help="every R-th sampled frame is a key frame of the attention (default 10)")
-    objects.add_argument("--short-side", type=int, default=None, metavar="PX",
+    objects.add_argument("--short-side", type=positive_int, default=None, metavar="PX",
                          help="segmentation input: frames resized so the short side is about PX (default 224; "
                               "160 roughly halves the segmentation cost, coarser masks)")
     objects.add_argument("--crop-margin", type=float, default=0.1,
@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clip.add_argument("--frame-fit", choices=("letterbox", "crop"), default="letterbox",
                       help="how frames meet CLIP's square input: letterbox keeps the sides of 16:9 footage "
                            "(default), crop takes the centre square")
-    clip.add_argument("--batch-size", type=int, default=16, help="frames per CLIP batch (default 16)")
+    clip.add_argument("--batch-size", type=positive_int, default=16, help="frames per CLIP batch (default 16)")
 
     store = parser.add_argument_group("index")
     store.add_argument("--index-type", choices=("flat", "ivf-flat", "ivf-pq", "hnsw"), default="flat",
@@ -96,10 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from indexer.progress import Progress, TqdmProgress
     from indexer.segment import SegmentParams
     from mvk_tools.layout import discover
-    from search.errors import InputError
 
-    if args.every <= 0:
-        raise InputError(f"--every must be positive, got {args.every}")
     params = SegmentParams()
     if args.tau is not None:
         params = replace(params, tau=args.tau)

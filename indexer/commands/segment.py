@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.clikit import add_model_weight_arguments
+from search.clikit import add_model_weight_arguments, positive_float, positive_int
 
 NAME = "segment"
 HELP = "segment a video into object tracks from DINO attention; --eval scores against ground truth"
@@ -33,26 +33,6 @@ examples:
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from indexer.backbone_names import BACKBONE_CHOICES, DEFAULT_BACKBONE
 
@@ -64,25 +44,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequences", metavar="A,B", help="DAVIS sequences to score (default: all)")
     parser.add_argument("--json", metavar="FILE", dest="json_out", help="also write the --eval results to FILE")
     sampling = parser.add_argument_group("frame sampling")
-    sampling.add_argument("--every-seconds", type=_positive_float, default=None,
+    sampling.add_argument("--every-seconds", type=positive_float, default=None,
                           help="VIDEO: one frame per this many seconds (default: every frame)")
-    sampling.add_argument("--every-nth", type=_positive_int, default=1,
+    sampling.add_argument("--every-nth", type=positive_int, default=1,
                           help="take every n-th frame (default: 1); with --eval, of the frames and the masks")
-    sampling.add_argument("--max-frames", type=_positive_int, default=None,
+    sampling.add_argument("--max-frames", type=positive_int, default=None,
                           help="stop after this many sampled frames per video (default: all)")
     method = parser.add_argument_group("method")
     method.add_argument("--backbone", choices=BACKBONE_CHOICES, default=DEFAULT_BACKBONE,
                         help=f"DINO/DINOv2 ViT, or 'color' (non-learned baseline) (default: {DEFAULT_BACKBONE})")
     method.add_argument("--checkpoint", metavar="FILE", help="load backbone weights from this .pth/.safetensors")
-    method.add_argument("--tau", type=_positive_float, default=1.0,
+    method.add_argument("--tau", type=positive_float, default=1.0,
                         help="merge threshold on symmetric KL; 1.6 merges the foreground into one (default: 1.0)")
-    method.add_argument("--key-stride", type=_positive_int, default=10,
+    method.add_argument("--key-stride", type=positive_int, default=10,
                         help="r: one key frame per r sampled frames (default: 10)")
-    method.add_argument("--window", type=_positive_int, default=8,
+    method.add_argument("--window", type=positive_int, default=8,
                         help="frames per first-pass clustering window (default: 8)")
-    method.add_argument("--chunk", type=_positive_int, default=64,
+    method.add_argument("--chunk", type=positive_int, default=64,
                         help="frames segmented together; tracks are linked across chunks (default: 64)")
-    method.add_argument("--short-side", type=_positive_int, default=224,
+    method.add_argument("--short-side", type=positive_int, default=224,
                         help="model input short side in pixels, rounded to the patch size (default: 224)")
     method.add_argument("--min-area", type=float, default=0.005,
                         help="drop objects smaller than this fraction of the frame (default: 0.005)")

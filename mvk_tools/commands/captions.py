@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.clikit import add_model_weight_arguments
+from search.clikit import add_model_weight_arguments, positive_int
 
 # Same values as mvk_tools.captions (kept here so that --help imports nothing heavy; a test checks them).
 DEFAULT_MODEL = "coca_ViT-B-32"
@@ -26,7 +26,7 @@ source column says so.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", required=True, help="index folder whose frames are the candidate targets")
     parser.add_argument("--out", required=True, help="query-set CSV file to write")
-    parser.add_argument("--n", type=int, default=100, help="number of target frames (default 100, as MVK's KIS)")
+    parser.add_argument("--n", type=positive_int, default=100, help="number of target frames (default 100, as MVK's KIS)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random choice of targets (default 0)")
     parser.add_argument("--collection", default=None,
                         help="collection folder: caption the video frames instead of the index thumbnails")
@@ -34,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED,
                         help=f"open_clip pretrained tag (default {DEFAULT_PRETRAINED})")
     parser.add_argument("--checkpoint", default=None, help="local checkpoint file instead of a pretrained tag")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+    parser.add_argument("--max-tokens", type=positive_int, default=DEFAULT_MAX_TOKENS,
                         help=f"longest caption in tokens (default {DEFAULT_MAX_TOKENS})")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per captioning batch (default 16)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per captioning batch (default 16)")
     add_model_weight_arguments(parser)
 
 
@@ -50,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
     from search.errors import InputError
     from search.store import open_index
 
-    if args.n <= 0 or args.max_tokens <= 0 or args.batch_size <= 0:
-        raise InputError("--n, --max-tokens and --batch-size must be positive")
     index = open_index(args.index)
     for site, why in index.errors.items():
         print(f"warning: shard {site} skipped: {why}", file=sys.stderr)

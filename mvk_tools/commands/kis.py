@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.clikit import add_model_weight_arguments
+from search.clikit import add_model_weight_arguments, positive_float, positive_int
 
 NAME = "kis"
 HELP = "known-item-search benchmark: the rank of each query's target frame, hit@k, MRR, plots"
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=0.5,
                         help="seconds around the target time within which a frame of the target's video counts "
                              "as a hit (default 0.5: one frame at one indexed frame per second)")
-    parser.add_argument("--fps", type=float, default=30.0,
+    parser.add_argument("--fps", type=positive_float, default=30.0,
                         help="frame rate used to turn target frame numbers into times when the index cannot tell "
                              "a video's own (default 30, MVK's)")
     parser.add_argument("--use-file-vectors", action="store_true",
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(their dimension must match the index)")
     parser.add_argument("--checkpoint", default=None,
                         help="local checkpoint file of the index's encoder, when the index was built from one")
-    parser.add_argument("--batch-size", type=int, default=256, help="texts per encoding batch (default 256)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="texts per encoding batch (default 256)")
     add_model_weight_arguments(parser)
 
 
@@ -73,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.time()
     fusions = _fusions(args.fusion)
-    if args.fps <= 0:
-        raise InputError(f"--fps must be positive, got {args.fps}")
     if not 0.0 <= args.weight <= 1.0:
         raise InputError(f"--weight must lie in [0, 1], got {args.weight}")
     if args.tolerance < 0:

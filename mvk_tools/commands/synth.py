@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from search.clikit import positive_int
+
 NAME = "synth"
 HELP = "write a small synthetic MVK-like collection with ground-truth masks"
 DESCRIPTION = """\
@@ -35,23 +37,13 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT",
                         help="folder to write (created; must be empty or hold an earlier synthetic collection)")
-    parser.add_argument("--sites", type=_positive, default=2,
+    parser.add_argument("--sites", type=positive_int, default=2,
                         help=f"number of dive sites, at most {MAX_SITES} (default: 2)")
-    parser.add_argument("--videos", type=_positive, default=2, help="videos per site (default: 2)")
-    parser.add_argument("--frames", type=_positive, default=48, help="frames per video (default: 48)")
+    parser.add_argument("--videos", type=positive_int, default=2, help="videos per site (default: 2)")
+    parser.add_argument("--frames", type=positive_int, default=48, help="frames per video (default: 48)")
     parser.add_argument("--fps", type=float, default=12.0, help="frame rate (default: 12)")
     parser.add_argument("--size", type=_size, default=(160, 96), metavar="WxH",
                         help="frame size, both even (default: 160x96)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.clikit import add_model_weight_arguments
+from search.clikit import add_model_weight_arguments, positive_float, positive_int
 
 NAME = "search"
 HELP = "rank the frames of an index for a text or image query"
@@ -23,7 +23,7 @@ frame's similarity with its best object's (--fusion). Examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="?", default="", help="what to look for (omit with --image)")
     parser.add_argument("--index", required=True, help="the index folder (made by mvk index)")
-    parser.add_argument("-k", "--k", type=int, default=20, help="number of results (default 20)")
+    parser.add_argument("-k", "--k", type=positive_int, default=20, help="number of results (default 20)")
     parser.add_argument("--fusion", default="max", choices=("frame", "object", "max", "weighted"),
                         help="how a frame's and its best object's scores combine (default max)")
     parser.add_argument("--weight", type=float, default=0.5,
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", default=None, help="query with this image file instead of a text ('more like this')")
     parser.add_argument("--then", default=None,
                         help="temporal query: TEXT then this text in the same video within --within seconds")
-    parser.add_argument("--within", type=float, default=10.0, help="seconds allowed between the two texts of --then "
+    parser.add_argument("--within", type=positive_float, default=10.0, help="seconds allowed between the two texts of --then "
                         "(default 10)")
     parser.add_argument("--exact", action="store_true", help="score every frame exactly even in an approximate index")
     parser.add_argument("--json", action="store_true", help="print JSON (results, notes, skipped shards) instead of a table")
