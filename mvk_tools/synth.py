@@ -175,6 +175,22 @@ def _render(*, n_frames: int, size: tuple[int, int], n_objects: int, fps: float,
     return SynthClip(frames=frames, masks=masks, fps=float(fps)), objects
 
 
+def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB (H, W even) -> the (3H/2, W) uint8 planes of yuv420p, BT.601 limited range.
+
+    Done here rather than by FFmpeg's swscale, whose choice between code paths of different rounding can
+    vary from one run to the next: with it, the same seed did not always give the same bytes."""
+    rgb = image.astype(np.float32)
+    h, w = rgb.shape[:2]
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]          # elementwise sums, no BLAS: a fixed order
+    y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b
+    cr, cg, cb = (c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) for c in (r, g, b))
+    u = 128.0 - 0.148 * cr - 0.291 * cg + 0.439 * cb
+    v = 128.0 + 0.439 * cr - 0.368 * cg - 0.071 * cb
+    planes = [np.clip(np.rint(c), 0, 255).astype(np.uint8).reshape(-1) for c in (y, u, v)]
+    return np.concatenate(planes).reshape(h * 3 // 2, w)
+
+
 def _encode(path: Path, frames: np.ndarray, fps: float) -> None:
     """Write (T, H, W, 3) RGB frames as H.264 (or MPEG-4 Part 2 when libx264 is missing) in MP4, key frame every second."""
     import av
@@ -195,7 +211,7 @@ def _encode(path: Path, frames: np.ndarray, fps: float) -> None:
         else:
             stream.options = {"qscale": "3"}
         for i, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(image), format="yuv420p")
             frame.pts = i
             frame.time_base = 1 / rate
             for packet in stream.encode(frame):

@@ -90,3 +90,16 @@ def test_bad_arguments_and_missing_masks(tmp_path):
     (bad / "0001.npz").write_bytes(b"not an npz")
     with pytest.raises(synth.SynthError, match="cannot read"):
         synth.load_masks(tmp_path, "Oahu_Jul2022", "0001")
+
+
+def test_rgb_to_yuv420p_planes():
+    """Our own conversion (swscale's was not reproducible run to run): known colours land on BT.601 values."""
+    image = np.zeros((4, 6, 3), np.uint8)
+    image[:, :3] = (255, 255, 255)
+    image[:, 3:] = (255, 0, 0)
+    planes = synth.rgb_to_yuv420p(image)
+    assert planes.shape == (6, 6) and planes.dtype == np.uint8
+    y, u, v = planes[:4], planes[4:5].reshape(2, 3), planes[5:6].reshape(2, 3)
+    assert (y[:, :3] == 235).all() and (y[:, 3:] == 82).all()
+    assert u[0, 0] == 128 and v[0, 0] == 128               # white: neutral chroma
+    assert u[0, 2] == 90 and v[0, 2] == 240                # red
