@@ -260,3 +260,11 @@ def test_an_empty_index_folder_points_to_the_index_page(tmp_path, monkeypatch):
     at.switch_page("ui/index_page.py").run()
     assert not at.exception
     assert any("--collection" in i.value for i in at.info)
+
+
+def test_a_demo_server_says_what_the_collection_is(app_env, monkeypatch):
+    at = page()
+    assert not any("mvk demo" in i.value for i in at.info)
+    monkeypatch.setenv("MVK_DEMO", "1")
+    at = page()
+    assert any("Demo collection built by `mvk demo`" in i.value for i in at.info)

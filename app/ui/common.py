@@ -30,6 +30,10 @@ def sidebar_header() -> None:
         st.markdown("### :material/scuba_diving: mvk · underwater video search")
         st.caption(f"Index: `{cfg.index}`")
         st.caption(f"Collection: `{cfg.collection}`" if cfg.collection else "Collection: none (no video playback)")
+        if cfg.demo:
+            st.info("Demo collection built by `mvk demo`: synthetic dive sites of moving coloured shapes, plus the "
+                    "real Brackish clips when they were found. Index your own footage with `mvk index`.",
+                    icon=":material/science:")
 
 
 def random_parts(manifest: Mapping) -> list[str]:
