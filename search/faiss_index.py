@@ -123,6 +123,19 @@ def set_search_params(index: Any, *, nprobe: int | None = None, ef_search: int |
         index.hnsw.efSearch = int(ef_search)
 
 
+def search_candidates(index: Any, queries: np.ndarray, n: int) -> np.ndarray:
+    """The top-``n`` ids of every query, (q, n) int64, -1 where the index holds fewer. An HNSW graph returns
+    at most efSearch results, so its search explores at least ``n`` nodes for this call (per-call
+    parameters: the shared index is not modified, so concurrent searches stay safe)."""
+    import faiss
+    params = None
+    if hasattr(index, "hnsw") and index.hnsw.efSearch < n:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = int(n)
+    _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), int(n), params=params)
+    return ids
+
+
 def reconstruct_all(index: Any) -> np.ndarray:
     """The stored vectors as (n, d) float16, in id order (PQ codes decode to their approximation)."""
     import faiss

@@ -165,7 +165,7 @@ def score_frames(index: Index, query: np.ndarray, *, fusion: Fusion = "max", wei
 
 def _candidates(index: Index, q: np.ndarray, sites: list[str], n_cand: int) -> tuple[np.ndarray, ...]:
     """Like ``_exact`` but only for the union of FAISS's top frames and the frames of its top objects."""
-    from search.faiss_index import reconstruct_ids
+    from search.faiss_index import reconstruct_ids, search_candidates
     parts = []
     qq = q[None, :].astype(np.float32)
     for site in sites:
@@ -173,11 +173,11 @@ def _candidates(index: Index, q: np.ndarray, sites: list[str], n_cand: int) -> t
         nf, no = len(shard.frames), len(shard.objects)
         rows = []
         if nf:
-            _, ids = shard.frame_index.search(qq, min(nf, n_cand))
+            ids = search_candidates(shard.frame_index, qq, min(nf, n_cand))
             rows.append(ids[0][ids[0] >= 0])
         fr_all = shard.objects["frame_row"].to_numpy(np.int64)
         if no:
-            _, ids = shard.object_index.search(qq, min(no, n_cand))
+            ids = search_candidates(shard.object_index, qq, min(no, n_cand))
             rows.append(fr_all[ids[0][ids[0] >= 0]])
         cand = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
         if cand.size == 0:

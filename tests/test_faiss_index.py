@@ -68,3 +68,18 @@ def test_defaults_and_fallbacks():
     assert empty.index.ntotal == 0 and fi.reconstruct_all(empty.index).shape == (0, 16)
     with pytest.raises(InputError, match="unknown index type"):
         fi.build(x, "lsh")
+
+
+def test_hnsw_candidates_are_as_many_as_asked_and_the_index_is_left_as_it_was(data):
+    """HNSW returns at most efSearch results: asking for more candidates than that must still give them
+    (the approximate search path asks for >= 1024), without changing the shared index's efSearch."""
+    x, q = data
+    built = fi.build(x, "hnsw", ef_search=16)
+    _, plain = built.index.search(q, 500)
+    assert (plain[:, -1] == -1).all()                 # the shortfall this guards against
+    ids = fi.search_candidates(built.index, q, 500)
+    assert ids.shape == (len(q), 500) and (ids >= 0).all()
+    assert all(len(set(row)) == 500 for row in ids)
+    assert built.index.hnsw.efSearch == 16
+    flat = fi.build(x, "flat")
+    assert (fi.search_candidates(flat.index, q, 500) >= 0).all()
