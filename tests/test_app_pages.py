@@ -138,6 +138,59 @@ def test_grouping_by_video_shows_one_section_per_video(app_env):
     assert len(sections) == 4 and len(at.image) == 16
 
 
+def temporal(at: AppTest, first: str, then: str, within: float) -> AppTest:
+    at.text_input(key="q_then").set_value(then)
+    at.number_input(key="q_within").set_value(within)
+    return search(at, first)
+
+
+def test_a_temporal_query_shows_pairs_in_one_video_later_and_within_the_limit(app_env):
+    from search.store import open_index
+
+    _, index = app_env
+    frames = open_index(index).frames.set_index("gid")
+    at = temporal(page(), "a red striped fish", "a yellow ball", 0.6)
+    pairs = at.session_state["search_results"]
+    # 4 videos of 4 frames 0.5 s apart: every frame but the last of its video has a follower within 0.6 s
+    assert len(pairs) == 12 and list(pairs["rank"]) == list(range(1, 13))
+    first, then = frames.loc[pairs["first_gid"]], frames.loc[pairs["then_gid"]]
+    assert (first["site"].to_numpy() == then["site"].to_numpy()).all()
+    assert (first["video_id"].to_numpy() == then["video_id"].to_numpy()).all()
+    assert (then["time"].to_numpy() > first["time"].to_numpy()).all()
+    assert np.allclose(pairs["gap"], then["time"].to_numpy() - first["time"].to_numpy())
+    assert pairs["gap"].between(0.0, 0.6).all() and (pairs["gap"] > 0).all()
+    assert len(at.image) == 2 * 12                   # both frames of every pair
+    assert any(c.value.startswith("12 pairs for") and "then “a yellow ball” within 0.6 s" in c.value
+               for c in at.caption)
+    # the filters apply to the pairs
+    at.multiselect(key="f_sites").set_value([SITES[0]]).run()
+    assert set(at.session_state["search_results"]["site"]) == {SITES[0]}
+    # ▶ Play starts the video at the first frame of the pair
+    best = at.session_state["search_results"].iloc[0]
+    at.button(key=f"play_pair_{int(best['first_gid'])}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    videos = at.get("video")
+    assert len(videos) == 1 and videos[0].proto.start_time == int(best["first_time"])
+    assert any(str(best["video_id"]) in h.value for h in at.subheader)
+
+
+def test_clearing_the_then_text_goes_back_to_frames(app_env):
+    at = temporal(page(), "a red striped fish", "a yellow ball", 10.0)
+    pairs = at.session_state["search_results"]
+    assert "then_gid" in pairs and pairs["gap"].between(0.0, 10.0).all() and (pairs["gap"] > 0).all()
+    at.text_input(key="q_then").set_value("")
+    search(at, "a red striped fish")
+    frames = at.session_state["search_results"]
+    assert "then_gid" not in frames and len(frames) == 16
+    assert len(at.image) == 16 and len(result_captions(at)) == 16
+
+
+def test_a_then_text_without_a_first_one_warns(app_env):
+    at = temporal(page(), "  ", "a yellow ball", 10.0)
+    assert any("Type a description" in w.value for w in at.warning)
+    assert "search_results" not in at.session_state and not at.image
+
+
 def _write_queries(index: Path, frames: pd.DataFrame) -> Path:
     rows = frames.iloc[[0, 5, 9, 14]]
     qs = pd.DataFrame({"query_id": [f"q{i}" for i in range(len(rows))], "query_type": "novice",

@@ -1,4 +1,5 @@
-"""Result grid (thumbnails with score, site, video, time) and the player of one result (video + object track)."""
+"""Result grid (thumbnails with score, site, video, time), the list of "A then B" pairs, and the player of one
+result (video + object track)."""
 from __future__ import annotations
 
 import numpy as np
@@ -64,6 +65,59 @@ def grid(index, found: pd.DataFrame, *, overlay: str, group_by_video: bool) -> N
         _cards(index, rows, overlay)
 
 
+def is_pairs(found: pd.DataFrame) -> bool:
+    """Whether ``found`` holds temporal pairs (``search.query.temporal_search``) rather than frames."""
+    return "then_gid" in found.columns
+
+
+def pair_play_row(pair: dict, frame: pd.Series) -> dict:
+    """What the player needs to start a pair's video at its first ``frame``: that frame's row, the pair's score,
+    and the second frame's time and gap (shown in the player's caption)."""
+    row = {name: frame[name] for name in ("gid", "site", "video_id", "video_path", "time", "frame_index")}
+    row.update(rank=int(pair["rank"]), score=float(pair["score"]), first_score=float(pair["first_score"]),
+               then_score=float(pair["then_score"]), then_time=float(pair["then_time"]), gap=float(pair["gap"]))
+    return row
+
+
+def _pair_card(index, pair: dict, first: pd.Series, then: pd.Series) -> None:
+    with st.container(border=True):
+        a, arrow, b, info = st.columns([3, 1, 3, 3], vertical_alignment="center")
+        a.image(common.decode_jpeg(first["thumbnail"]), width="stretch",
+                caption=f"{common.fmt_time(pair['first_time'])} · {float(pair['first_score']):.3f}")
+        arrow.markdown(f"**→**  \n+{float(pair['gap']):.1f} s")
+        b.image(common.decode_jpeg(then["thumbnail"]), width="stretch",
+                caption=f"{common.fmt_time(pair['then_time'])} · {float(pair['then_score']):.3f}")
+        with info:
+            st.markdown(f"**#{int(pair['rank'])}** · {float(pair['score']):.3f} · "
+                        f"{common.fmt_time(pair['first_time'])} → {common.fmt_time(pair['then_time'])} "
+                        f"(+{float(pair['gap']):.1f} s)")
+            st.caption(f"{pair['site']} · video {pair['video_id']}")
+            st.button("▶ Play", key=f"play_pair_{int(pair['first_gid'])}", on_click=_select,
+                      args=(pair_play_row(pair, first),), width="stretch",
+                      help="play the video from the first frame of the pair")
+
+
+def _pair_cards(index, pairs: pd.DataFrame) -> None:
+    firsts = frame_rows(index, pairs["first_gid"])
+    thens = frame_rows(index, pairs["then_gid"])
+    for i, pair in enumerate(pairs.to_dict("records")):
+        _pair_card(index, pair, firsts.iloc[i], thens.iloc[i])
+
+
+def pair_list(index, pairs: pd.DataFrame, *, group_by_video: bool) -> None:
+    """The ranked "A then B" pairs, one row each (first frame → second frame, gap, score, ▶ Play); with
+    ``group_by_video`` one section per video, best video first."""
+    if not group_by_video:
+        _pair_cards(index, pairs)
+        return
+    order = pairs.groupby(["site", "video_id"], sort=False)["rank"].min().sort_values()
+    for (site, video_id), best in order.items():
+        rows = pairs[(pairs["site"] == site) & (pairs["video_id"] == video_id)].sort_values("rank")
+        st.markdown(f"#### {site} · video {video_id}")
+        st.caption(f"best rank #{int(best)} · {len(rows)} matching pairs")
+        _pair_cards(index, rows)
+
+
 def player(index, cfg, row: dict, overlay: str) -> None:
     """The chosen result: its video playing from that moment, the frame, and the object's track over time."""
     from app.security import collection_file
@@ -90,6 +144,9 @@ def player(index, cfg, row: dict, overlay: str) -> None:
 
 
 def _parts(row: dict) -> str:
+    if "then_time" in row:
+        return (f"first {float(row['first_score']):.3f}, then {float(row['then_score']):.3f} at "
+                f"{common.fmt_time(row['then_time'])} (+{float(row['gap']):.1f} s)")
     parts = []
     for name in ("frame_score", "object_score"):
         value = row.get(name)
@@ -115,7 +172,8 @@ def track_rows(index, row: dict) -> pd.DataFrame:
 def track(index, row: dict, overlay: str) -> None:
     rows = track_rows(index, row)
     if rows.empty:
-        st.caption("This frame matched as a whole: no object track to show.")
+        st.caption("A pair of frames matched as a whole: no object track to show." if "then_time" in row
+                   else "This frame matched as a whole: no object track to show.")
         return
     st.markdown(f"**Object {int(row['track_id'])} over time** · seen in {len(rows)} sampled frames, "
                 f"{common.fmt_time(rows['time'].iloc[0])} – {common.fmt_time(rows['time'].iloc[-1])}")

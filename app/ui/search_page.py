@@ -1,4 +1,5 @@
-"""Search page: a text (or example image) query, filters, fusion; a grid of frames; a result plays in place."""
+"""Search page: a text (or example image) query, optionally followed by a second description in the same video
+within N seconds (pairs of frames); filters, fusion; a grid of frames; a result plays in place."""
 from __future__ import annotations
 
 import time
@@ -14,7 +15,7 @@ index = common.open_index(cfg)
 common.random_banner(index, cfg)
 
 from search.errors import MvkError  # noqa: E402
-from search.query import FUSIONS, Filters, search  # noqa: E402
+from search.query import FUSIONS, Filters, search, temporal_search  # noqa: E402
 
 frames = index.frames
 st.title("Search")
@@ -47,13 +48,22 @@ with st.form("query", border=False):
     submitted = col_go.form_submit_button("Search", type="primary", width="stretch")
     upload = st.file_uploader("…or find frames like an example image", type=["png", "jpg", "jpeg", "webp"],
                               key="q_image")
+    with st.expander("Then, in the same video", expanded=bool(st.session_state.get("q_then", "").strip())):
+        col_then, col_within = st.columns([5, 2], vertical_alignment="bottom")
+        then_text = col_then.text_input("…then this happens", key="q_then", placeholder="a shark swims past",
+                                        help="finds pairs of frames of one video: the first description (or "
+                                             "the example image), then this one at most N seconds later; "
+                                             "leave empty for an ordinary search")
+        within = col_within.number_input("within N seconds", min_value=0.1, value=10.0, step=1.0,
+                                         key="q_within")
 
 filters = Filters(sites=tuple(sel_sites), places=tuple(sel_places), date_from=date_from or "",
                   date_to=date_to or "")
 # The query box and the uploader live in a form, so their values change only on submit; a change of the
 # filters, the ranking or the index (a rebuilt shard) re-runs the current query at once.
-params = (text.strip(), upload.file_id if upload is not None else None, filters, fusion, float(weight), int(k),
-          index_fingerprint(cfg.index))
+then_text = then_text.strip()
+params = (text.strip(), upload.file_id if upload is not None else None, then_text, float(within), filters, fusion,
+          float(weight), int(k), index_fingerprint(cfg.index))
 last = st.session_state.get("search_params")
 if submitted or (last is not None and params != last):
     query = None
@@ -68,13 +78,20 @@ if submitted or (last is not None and params != last):
             query = text.strip()
             label = f"“{query}”"
         else:
-            st.warning("Type a description or upload an example image.")
+            st.warning("Type a description or upload an example image."
+                       + (" The “then” description needs a first one to follow." if then_text else ""))
             st.session_state.pop("search_results", None)
             st.session_state["search_params"] = params
         if query is not None:
             encoder = common.encoder(index, cfg)
             started = time.perf_counter()
-            found = search(index, encoder, query, k=int(k), fusion=fusion, weight=float(weight), filters=filters)
+            if then_text:
+                found = temporal_search(index, encoder, query, then_text, within=float(within), k=int(k),
+                                        fusion=fusion, weight=float(weight), filters=filters)
+                label += f" then “{then_text}” within {float(within):g} s"
+            else:
+                found = search(index, encoder, query, k=int(k), fusion=fusion, weight=float(weight),
+                               filters=filters)
             st.session_state["search_results"] = found
             st.session_state["search_label"] = label
             st.session_state["search_ms"] = 1000 * (time.perf_counter() - started)
@@ -89,10 +106,12 @@ if found is None:
                f"{len(sites)} dive sites. Type a query and press Enter.")
     st.stop()
 
-st.caption(f"{len(found)} frames for {st.session_state.get('search_label', '')} · "
+pairs = results.is_pairs(found)
+st.caption(f"{len(found)} {'pairs' if pairs else 'frames'} for {st.session_state.get('search_label', '')} · "
            f"{st.session_state.get('search_ms', 0):.0f} ms · fusion {fusion}")
 if found.empty:
-    st.info("No frame matches these filters.")
+    st.info("No frame of the second description follows one of the first within that time in the same video "
+            "(with these filters)." if pairs else "No frame matches these filters.")
     st.stop()
 
 selected = st.session_state.get("selected")
@@ -100,4 +119,7 @@ if selected is not None:
     results.player(index, cfg, selected, overlay)
     st.divider()
 
-results.grid(index, found, overlay=overlay, group_by_video=group)
+if pairs:
+    results.pair_list(index, found, group_by_video=group)
+else:
+    results.grid(index, found, overlay=overlay, group_by_video=group)
