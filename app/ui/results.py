@@ -54,15 +54,7 @@ def _cards(index, rows: pd.DataFrame, overlay: str) -> None:
 
 def grid(index, found: pd.DataFrame, *, overlay: str, group_by_video: bool) -> None:
     """The ranked frames as cards; with ``group_by_video`` one section per video, best video first."""
-    if not group_by_video:
-        _cards(index, found, overlay)
-        return
-    order = found.groupby(["site", "video_id"], sort=False)["rank"].min().sort_values()
-    for (site, video_id), best in order.items():
-        rows = found[(found["site"] == site) & (found["video_id"] == video_id)].sort_values("rank")
-        st.markdown(f"#### {site} · video {video_id}")
-        st.caption(f"best rank #{int(best)} · {len(rows)} matching frames")
-        _cards(index, rows, overlay)
+    _by_video(found, lambda rows: _cards(index, rows, overlay), "frames", group_by_video)
 
 
 def is_pairs(found: pd.DataFrame) -> bool:
@@ -107,15 +99,20 @@ def _pair_cards(index, pairs: pd.DataFrame) -> None:
 def pair_list(index, pairs: pd.DataFrame, *, group_by_video: bool) -> None:
     """The ranked "A then B" pairs, one row each (first frame → second frame, gap, score, ▶ Play); with
     ``group_by_video`` one section per video, best video first."""
+    _by_video(pairs, lambda rows: _pair_cards(index, rows), "pairs", group_by_video)
+
+
+def _by_video(ranked: pd.DataFrame, show, noun: str, group_by_video: bool) -> None:
+    """Show ``ranked`` rows with ``show``: all together, or one section per video, best video first."""
     if not group_by_video:
-        _pair_cards(index, pairs)
+        show(ranked)
         return
-    order = pairs.groupby(["site", "video_id"], sort=False)["rank"].min().sort_values()
+    order = ranked.groupby(["site", "video_id"], sort=False)["rank"].min().sort_values()
     for (site, video_id), best in order.items():
-        rows = pairs[(pairs["site"] == site) & (pairs["video_id"] == video_id)].sort_values("rank")
+        rows = ranked[(ranked["site"] == site) & (ranked["video_id"] == video_id)].sort_values("rank")
         st.markdown(f"#### {site} · video {video_id}")
-        st.caption(f"best rank #{int(best)} · {len(rows)} matching pairs")
-        _pair_cards(index, rows)
+        st.caption(f"best rank #{int(best)} · {len(rows)} matching {noun}")
+        show(rows)
 
 
 def player(index, cfg, row: dict, overlay: str) -> None:
