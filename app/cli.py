@@ -14,6 +14,7 @@ COMMANDS = (
     *mvk_tools.cli.COMMANDS,
     "app.commands.app",
     "app.commands.demo",
+    "app.commands.serve",
 )
 
 DESCRIPTION = """\
@@ -25,6 +26,8 @@ Typical session:
   mvk search "a turtle over coral" --index IDX rank frames for a text query
   mvk kis QUERIES.csv --index IDX --out RUN    known-item-search benchmark
   mvk app --index IDX --collection COLLECTION  the browser front end
+  mvk serve --index IDX                        a JSON HTTP API for other programs
+  mvk submit --video V --time S                submit an answer to a DRES server
 """
 
 

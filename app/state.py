@@ -4,8 +4,8 @@ Configuration comes from the arguments after ``--`` on the ``streamlit run`` lin
 passes), falling back to the environment (``MVK_INDEX``, ``MVK_COLLECTION``, ``MVK_RANDOM_WEIGHTS``,
 ``MVK_DEVICE``, ``MVK_DEMO``), which is how tests configure it.
 
-The opened index is cached under a fingerprint of its manifests (mtime and size of ``manifest.json`` and
-every ``sites/*/manifest.json``): a shard swapped in by a rebuild changes the fingerprint, so the next run of
+The opened index is cached under a fingerprint of the index folder (``app.service.index_fingerprint``: stat of its
+manifests and shard folders): a shard swapped in by a rebuild changes the fingerprint, so the next run of
 a page opens the new index while the old object keeps serving whoever still holds it.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
+
+from app.service import index_fingerprint
 
 ENV_INDEX = "MVK_INDEX"
 ENV_COLLECTION = "MVK_COLLECTION"
@@ -71,18 +73,6 @@ def parse_config(argv: Sequence[str], environ: dict[str, str] | os._Environ) -> 
         device=args.device or environ.get(ENV_DEVICE) or "cpu",
         demo=args.demo or _truthy(environ.get(ENV_DEMO)),
     )
-
-
-def index_fingerprint(root: Path) -> tuple:
-    """Changes whenever a shard is added, rebuilt or removed (stat of every manifest)."""
-    parts = []
-    for path in [root / "manifest.json", *sorted((root / "sites").glob("*/manifest.json"))]:
-        try:
-            st_ = path.stat()
-        except OSError:
-            continue
-        parts.append((str(path.relative_to(root)), st_.st_mtime_ns, st_.st_size))
-    return tuple(parts)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Opening the index…")

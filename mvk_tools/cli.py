@@ -10,6 +10,7 @@ COMMANDS = (
     "mvk_tools.commands.synth",
     "mvk_tools.commands.kis",
     "mvk_tools.commands.captions",
+    "mvk_tools.commands.submit",
 )
 
 

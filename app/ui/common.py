@@ -1,7 +1,6 @@
 """What every page shares: the configuration, the opened index and encoder, banners, thumbnails with overlays."""
 from __future__ import annotations
 
-import io
 import os
 import sys
 from collections.abc import Mapping
@@ -9,10 +8,8 @@ from collections.abc import Mapping
 import numpy as np
 import streamlit as st
 
+from app.images import decode_jpeg, draw_object, row_box  # noqa: F401  (the pages use them through common)
 from app.state import AppConfig, load_encoder_for, open_index_cached, parse_config
-
-MASK_COLOUR = np.array([255, 196, 0], dtype=np.float32)   # amber: readable over blue-green water
-BOX_COLOUR = (255, 64, 64)
 
 
 def config() -> AppConfig:
@@ -101,60 +98,6 @@ def fmt_time(seconds: float) -> str:
     seconds = max(0.0, float(seconds))
     minutes, rest = divmod(seconds, 60.0)
     return f"{int(minutes)}:{rest:04.1f}"
-
-
-def decode_jpeg(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a bool mask (index arrays, no loops)."""
-    ys = np.minimum((np.arange(height) * mask.shape[0]) // height, mask.shape[0] - 1)
-    xs = np.minimum((np.arange(width) * mask.shape[1]) // width, mask.shape[1] - 1)
-    return mask[ys[:, None], xs[None, :]]
-
-
-def draw_object(image: np.ndarray, *, mode: str, mask_rle: str = "", box: tuple | None = None,
-                source_size: tuple[int, int] | None = None) -> np.ndarray:
-    """``image`` with the object's mask tinted and outlined (``mode="mask"``) or its box drawn (``"box"``).
-    ``box`` is in source-frame pixels, ``source_size`` (W, H) the source frame size."""
-    if mode not in ("mask", "box"):
-        return image
-    out = image.copy()
-    h, w = out.shape[:2]
-    if mode == "mask" and mask_rle:
-        from search import rle
-
-        mask = _resize_mask(rle.decode(mask_rle).astype(bool), h, w)
-        out[mask] = (0.45 * out[mask] + 0.55 * MASK_COLOUR).astype(np.uint8)
-        inner = mask.copy()
-        inner[1:, :] &= mask[:-1, :]
-        inner[:-1, :] &= mask[1:, :]
-        inner[:, 1:] &= mask[:, :-1]
-        inner[:, :-1] &= mask[:, 1:]
-        out[mask & ~inner] = MASK_COLOUR.astype(np.uint8)
-        return out
-    if box is not None and source_size and all(np.isfinite(v) for v in box):
-        from PIL import Image, ImageDraw
-
-        sx, sy = w / source_size[0], h / source_size[1]
-        x0, y0, x1, y1 = box
-        pil = Image.fromarray(out)
-        ImageDraw.Draw(pil).rectangle([x0 * sx, y0 * sy, max(x0 * sx, x1 * sx - 1), max(y0 * sy, y1 * sy - 1)],
-                                      outline=BOX_COLOUR, width=max(2, w // 120))
-        return np.asarray(pil)
-    return out
-
-
-def row_box(row) -> tuple | None:
-    """The best object's box of a result row, or None when the row has no object."""
-    values = [row.get(k) for k in ("x0", "y0", "x1", "y1")]
-    if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
-        return None
-    return tuple(float(v) for v in values)
 
 
 def has_object(row) -> bool:

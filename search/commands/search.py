@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_weight_arguments(parser)
 
 
-def _encoder_arguments(args: argparse.Namespace, built: dict) -> dict:
+def encoder_arguments(args: argparse.Namespace, built: dict) -> dict:
     """Encoder to load: the command line's choice, else the index's recorded one."""
     from search.errors import MissingWeightsError
     model = args.model or built.get("model")
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.image and not args.text.strip():
         raise QueryError("the query text is empty (give a text, or --image PATH)")
     image = _read_image(args.image) if args.image else None
-    encoder = load_encoder(**_encoder_arguments(args, read_manifest(args.index).get("encoder") or {}))
+    encoder = load_encoder(**encoder_arguments(args, read_manifest(args.index).get("encoder") or {}))
     index = open_index(args.index, expect=encoder.identity(), device=args.device)
     filters = Q.Filters(sites=tuple(args.site), places=tuple(args.place), date_from=args.date_from,
                         date_to=args.date_to)

@@ -1,0 +1,405 @@
+"""The JSON HTTP API of ``mvk serve``: FastAPI routes over ``app.service.SearchService``.
+
+Every route is a thin translation: query parameters -> service call -> response model. Errors are JSON
+``{"status", "error", "message"}`` (plus ``"shard"`` when a broken shard is the cause) with these codes:
+422 bad input (empty query, bad filter value, malformed parameter), 404 unknown site, place, frame, object or
+video, 403 a file outside the index and collection, 401 a missing or wrong bearer token, 503 an index, shard
+or model that cannot be used, 500 anything unexpected (the message names the error type; the traceback stays
+in the server's log). Routes are plain ``def``: Starlette runs them in its thread pool, and numpy, FAISS and
+torch release the GIL in their heavy parts.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import mimetypes
+import urllib.parse
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.security import PathNotAllowedError, read_uploaded_image
+from app.service import MAX_RESULTS, BrokenShardError, NotFoundError, Page, SearchService
+from search.errors import (IndexFormatError, InputError, MissingWeightsError, ModelMismatchError, MvkError,
+                           QueryError)
+from search.query import FUSIONS, Filters
+
+log = logging.getLogger("mvk.api")
+ENV_TOKEN = "MVK_API_TOKEN"
+
+
+# -- response models ---------------------------------------------------------------------------------
+
+class ErrorResponse(BaseModel):
+    status: int = Field(description="HTTP status code")
+    error: str = Field(description="kind of error, e.g. 'not found'")
+    message: str = Field(description="what went wrong, naming the thing")
+    shard: str | None = Field(None, description="the site whose shard could not be read, when that is the cause")
+
+
+class FrameResult(BaseModel):
+    rank: int
+    score: float = Field(description="fused score of the frame and its best object")
+    frame_score: float
+    object_score: float | None = Field(description="best non-background object's score; null when none")
+    gid: int = Field(description="global frame id, valid within the index version of the response")
+    site: str
+    video_id: str
+    video_path: str = Field(description="relative to the collection root")
+    frame_index: int
+    time: float = Field(description="seconds into the video")
+    place: str
+    date: str
+    track_id: int | None = Field(description="the best object's track id; null when the frame matched as a whole")
+    box: list[int] | None = Field(description="the best object's box [x0, y0, x1, y1] in source pixels")
+    mask_rle: str | None = Field(description="the best object's mask, search.rle run-length string")
+    thumbnail_url: str
+    mask_url: str | None
+    video_url: str = Field(description="the video, with a #t= media fragment at this frame")
+
+
+class PairResult(BaseModel):
+    rank: int
+    score: float = Field(description="mean of the two frames' fused scores")
+    site: str
+    video_id: str
+    video_path: str
+    place: str
+    date: str
+    first_gid: int
+    first_time: float
+    first_score: float
+    then_gid: int
+    then_time: float
+    then_score: float
+    gap: float = Field(description="seconds from the first to the second frame")
+    first_thumbnail_url: str
+    then_thumbnail_url: str
+    video_url: str
+
+
+class PageInfo(BaseModel):
+    k: int
+    offset: int
+    has_more: bool = Field(description="whether a next page (offset + k) has results")
+    notes: list[str] = Field(description="what the caller should know (truncated text, random weights, ...)")
+    skipped_shards: dict[str, str] = Field(description="site -> why its shard could not be read")
+    index_version: str
+    took_ms: float
+
+
+class SearchResponse(PageInfo):
+    query: str
+    kind: Literal["text", "image"]
+    results: list[FrameResult]
+
+
+class TemporalResponse(PageInfo):
+    first: str
+    then: str
+    within: float
+    results: list[PairResult]
+
+
+class ObjectInfo(BaseModel):
+    track_id: int
+    level: int
+    box: list[int]
+    area: float = Field(description="fraction of the frame covered by the mask")
+    is_background: bool
+    mask_rle: str
+    mask_url: str
+
+
+class FrameInfo(BaseModel):
+    gid: int
+    site: str
+    video_id: str
+    video_path: str
+    frame_index: int
+    time: float
+    width: int
+    height: int
+    place: str
+    date: str
+    thumbnail_url: str
+    video_url: str
+    objects: list[ObjectInfo]
+    index_version: str
+
+
+class SiteInfo(BaseModel):
+    site: str
+    frames: int
+    objects: int
+    videos: int
+    index_type: str
+    places: list[str]
+    date_from: str
+    date_to: str
+    written: str
+
+
+class InfoResponse(BaseModel):
+    index: str
+    collection: str | None
+    version: str
+    frames: int
+    objects: int
+    videos: int
+    sites: list[SiteInfo]
+    skipped_shards: dict[str, str]
+    encoder: dict = Field(description="the CLIP model the index was built with (and queries are encoded with)")
+    segmentation: dict | None
+    notes: list[str]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"] = Field(description="degraded: some shards could not be read")
+    frames: int
+    sites: int
+    skipped_shards: dict[str, str]
+    index_version: str
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+def _status_of(exc: MvkError) -> tuple[int, str]:
+    if isinstance(exc, NotFoundError):
+        return 404, "not found"
+    if isinstance(exc, PathNotAllowedError):
+        return 403, "forbidden"
+    if isinstance(exc, BrokenShardError):
+        return 503, "broken shard"
+    if isinstance(exc, (IndexFormatError, MissingWeightsError, ModelMismatchError)):
+        return 503, "index or model unavailable"
+    if isinstance(exc, (QueryError, InputError)):
+        return 422, "invalid request"
+    return 400, "bad request"
+
+
+def _error(status: int, error: str, message: str, shard: str | None = None, headers: dict | None = None):
+    body = {"status": status, "error": error, "message": message}
+    if shard is not None:
+        body["shard"] = shard
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "body", "path"))
+        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 503)}
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+def _q(text: str) -> str:
+    return urllib.parse.quote(str(text), safe="")
+
+
+def _video_url(site: str, video_id: str, at: float | None = None) -> str:
+    return f"/videos/{_q(site)}/{_q(video_id)}" + (f"#t={float(at):.3f}" if at is not None else "")
+
+
+def _float(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _frame_results(page: Page) -> list[FrameResult]:
+    out = []
+    for r in page.rows.to_dict("records"):
+        track = int(r["track_id"])
+        has = track >= 0
+        out.append(FrameResult(
+            rank=int(r["rank"]), score=float(r["score"]), frame_score=float(r["frame_score"]),
+            object_score=_float(r["object_score"]), gid=int(r["gid"]), site=str(r["site"]),
+            video_id=str(r["video_id"]), video_path=str(r["video_path"]), frame_index=int(r["frame_index"]),
+            time=float(r["time"]), place=str(r["place"]), date=str(r["date"]), track_id=track if has else None,
+            box=[int(r[c]) for c in ("x0", "y0", "x1", "y1")] if has else None,
+            mask_rle=str(r["mask_rle"]) if has and r["mask_rle"] else None,
+            thumbnail_url=f"/frames/{int(r['gid'])}/thumbnail",
+            mask_url=f"/frames/{int(r['gid'])}/objects/{track}/mask.png" if has else None,
+            video_url=_video_url(r["site"], r["video_id"], r["time"])))
+    return out
+
+
+def _pair_results(page: Page) -> list[PairResult]:
+    out = []
+    for r in page.rows.to_dict("records"):
+        out.append(PairResult(
+            rank=int(r["rank"]), score=float(r["score"]), site=str(r["site"]), video_id=str(r["video_id"]),
+            video_path=str(r["video_path"]), place=str(r["place"]), date=str(r["date"]),
+            first_gid=int(r["first_gid"]), first_time=float(r["first_time"]), first_score=float(r["first_score"]),
+            then_gid=int(r["then_gid"]), then_time=float(r["then_time"]), then_score=float(r["then_score"]),
+            gap=float(r["gap"]), first_thumbnail_url=f"/frames/{int(r['first_gid'])}/thumbnail",
+            then_thumbnail_url=f"/frames/{int(r['then_gid'])}/thumbnail",
+            video_url=_video_url(r["site"], r["video_id"], r["first_time"])))
+    return out
+
+
+def _page_info(page: Page, k: int) -> dict:
+    return {"k": k, "offset": page.offset, "has_more": page.has_more, "notes": page.notes,
+            "skipped_shards": page.skipped_shards, "index_version": page.version, "took_ms": round(page.took_ms, 3)}
+
+
+def filter_params(site: Annotated[list[str], Query(description="only this dive site (repeatable)")] = [],
+                  place: Annotated[list[str], Query(description="only this place (repeatable)")] = [],
+                  date_from: Annotated[str, Query(description="only footage from this month on (YYYY-MM)")] = "",
+                  date_to: Annotated[str, Query(description="only footage up to this month (YYYY-MM)")] = "",
+                  ) -> Filters:
+    return Filters(sites=tuple(site), places=tuple(place), date_from=date_from, date_to=date_to)
+
+
+K = Annotated[int, Query(ge=1, le=MAX_RESULTS, description="results per page")]
+OFFSET = Annotated[int, Query(ge=0, lt=MAX_RESULTS, description="results to skip (paging)")]
+FUSION = Annotated[Literal[FUSIONS], Query(description="how a frame's and its best object's scores combine")]
+WEIGHT = Annotated[float, Query(ge=0.0, le=1.0, description="object weight w of fusion=weighted")]
+GROUP = Annotated[Literal["video"] | None, Query(description="video: one result (the best) per video")]
+FILTERS = Annotated[Filters, Depends(filter_params)]
+
+
+# -- the application ---------------------------------------------------------------------------------
+
+def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
+    """The API over ``service``; with ``token``, every request must carry ``Authorization: Bearer <token>``."""
+    app = FastAPI(
+        title="mvk search API",
+        version="1",
+        description="Text-to-video search over an mvk index of underwater video (Marine Video Kit): ranked "
+                    "frames for a text or an example image, 'A then B within S seconds' in one video, frame "
+                    "thumbnails with their object masks and boxes, videos for playback, index information. "
+                    "Errors are JSON {status, error, message}. With a token configured, every request needs "
+                    "the header `Authorization: Bearer <token>`.",
+    )
+    expected = f"Bearer {token}".encode() if token else None
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return _error(401, "unauthorized",
+                              "this server needs the header 'Authorization: Bearer <token>' (the token of mvk "
+                              "serve --token or MVK_API_TOKEN)" if not given else "wrong bearer token",
+                              headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.exception_handler(MvkError)
+    async def mvk_error(request: Request, exc: MvkError):
+        status, kind = _status_of(exc)
+        return _error(status, kind, str(exc), shard=getattr(exc, "site", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return _error(422, "invalid request", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        kind = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "error")
+        message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
+        return _error(exc.status_code, kind, message)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal error", f"{type(exc).__name__} while answering {request.url.path} "
+                                             f"(details in the server log)")
+
+    @app.get("/health", response_model=HealthResponse, responses=ERRORS, tags=["index"],
+             summary="Whether the server is up and its index readable")
+    def health() -> HealthResponse:
+        index, version = service.opened()
+        return HealthResponse(status="degraded" if index.errors else "ok", frames=len(index.frames),
+                              sites=len(index.shards), skipped_shards=dict(index.errors), index_version=version)
+
+    @app.get("/info", response_model=InfoResponse, responses=ERRORS, tags=["index"],
+             summary="Sites, counts, models and skipped shards of the index")
+    def info() -> InfoResponse:
+        return InfoResponse(**service.info())
+
+    @app.get("/search", response_model=SearchResponse, responses=ERRORS, tags=["search"],
+             summary="Ranked frames for a text query")
+    def search_text(q: Annotated[str, Query(description="what to look for", max_length=2000)] = "",
+                    k: K = 20, offset: OFFSET = 0, fusion: FUSION = "max", weight: WEIGHT = 0.5,
+                    filters: FILTERS = Filters(), group_by: GROUP = None,
+                    exact: Annotated[bool, Query(description="score every frame exactly")] = False,
+                    ) -> SearchResponse:
+        page = service.search(q, k=k, offset=offset, fusion=fusion, weight=weight, filters=filters,
+                              group_by=group_by, exact=True if exact else None)
+        return SearchResponse(query=q, kind="text", results=_frame_results(page), **_page_info(page, k))
+
+    @app.post("/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"],
+              summary="Ranked frames like an uploaded example image")
+    def search_image(image: Annotated[UploadFile, File(description="PNG/JPEG/WebP, at most 20 MiB")],
+                     k: K = 20, offset: OFFSET = 0, fusion: FUSION = "max", weight: WEIGHT = 0.5,
+                     filters: FILTERS = Filters(), group_by: GROUP = None) -> SearchResponse:
+        name = image.filename or "upload"
+        pixels = read_uploaded_image(image.file.read(), name)
+        page = service.search(pixels, k=k, offset=offset, fusion=fusion, weight=weight, filters=filters,
+                              group_by=group_by, label=name)
+        return SearchResponse(query=name, kind="image", results=_frame_results(page), **_page_info(page, k))
+
+    @app.get("/search/temporal", response_model=TemporalResponse, responses=ERRORS, tags=["search"],
+             summary="Pairs of frames: 'first' then 'then' within some seconds in the same video")
+    def search_temporal(first: Annotated[str, Query(description="what happens first", max_length=2000)] = "",
+                        then: Annotated[str, Query(description="what happens next", max_length=2000)] = "",
+                        within: Annotated[float, Query(gt=0, le=86400, description="seconds allowed between")] = 10.0,
+                        k: K = 20, offset: OFFSET = 0, fusion: FUSION = "max", weight: WEIGHT = 0.5,
+                        filters: FILTERS = Filters(), group_by: GROUP = None) -> TemporalResponse:
+        page = service.temporal(first, then, within=within, k=k, offset=offset, fusion=fusion, weight=weight,
+                                filters=filters, group_by=group_by)
+        return TemporalResponse(first=first, then=then, within=within, results=_pair_results(page),
+                                **_page_info(page, k))
+
+    @app.get("/frames/{gid}", response_model=FrameInfo, responses=ERRORS, tags=["frames"],
+             summary="One frame with its objects (boxes, masks, track ids)")
+    def frame(gid: int) -> FrameInfo:
+        f = service.frame(gid)
+        objects = [ObjectInfo(track_id=int(o["track_id"]), level=int(o["level"]),
+                              box=[int(o[c]) for c in ("x0", "y0", "x1", "y1")], area=float(o["area"]),
+                              is_background=bool(o["is_background"]), mask_rle=str(o["mask_rle"]),
+                              mask_url=f"/frames/{gid}/objects/{int(o['track_id'])}/mask.png")
+                   for o in service.objects(gid).to_dict("records")]
+        return FrameInfo(gid=gid, site=str(f["site"]), video_id=str(f["video_id"]), video_path=str(f["video_path"]),
+                         frame_index=int(f["frame_index"]), time=float(f["time"]), width=int(f["width"]),
+                         height=int(f["height"]), place=str(f["place"]), date=str(f["date"]),
+                         thumbnail_url=f"/frames/{gid}/thumbnail", video_url=_video_url(f["site"], f["video_id"],
+                                                                                         f["time"]),
+                         objects=objects, index_version=service.opened()[1])
+
+    @app.get("/frames/{gid}/thumbnail", response_class=Response, tags=["frames"],
+             responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}, **ERRORS},
+             summary="The frame's thumbnail, optionally with an object's mask or box drawn over it")
+    def thumbnail(gid: int,
+                  overlay: Annotated[Literal["none", "mask", "box"], Query(description="draw an object")] = "none",
+                  track_id: Annotated[int | None, Query(description="which object (default: the largest)")] = None,
+                  ) -> Response:
+        return Response(service.thumbnail(gid, overlay=overlay, track_id=track_id), media_type="image/jpeg")
+
+    @app.get("/frames/{gid}/objects/{track_id}/mask.png", response_class=Response, tags=["frames"],
+             responses={200: {"content": {"image/png": {}}, "description": "mask, white = object"}, **ERRORS},
+             summary="An object's mask at the frame's source size")
+    def mask(gid: int, track_id: int) -> Response:
+        return Response(service.mask_png(gid, track_id), media_type="image/png")
+
+    @app.get("/videos/{site}/{video_id}", response_class=FileResponse, tags=["videos"],
+             responses={200: {"content": {"video/mp4": {}}, "description": "the video file (Range requests "
+                                                                            "honoured)"}, **ERRORS},
+             summary="A video of the collection for playback (seek with a #t=start,end media fragment)")
+    def video(site: str, video_id: str) -> FileResponse:
+        path = service.video_file(site, video_id)
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media, filename=path.name, content_disposition_type="inline")
+
+    return app
