@@ -24,6 +24,7 @@ Typical session:
   mvk catalog COLLECTION                       list the sites and videos found
   mvk index COLLECTION --all --index IDX       segment, embed and index every site
   mvk search "a turtle over coral" --index IDX rank frames for a text query
+  mvk check IDX                                verify every index file against its checksum
   mvk kis QUERIES.csv --index IDX --out RUN    known-item-search benchmark
   mvk app --index IDX --collection COLLECTION  the browser front end
   mvk serve --index IDX                        a JSON HTTP API for other programs

@@ -90,6 +90,7 @@ class SiteResult:
     shard: Path | None = None
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)     # e.g. the broken shard files this run rewrote
 
     @property
     def errors(self) -> dict[str, str]:
@@ -105,6 +106,7 @@ class IndexResult:
     wall_seconds: float
     frames_computed: int                 # frames decoded and embedded in this run (resumed ones excluded)
     random_weights: bool
+    notes: list[str] = field(default_factory=list)   # what search.store.recover repaired or migrated
 
     @property
     def errors(self) -> list[tuple[str, str, str]]:
@@ -382,21 +384,6 @@ def _relative(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def _shard_manifest(root: Path, site: str) -> dict | None:
-    from indexer.parts import read_json
-    return read_json(root / "sites" / site / "manifest.json")
-
-
-def _shard_intact(root: Path, site: str, manifest: dict) -> bool:
-    """Every file the shard manifest lists is there with its recorded size (else it is rewritten from parts)."""
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        return False
-    folder = root / "sites" / site
-    try:
-        return all((folder / name).stat().st_size == size for name, size in files.items())
-    except OSError:
-        return False
 
 
 @dataclass
@@ -425,6 +412,7 @@ def index_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, *,
 def _index_site_locked(root: Path, collection: Path, site: str, videos: pd.DataFrame, work: SiteWork, *,
                        encoder: "Encoder", extractor: "QKExtractor | None", config: IndexConfig, fp: str,
                        rebuild: bool, clock: _Clock, progress: Progress) -> SiteResult:
+    from search import store
     work.prepare()
     videos = videos.sort_values("video_id", kind="stable")
     plan: list[_Planned] = []
@@ -445,11 +433,14 @@ def _index_site_locked(root: Path, collection: Path, site: str, videos: pd.DataF
         plan.append(_Planned(row, path, rel, safe_key(rel), sig, indices, note))
 
     sources = {p.rel: p.signature for p in plan}
-    shard_manifest = _shard_manifest(root, site)
-    if (not rebuild and work.pending is None and shard_manifest is not None
-            and shard_manifest.get("fingerprint") == fp and shard_manifest.get("sources") == sources
-            and shard_manifest.get("index_type") == config.index_type
-            and _shard_intact(root, site, shard_manifest)):
+    shard_manifest = store.shard_manifest(root, site)
+    matches = (not rebuild and work.pending is None and shard_manifest is not None
+               and shard_manifest.get("fingerprint") == fp and shard_manifest.get("sources") == sources
+               and shard_manifest.get("index_type") == config.index_type)
+    # every file against its checksum (a broken shard is rewritten from the parts and the repair noted)
+    broken = store.verify_shard(root, site) if matches or (shard_manifest is None and
+                                                           (root / "sites" / site).exists()) else []
+    if matches and not broken:
         result = SiteResult(site, "up-to-date", frames=int(shard_manifest.get("frames", 0) or 0),
                             objects=int(shard_manifest.get("objects", 0) or 0), shard=root / "sites" / site)
         progress.site_finished(result)
@@ -510,6 +501,8 @@ def _index_site_locked(root: Path, collection: Path, site: str, videos: pd.DataF
 
     result = _write_site(root, site, plan, results, settled, work, encoder=encoder, config=config, fp=fp,
                          clock=clock)
+    if broken and result.status == "written":
+        result.notes += [f"repaired: {b}" for b in broken]
     progress.site_finished(result)
     return result
 
@@ -539,7 +532,7 @@ def _write_site(root: Path, site: str, plan: list[_Planned], results: list[Video
     if n_frames == 0:
         result.status = "failed"
         result.error = "no video of this site could be indexed" + \
-            ("; the previous shard is kept" if _shard_manifest(root, site) is not None else "")
+            ("; the previous shard is kept" if store.shard_manifest(root, site) is not None else "")
         clock.seconds["write"] += time.perf_counter() - t
         return result
     dim = encoder.dim
@@ -599,6 +592,7 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
     extractor = extractor if config.objects != "none" else None
     manifest = root_manifest(encoder, extractor, config)
     root.mkdir(parents=True, exist_ok=True)
+    notes = store.recover(root)
     on_disk = store.init_index(root, manifest)
     _check_indexing(on_disk, manifest["indexing"], root)
     fp = fingerprint(encoder, extractor, config)
@@ -618,4 +612,4 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
     computed = sum(v.frames for s in results for v in s.videos if v.status == "indexed")
     random = bool(encoder.identity().get("random_weights")) or bool(
         extractor is not None and extractor.identity().get("random_weights"))
-    return IndexResult(root, results, dict(clock.seconds), time.perf_counter() - t0, computed, random)
+    return IndexResult(root, results, dict(clock.seconds), time.perf_counter() - t0, computed, random, notes)

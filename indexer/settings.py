@@ -2,15 +2,15 @@
 added later (from the CLI or the app) joins it with the same ones."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 
 def read_root_manifest(index_dir: str | Path) -> dict | None:
-    """The index's root manifest, or None for a folder that is not an index yet."""
-    path = Path(index_dir) / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The index's root manifest (rebuilt from the shard manifests when it is broken), or None for a folder
+    that is not an index yet or whose settings nothing records."""
+    from search.store import load_root_manifest
+    return load_root_manifest(Path(index_dir))[0]
 
 
 @dataclass(frozen=True)

@@ -81,11 +81,13 @@ def _check_fusion(fusion: str, weight: float) -> None:
 def _shard_exact(shard: Shard, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frame sims, best object sims and best object rows of every frame of one shard."""
     fs = shard.vectors32("frames") @ q
+    fs[shard.invalid_rows("frames")] = -np.inf
     objects = shard.objects
     if len(objects) == 0:
         return fs, np.full(len(fs), -np.inf, np.float32), np.full(len(fs), -1, np.int64)
     os_ = shard.vectors32("objects") @ q
     valid = ~objects["is_background"].to_numpy(dtype=bool)
+    valid[shard.invalid_rows("objects")] = False
     best, arg = _best_objects(len(fs), objects["frame_row"].to_numpy(np.int64), os_, valid,
                               np.arange(len(objects), dtype=np.int64))
     return fs, best, arg
@@ -117,20 +119,29 @@ def _object_runs(shard: Shard) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _shard_batch(shard: Shard, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Frame sims and best non-background object sims (-inf when none), each (B, n_frames), of one shard
-    for B normalised queries (B, d)."""
+    for B normalised queries (B, d). Frames and objects whose stored vector is invalid score -inf."""
     fs = q @ shard.vectors32("frames").T
+    fs[:, shard.invalid_rows("frames")] = -np.inf
     best = np.full(fs.shape, -np.inf, np.float32)
     if len(shard.objects):
         background, starts, frame_rows = _object_runs(shard)
         sims = q @ shard.vectors32("objects").T
         sims[:, background] = -np.inf
+        sims[:, shard.invalid_rows("objects")] = -np.inf
         best[:, frame_rows] = np.maximum.reduceat(sims, starts, axis=1)
     return fs, best
+
+
+def _invalid_frames(index: Index) -> np.ndarray:
+    """Global rows (gids) of the frames whose stored vector holds NaN or infinity."""
+    parts = [shard.invalid_rows("frames") + index.frame_offset(site) for site, shard in index.shards.items()]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _score_batch(index: Index, q: np.ndarray, fusions: list[str], weight: float) -> dict[str, np.ndarray]:
     n = sum(len(shard.frames) for shard in index.shards.values())
     out = {f: np.empty((len(q), n), np.float32) for f in fusions}
+    invalid = _invalid_frames(index)
     for start in range(0, len(q), QUERY_BLOCK):
         block = q[start:start + QUERY_BLOCK]
         parts = [_shard_batch(shard, block) for shard in index.shards.values()]
@@ -138,6 +149,7 @@ def _score_batch(index: Index, q: np.ndarray, fusions: list[str], weight: float)
         best = np.concatenate([p[1] for p in parts], axis=1) if parts else fs
         for f in fusions:
             out[f][start:start + len(block)] = fuse(fs, best, f, weight)
+            out[f][start:start + len(block), invalid] = -np.inf    # never NaN, never scored by objects alone
     return out
 
 
@@ -182,14 +194,14 @@ def _candidates(index: Index, q: np.ndarray, sites: list[str], n_cand: int) -> t
         cand = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
         if cand.size == 0:
             continue
-        fs = reconstruct_ids(shard.cpu_frame_index, cand) @ q
+        fs = _finite(reconstruct_ids(shard.cpu_frame_index, cand) @ q)
         # objects are stored sorted by frame row: each candidate frame's objects are one slice
         lo = np.searchsorted(fr_all, cand, side="left")
         hi = np.searchsorted(fr_all, cand, side="right")
         counts = hi - lo
         obj = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         local = np.repeat(np.arange(cand.size), counts)
-        os_ = reconstruct_ids(shard.cpu_object_index, obj) @ q if obj.size else np.zeros(0, np.float32)
+        os_ = _finite(reconstruct_ids(shard.cpu_object_index, obj) @ q) if obj.size else np.zeros(0, np.float32)
         valid = ~shard.objects["is_background"].to_numpy(bool)[obj]
         best, arg = _best_objects(cand.size, local, os_.astype(np.float32), valid, obj)
         parts.append((cand + index.frame_offset(site), fs.astype(np.float32), best,
@@ -197,6 +209,11 @@ def _candidates(index: Index, q: np.ndarray, sites: list[str], n_cand: int) -> t
     if not parts:
         return (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
     return tuple(np.concatenate(p) for p in zip(*parts))
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """Scores with NaN (from an invalid stored vector) replaced by -inf."""
+    return np.where(np.isnan(scores), -np.inf, scores).astype(np.float32)
 
 
 # -- queries and filters ---------------------------------------------------------------------------
@@ -368,7 +385,11 @@ def search(index: Index, encoder: Encoder, query: str | np.ndarray, *, k: int = 
     (gids, fs, best, arg), more = _score(index, q, sites, keep, k, exact)
     notes += more
     fused = fuse(fs, best, fusion, weight)
-    sel = keep[gids]
+    valid = np.isfinite(fs)
+    if not valid.all():
+        notes.append(f"{int((~valid).sum())} frame(s) whose stored vector is invalid were left out "
+                     f"(mvk check names the broken files; mvk index rewrites them)")
+    sel = keep[gids] & valid
     gids, fs, best, arg, fused = gids[sel], fs[sel], best[sel], arg[sel], fused[sel]
     order = np.lexsort((gids, -fused))
     if group_by == "video":
@@ -409,8 +430,8 @@ def temporal_search(index: Index, encoder: Encoder, first: str | np.ndarray, the
     notes += [f"site {s} skipped: {why}" for s, why in index.errors.items()]
     gids, fs_a, best_a, _ = _exact(index, qa, sites)
     _, fs_b, best_b, _ = _exact(index, qb, sites)
-    sa = np.where(keep[gids], fuse(fs_a, best_a, fusion, weight), -np.inf)
-    sb = np.where(keep[gids], fuse(fs_b, best_b, fusion, weight), -np.inf)
+    sa = np.where(keep[gids] & np.isfinite(fs_a), fuse(fs_a, best_a, fusion, weight), -np.inf)
+    sb = np.where(keep[gids] & np.isfinite(fs_b), fuse(fs_b, best_b, fusion, weight), -np.inf)
     frames = index.frames.iloc[gids]
     video = pd.factorize(frames["site"].astype(str) + "\0" + frames["video_id"].astype(str))[0]
     t = frames["time"].to_numpy(np.float64)

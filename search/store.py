@@ -1,27 +1,37 @@
-"""The on-disk index: one shard per dive site, FAISS + parquet + manifests.
+"""The on-disk index: one shard per dive site, FAISS + parquet + manifests, every file checksummed.
 
 index/
-  manifest.json            format, encoder identity, segmentation parameters, versions, shard list
+  manifest.json            format, encoder identity, segmentation parameters, versions, shard list, checksum
   sites/<site>/
-    manifest.json          counts, source files (size, mtime), per-video errors, index type
-    frames.parquet         FRAME_COLUMNS, row i <-> vector i of frames.faiss
-    objects.parquet        OBJECT_COLUMNS, row j <-> vector j of objects.faiss
-    frames.faiss, objects.faiss
+    CURRENT                names the current version folder and the checksum of its manifest
+    v-<id>/                one immutable version of the shard:
+      manifest.json          counts, source files (size, mtime), per-video errors, index type, and the
+                             size and SHA-256 of every other file of the version
+      frames.parquet         FRAME_COLUMNS, row i <-> vector i of frames.faiss
+      objects.parquet        OBJECT_COLUMNS, row j <-> vector j of objects.faiss
+      frames.faiss, objects.faiss
 
-A shard is written to a temporary folder beside its final place and swapped in with renames, so
-readers never see a half-written shard and a failed write leaves the old shard in place.
+A shard is written into a new version folder and published by replacing ``CURRENT`` atomically
+(``search.shard_layout``): a reader resolves the version once and opens every file through it, so it sees
+one whole version or the previous one, never a mix; superseded versions go after ``GRACE_SECONDS``. A
+file that does not match its checksum, size or manifest makes the shard count as missing: skipped when
+serving, named in ``Index.errors``, reported by ``check_index`` and rewritten by the next ``mvk index``.
+The root manifest is one small file replaced atomically (it is its own pointer) and carries a checksum of
+its content; when it is missing or broken it is rebuilt from the shard manifests, each of which keeps a
+copy of the index-wide settings. It is updated under an advisory lock (``root/.lock``), so writers of
+different sites may run side by side; writers of one site take ``sites/<site>/.lock``. Vectors are
+L2-normalised and stored float16 (see ``search.faiss_index``).
 
-The swap is two renames (old -> ``.old-<site>-*``, new -> ``<site>``); a reader that lands between
-them serves the ``.old`` folder, and the next writer of that site restores it if a crash left it
-there. Vectors are L2-normalised and stored float16 (see ``search.faiss_index``). The shard manifest
-records every file's size, so a truncated file is caught at open. The root manifest is updated under
-an advisory lock (``root/.lock``), so writers of different sites may run side by side.
+Shards written before versions existed (files loose in ``sites/<site>/``, sizes only) are still read,
+with a note, and ``recover`` (run by every ``mvk index``) moves them into a version folder, recording
+checksums of the files as they are.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -32,6 +42,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from search import shard_layout
+from search.checksums import ALGORITHM, bytes_digest, file_problem, file_record, json_digest
 from search.errors import IndexFormatError, InputError, ModelMismatchError
 
 FORMAT_VERSION = 1
@@ -56,6 +68,11 @@ OBJECT_COLUMNS = (
 IndexType = Literal["flat", "ivf-flat", "ivf-pq", "hnsw"]
 
 SHARD_FILES = ("manifest.json", "frames.parquet", "objects.parquet", "frames.faiss", "objects.faiss")
+DATA_FILES = SHARD_FILES[1:]
+ROOT_MANIFEST = "manifest.json"
+GRACE_SECONDS = 600.0          # a superseded version stays this long for readers that resolved it just before
+Verify = Literal["full", "quick"]
+QUICK_HASH_BYTES = 16 << 20    # verify="quick": files up to this size are checksummed at open, bigger ones sized
 
 
 @dataclass
@@ -86,7 +103,8 @@ class Shard:
     def vectors32(self, table: Literal["frames", "objects"]) -> np.ndarray:
         """The stored vectors of one table as (n, d) float32, converted once and kept (twice the memory of
         float16): exact scoring multiplies them for every query, and converting float16 on each call cost
-        more than the matmul itself (numpy and torch have no fast float16 matmul on a CPU)."""
+        more than the matmul itself (numpy and torch have no fast float16 matmul on a CPU). Rows that hold
+        NaN or infinity are zeroed here and listed by ``invalid_rows``."""
         from search.faiss_index import reconstruct_all
         key = f"{table}:float32"
         if key not in self._vectors:
@@ -94,8 +112,18 @@ class Shard:
                 half = self._vectors[table]
             else:
                 half = reconstruct_all(self.cpu_frame_index if table == "frames" else self.cpu_object_index)
-            self._vectors[key] = np.ascontiguousarray(half, dtype=np.float32)
+            full = np.ascontiguousarray(half, dtype=np.float32)
+            bad = np.flatnonzero(~np.isfinite(full).all(axis=1)) if len(full) else np.zeros(0, np.int64)
+            full[bad] = 0.0
+            self._vectors[key] = full
+            self._vectors[f"{table}:invalid"] = bad
         return self._vectors[key]
+
+    def invalid_rows(self, table: Literal["frames", "objects"]) -> np.ndarray:
+        """Rows of ``table`` whose stored vector holds NaN or infinity (never written so: a corrupt file whose
+        checksum was not checked, or an old index); scoring leaves them out instead of returning NaN."""
+        self.vectors32(table)
+        return self._vectors[f"{table}:invalid"]
 
 
 @dataclass
@@ -134,16 +162,24 @@ class Index:
 
 # -- manifests -------------------------------------------------------------------------------------
 
-def _read_json(path: Path) -> dict:
+def _parse_json(raw: bytes, path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise IndexFormatError(f"{path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise IndexFormatError(f"{path} is not readable JSON: {exc}") from exc
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise IndexFormatError(f"{path} is not readable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise IndexFormatError(f"{path} does not hold a JSON object")
     return data
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path} is missing") from None
+    except OSError as exc:
+        raise IndexFormatError(f"{path} cannot be read: {exc}") from exc
+    return _parse_json(raw, path)
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -171,6 +207,71 @@ def _locked(root: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _root_body(data: dict) -> dict:
+    """The root manifest without its checksum, as it reads back from JSON."""
+    return json.loads(json.dumps({k: v for k, v in data.items() if k != "checksum"}, default=str))
+
+
+def _write_root(root: Path, data: dict) -> None:
+    """Replace the root manifest atomically, with a checksum of its content."""
+    body = _root_body(data)
+    _write_json_atomic(root / ROOT_MANIFEST, {**body, "checksum": json_digest(body)})
+
+
+def _read_root(root: Path) -> dict:
+    """The root manifest; IndexFormatError when it is missing, unreadable or does not match its checksum."""
+    path = root / ROOT_MANIFEST
+    data = _read_json(path)
+    if "checksum" in data and json_digest(_root_body(data)) != data["checksum"]:
+        raise IndexFormatError(f"{path} does not match its checksum (corrupt or edited)")
+    return data
+
+
+def _index_settings(root_manifest: dict) -> dict:
+    """What every shard manifest keeps of the root manifest, so the root can be rebuilt from any shard."""
+    return {k: v for k, v in root_manifest.items() if k not in ("shards", "checksum")}
+
+
+def _shard_entry(manifest: dict) -> dict:
+    counts = manifest.get("counts") or {}
+    return {"frames": int(counts.get("frames", manifest.get("frames", 0)) or 0),
+            "objects": int(counts.get("objects", manifest.get("objects", 0)) or 0),
+            "index_type": manifest.get("index_type", "flat"), "written": manifest.get("written")}
+
+
+def _rebuild_root(root: Path) -> tuple[dict | None, dict[str, dict]]:
+    """A root manifest made from the readable shard manifests (the settings of the newest shard), or None
+    when no shard records the settings; and the shard entries found."""
+    shards: dict[str, dict] = {}
+    settings, newest = None, ""
+    for site in _site_folders(root):
+        manifest = shard_manifest(root, site)
+        if manifest is None:
+            continue
+        shards[site] = _shard_entry(manifest)
+        written = str(manifest.get("written") or "")
+        if isinstance(manifest.get("index"), dict) and (settings is None or written >= newest):
+            settings, newest = manifest["index"], written
+    return ({**settings, "shards": shards} if settings is not None else None), shards
+
+
+def load_root_manifest(root: str | Path) -> tuple[dict | None, list[str]]:
+    """The root manifest and notes. When it is missing, unreadable or fails its checksum while shards exist,
+    it is rebuilt in memory from the shard manifests (a note says so; ``recover`` writes it back). None
+    (and no note) for a folder that is no index; None with a note when nothing can rebuild it."""
+    root = Path(root)
+    try:
+        return _read_root(root), []
+    except IndexFormatError as exc:
+        why = str(exc)
+    rebuilt, shards = _rebuild_root(root)
+    if rebuilt is None:
+        if not (root / ROOT_MANIFEST).exists() and not shards:
+            return None, []
+        return None, [f"{why}, and no shard manifest records the index's settings to rebuild it from"]
+    return rebuilt, [f"{why}: rebuilt from the manifests of {len(shards)} shard(s) ({', '.join(shards)})"]
+
+
 def _encoder_mismatch(on_disk: dict, asked: dict, root: Path) -> ModelMismatchError:
     from search.encoder import describe
     return ModelMismatchError(f"the index at {root} was built with {describe(on_disk)}, but "
@@ -180,15 +281,18 @@ def _encoder_mismatch(on_disk: dict, asked: dict, root: Path) -> ModelMismatchEr
 
 def init_index(root: str | Path, manifest: dict) -> dict:
     """Create ``root/manifest.json`` or check that the existing one has the same encoder identity and
-    segmentation parameters (ModelMismatchError naming both otherwise). Returns the manifest on disk."""
+    segmentation parameters (ModelMismatchError naming both otherwise). Returns the manifest on disk. A
+    broken root manifest is rebuilt from the shard manifests first (see ``recover`` for the notes)."""
     from search.encoder import same_space
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sites").mkdir(exist_ok=True)
     with _locked(root):
-        path = root / "manifest.json"
-        if path.exists():
-            disk = _read_json(path)
+        path = root / ROOT_MANIFEST
+        disk, notes = load_root_manifest(root)
+        if disk is not None and notes:
+            _write_root(root, disk)
+        if disk is not None:
             if disk.get("format") != FORMAT_VERSION:
                 raise IndexFormatError(f"{path} has format {disk.get('format')!r}; this version reads "
                                        f"format {FORMAT_VERSION}: rebuild the index")
@@ -206,10 +310,10 @@ def init_index(root: str | Path, manifest: dict) -> dict:
             return disk
         data = dict(manifest)
         data["format"] = FORMAT_VERSION
-        data.setdefault("shards", {})
+        data["shards"] = {**_rebuild_root(root)[1], **data.get("shards", {})}
         data.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        _write_json_atomic(path, data)
-        return data
+        _write_root(root, data)
+        return _read_root(root)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -241,39 +345,32 @@ def _write_faiss(index: Any, path: Path) -> None:
     faiss.write_index(index, str(path))
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _fsync_files(folder: Path) -> None:
+    for name in SHARD_FILES:
+        with open(folder / name, "rb") as fh:
+            os.fsync(fh.fileno())
 
 
-def _recover(sites_dir: Path, site: str) -> None:
-    """Finish or undo a swap a crash interrupted, and drop stale temporary folders of ``site``."""
-    final = sites_dir / site
-    olds = sorted(sites_dir.glob(f".old-{site}-*"), key=lambda p: p.stat().st_mtime)
-    if not final.exists() and olds:
-        os.rename(olds.pop(), final)
-    for stale in [*olds, *sites_dir.glob(f".tmp-{site}-*")]:
-        shutil.rmtree(stale, ignore_errors=True)
+def _drop_loose_files(site_dir: Path) -> None:
+    """Remove a shard of the layout before versions (files directly in the site folder)."""
+    for name in SHARD_FILES:
+        (site_dir / name).unlink(missing_ok=True)
 
 
 def write_shard(root: str | Path, site: str, frames: pd.DataFrame, frame_vectors: np.ndarray,
                 objects: pd.DataFrame, object_vectors: np.ndarray, manifest: dict, *,
                 index_type: IndexType = "flat", nlist: int | None = None, nprobe: int | None = None,
                 hnsw_m: int | None = None) -> Path:
-    """Write one site's shard atomically (temporary folder + rename) and add it to the root manifest.
-    Objects are stored sorted by ``frame_row`` (their vectors with them). ``index_type`` applies to both
-    tables; a table too small to train an IVF index is stored flat and the shard manifest notes it."""
+    """Write one site's shard as a new version, publish it atomically and add it to the root manifest;
+    returns the version folder. Objects are stored sorted by ``frame_row`` (their vectors with them).
+    ``index_type`` applies to both tables; a table too small to train an IVF index is stored flat and the
+    shard manifest notes it. Versions superseded more than ``GRACE_SECONDS`` ago are removed."""
     from search import faiss_index
     root = Path(root)
     _check_site(site)
-    root_manifest_path = root / "manifest.json"
-    if not root_manifest_path.exists():
+    root_manifest, _ = load_root_manifest(root)
+    if root_manifest is None:
         raise IndexFormatError(f"no index at {root}: create it with init_index first")
-    root_manifest = _read_json(root_manifest_path)
     dim = (root_manifest.get("encoder") or {}).get("dim")
     missing = [c for c in FRAME_COLUMNS if c not in frames.columns]
     if missing:
@@ -301,56 +398,40 @@ def write_shard(root: str | Path, site: str, frames: pd.DataFrame, frame_vectors
     built_f = faiss_index.build(fvec, index_type, **kw)
     built_o = faiss_index.build(ovec, index_type, **kw)
 
-    sites_dir = root / "sites"
-    sites_dir.mkdir(exist_ok=True)
-    _recover(sites_dir, site)
-    tmp = sites_dir / f".tmp-{site}-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
-        _write_table(frames, tmp / "frames.parquet")
-        _write_table(objects, tmp / "objects.parquet")
-        _write_faiss(built_f.index, tmp / "frames.faiss")
-        _write_faiss(built_o.index, tmp / "objects.faiss")
-        shard_manifest = dict(manifest)
-        shard_manifest.update({
-            "format": FORMAT_VERSION, "site": site, "index_type": index_type,
-            "tables": {"frames": {"type": built_f.index_type, "params": built_f.params},
-                       "objects": {"type": built_o.index_type, "params": built_o.params}},
-            "notes": [*manifest.get("notes", []), *built_f.notes, *[f"objects: {n}" for n in built_o.notes]],
-            "counts": {"frames": len(frames), "objects": len(objects)},
-            "dim": int(fvec.shape[1]) if len(fvec) else dim,
-            "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "files": {name: (tmp / name).stat().st_size for name in SHARD_FILES if name != "manifest.json"},
-        })
-        _write_json_atomic(tmp / "manifest.json", shard_manifest)
-        for name in SHARD_FILES:
-            with open(tmp / name, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    final = sites_dir / site
-    old = None
-    if final.exists():
-        old = sites_dir / f".old-{site}-{uuid.uuid4().hex[:12]}"
-        os.rename(final, old)
-    try:
-        os.rename(tmp, final)
-    except BaseException:
-        if old is not None:
-            os.rename(old, final)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(sites_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    site_dir = root / "sites" / site
+    with shard_layout.locked(site_dir):
+        shard_layout.collect(site_dir, GRACE_SECONDS)
+        tmp = shard_layout.begin(site_dir)
+        try:
+            _write_table(frames, tmp / "frames.parquet")
+            _write_table(objects, tmp / "objects.parquet")
+            _write_faiss(built_f.index, tmp / "frames.faiss")
+            _write_faiss(built_o.index, tmp / "objects.faiss")
+            shard_manifest = dict(manifest)
+            shard_manifest.update({
+                "format": FORMAT_VERSION, "site": site, "index_type": index_type,
+                "tables": {"frames": {"type": built_f.index_type, "params": built_f.params},
+                           "objects": {"type": built_o.index_type, "params": built_o.params}},
+                "notes": [*manifest.get("notes", []), *built_f.notes, *[f"objects: {n}" for n in built_o.notes]],
+                "counts": {"frames": len(frames), "objects": len(objects)},
+                "dim": int(fvec.shape[1]) if len(fvec) else dim,
+                "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "files": {name: file_record(tmp / name) for name in DATA_FILES},
+                "index": _index_settings(root_manifest),
+            })
+            _write_json_atomic(tmp / "manifest.json", shard_manifest)
+            _fsync_files(tmp)
+            final = shard_layout.publish(site_dir, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _drop_loose_files(site_dir)
+        shard_layout.collect(site_dir, GRACE_SECONDS)
     with _locked(root):
-        disk = _read_json(root_manifest_path)
-        disk.setdefault("shards", {})[site] = {
-            "frames": len(frames), "objects": len(objects), "index_type": index_type,
-            "written": shard_manifest["written"]}
-        _write_json_atomic(root_manifest_path, disk)
+        disk, _ = load_root_manifest(root)
+        disk = disk if disk is not None else dict(root_manifest)
+        disk.setdefault("shards", {})[site] = _shard_entry(shard_manifest)
+        _write_root(root, disk)
     return final
 
 
@@ -358,46 +439,199 @@ def remove_shard(root: str | Path, site: str) -> None:
     """Delete one site's shard and its entry in the root manifest."""
     root = Path(root)
     _check_site(site)
-    final = root / "sites" / site
-    if final.exists():
-        trash = root / "sites" / f".old-{site}-{uuid.uuid4().hex[:12]}"
-        os.rename(final, trash)
+    site_dir = root / "sites" / site
+    if site_dir.exists():
+        with shard_layout.locked(site_dir):
+            (site_dir / shard_layout.POINTER).unlink(missing_ok=True)
+            trash = root / "sites" / f".tmp-{site}-{uuid.uuid4().hex[:12]}"
+            os.rename(site_dir, trash)
         shutil.rmtree(trash, ignore_errors=True)
     with _locked(root):
-        disk = _read_json(root / "manifest.json")
-        disk.get("shards", {}).pop(site, None)
-        _write_json_atomic(root / "manifest.json", disk)
+        disk, _ = load_root_manifest(root)
+        if disk is not None:
+            disk.get("shards", {}).pop(site, None)
+            _write_root(root, disk)
+
+
+# -- recovery --------------------------------------------------------------------------------------
+
+_LEGACY_STRAY = re.compile(r"\.(old|tmp)-(.+)-[0-9a-f]{12}")
+
+
+def _is_legacy(site_dir: Path) -> bool:
+    return not (site_dir / shard_layout.POINTER).exists() and (site_dir / "manifest.json").is_file()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _migrate(root_manifest: dict | None, site_dir: Path) -> str:
+    """Move a shard of the layout before versions into a version folder, with checksums of its files as
+    they are (after checking their sizes and that they read back). Caller holds the site lock."""
+    site = site_dir.name
+    try:
+        read_shard(site_dir, site)
+    except IndexFormatError as exc:
+        return f"site {site}: its shard (old layout) is broken and was left for mvk index to rewrite: {exc}"
+    manifest = _read_json(site_dir / "manifest.json")
+    tmp = shard_layout.begin(site_dir)
+    try:
+        for name in DATA_FILES:
+            _link_or_copy(site_dir / name, tmp / name)
+        manifest["files"] = {name: file_record(tmp / name) for name in DATA_FILES}
+        if root_manifest is not None:
+            manifest.setdefault("index", _index_settings(root_manifest))
+        manifest["migrated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        _write_json_atomic(tmp / "manifest.json", manifest)
+        _fsync_files(tmp)
+        shard_layout.publish(site_dir, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _drop_loose_files(site_dir)
+    return f"site {site}: migrated to the versioned layout (checksums recorded of its files as they were)"
+
+
+def _legacy_strays(sites_dir: Path) -> list[str]:
+    """Finish or drop what a writer of the layout before versions left mid-swap (``.old-<site>-<12 hex>``,
+    ``.tmp-<site>-<12 hex>``); the site name is matched exactly."""
+    notes = []
+    for entry in sorted(sites_dir.iterdir()):
+        m = _LEGACY_STRAY.fullmatch(entry.name)
+        if m is None or not entry.is_dir():
+            continue
+        final = sites_dir / m.group(2)
+        if m.group(1) == "old" and not final.exists():
+            os.rename(entry, final)
+            notes.append(f"site {final.name}: restored from a swap that was interrupted")
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+    return notes
+
+
+def recover(root: str | Path) -> list[str]:
+    """Bring an index folder to a clean state; returns notes on what was done. Rewrites a missing or broken
+    root manifest from the shard manifests, finishes swaps interrupted under the old layout, migrates
+    shards of the old layout, and removes what crashed writes left (``.tmp-`` entries, versions never
+    published, versions retired more than ``GRACE_SECONDS`` ago). Run by every ``mvk index``."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    notes: list[str] = []
+    with _locked(root):
+        sites_dir = root / "sites"
+        if sites_dir.is_dir():
+            notes += _legacy_strays(sites_dir)
+        disk, why = load_root_manifest(root)
+        if disk is not None and why:
+            _write_root(root, disk)
+            notes += [f"{n}; written back" for n in why]
+        else:
+            notes += why
+        for site in _site_folders(root):
+            site_dir = sites_dir / site
+            with shard_layout.locked(site_dir, wait=False) as mine:
+                if not mine:
+                    continue                       # its writer cleans up after itself
+                if _is_legacy(site_dir):
+                    notes.append(_migrate(disk, site_dir))
+                shard_layout.collect(site_dir, GRACE_SECONDS)
+    return notes
 
 
 # -- reading ---------------------------------------------------------------------------------------
 
-def _shard_dir(sites_dir: Path, site: str) -> Path:
-    """The shard folder, or the ``.old`` one while a writer is between its two renames."""
-    final = sites_dir / site
-    for _ in range(3):
-        if final.is_dir():
-            return final
-        olds = sorted(sites_dir.glob(f".old-{site}-*"))
-        if olds:
-            return olds[-1]
-        time.sleep(0.05)
-    raise IndexFormatError(f"shard folder {final} is missing")
+def _site_folders(root: Path) -> list[str]:
+    sites_dir = root / "sites"
+    if not sites_dir.is_dir():
+        return []
+    return sorted(p.name for p in sites_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def read_shard(path: Path, site: str) -> Shard:
-    """One shard from its folder; IndexFormatError naming the file when a part is missing or corrupt."""
-    import faiss
-    manifest = _read_json(path / "manifest.json")
+def _resolve(root: Path, site: str) -> tuple[Path, dict | None]:
+    """The folder of ``site``'s current version and the record of its manifest (None for a shard of the old
+    layout, whose folder is the site folder). Exact name only; IndexFormatError when there is none."""
+    _check_site(site)
+    site_dir = root / "sites" / site
+    pointer = shard_layout.read_pointer(site_dir)
+    if pointer is not None:
+        return site_dir / pointer.version, pointer.manifest
+    if _is_legacy(site_dir):
+        return site_dir, None
+    if site_dir.is_dir():
+        raise IndexFormatError(f"shard of site {site!r} is missing: {site_dir} has no {shard_layout.POINTER}")
+    raise IndexFormatError(f"shard folder {site_dir} is missing")
+
+
+def shard_folder(root: str | Path, site: str) -> Path:
+    """The folder of ``site``'s current shard version (IndexFormatError when the site has none)."""
+    return _resolve(Path(root), site)[0]
+
+
+def shard_manifest(root: str | Path, site: str) -> dict | None:
+    """The manifest of ``site``'s current shard, checked against its pointer; None when missing or broken."""
+    try:
+        folder, record = _resolve(Path(root), site)
+        return _read_shard_manifest(folder, record)
+    except IndexFormatError:
+        return None
+
+
+def _read_shard_manifest(folder: Path, record: dict | None) -> dict:
+    path = folder / "manifest.json"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path} is missing") from None
+    except OSError as exc:
+        raise IndexFormatError(f"{path} cannot be read: {exc}") from exc
+    if record is not None and (len(raw) != record.get("size") or bytes_digest(raw) != record.get(ALGORITHM)):
+        raise IndexFormatError(f"{path} does not match the checksum in {shard_layout.POINTER} (corrupt or edited)")
+    manifest = _parse_json(raw, path)
     if manifest.get("format") != FORMAT_VERSION:
-        raise IndexFormatError(f"{path / 'manifest.json'} has format {manifest.get('format')!r}, "
-                               f"expected {FORMAT_VERSION}")
-    for name, size in (manifest.get("files") or {}).items():
-        p = path / name
-        if not p.exists():
-            raise IndexFormatError(f"{p} is missing")
-        if p.stat().st_size != size:
-            raise IndexFormatError(f"{p} has {p.stat().st_size} bytes, its manifest says {size} (truncated or "
-                                   f"overwritten)")
+        raise IndexFormatError(f"{path} has format {manifest.get('format')!r}, expected {FORMAT_VERSION}")
+    return manifest
+
+
+def _file_problems(folder: Path, manifest: dict, *, full: bool, quick_limit: int | None = None) -> list[str]:
+    """Every file of a shard version that does not match its manifest record."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return [f"{folder / 'manifest.json'} lists no files"]
+    problems = [f"{folder / 'manifest.json'} does not list {name}" for name in DATA_FILES if name not in files]
+    for name, record in sorted(files.items()):
+        size = record.get("size") if isinstance(record, dict) else record
+        hashed = full or (quick_limit is not None and isinstance(size, int) and size <= quick_limit)
+        problem = file_problem(folder / name, record, full=hashed)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def verify_shard(root: str | Path, site: str, *, full: bool = True) -> list[str]:
+    """What is wrong with ``site``'s current shard (empty when nothing): pointer, manifest, and every file's
+    size and, when ``full``, its checksum, streamed from disk. A shard of the old layout has sizes only."""
+    try:
+        folder, record = _resolve(Path(root), site)
+        manifest = _read_shard_manifest(folder, record)
+    except IndexFormatError as exc:
+        return [str(exc)]
+    return _file_problems(folder, manifest, full=full)
+
+
+def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, verify: Verify = "full") -> Shard:
+    """One shard from its version folder; IndexFormatError naming the file when a part is missing, corrupt or
+    does not match its checksum. ``verify="full"`` checksums every file; ``"quick"`` only the manifest and
+    files up to QUICK_HASH_BYTES (the others by size)."""
+    import faiss
+    manifest = _read_shard_manifest(path, manifest_record)
+    problems = _file_problems(path, manifest, full=verify == "full", quick_limit=QUICK_HASH_BYTES)
+    if problems:
+        raise IndexFormatError("; ".join(problems))
     tables = {}
     for name in ("frames", "objects"):
         p = path / f"{name}.parquet"
@@ -424,57 +658,134 @@ def read_shard(path: Path, site: str) -> Shard:
                  cpu_frame_index=indexes["frames"], cpu_object_index=indexes["objects"])
 
 
+def open_shard(root: str | Path, site: str, *, verify: Verify = "full") -> Shard:
+    """``site``'s current shard: the version is resolved once and every file opened through it; when a file
+    vanished because a writer published a newer version meanwhile (and the old one went), it resolves again."""
+    root = Path(root)
+    for attempt in range(3):
+        folder, record = _resolve(root, site)
+        try:
+            return read_shard(folder, site, manifest_record=record, verify=verify)
+        except IndexFormatError:
+            if attempt == 2 or _resolve(root, site)[0] == folder:
+                raise
+    raise AssertionError("unreachable")
+
+
 def read_manifest(root: str | Path) -> dict:
-    """The root manifest of an index folder (IndexFormatError when there is none)."""
+    """The root manifest of an index folder, rebuilt from the shards when broken (IndexFormatError when the
+    folder is no index or nothing can rebuild it)."""
     root = Path(root)
-    if not (root / "manifest.json").exists():
-        raise IndexFormatError(f"{root} is not an index: it has no manifest.json (build one with mvk index)")
-    return _read_json(root / "manifest.json")
+    manifest, notes = load_root_manifest(root)
+    if manifest is None:
+        raise IndexFormatError(notes[0] if notes else
+                               f"{root} is not an index: it has no manifest.json (build one with mvk index)")
+    return manifest
 
 
-def list_sites(root: str | Path) -> list[str]:
-    """Sites named by the root manifest or present as shard folders, sorted."""
+def list_sites(root: str | Path, manifest: dict | None = None) -> list[str]:
+    """Sites named by the root manifest or present as shard folders (exact names), sorted."""
     root = Path(root)
-    disk = _read_json(root / "manifest.json")
-    sites = set(disk.get("shards", {}))
+    if manifest is None:
+        manifest = load_root_manifest(root)[0] or {}
+    return sorted(set(manifest.get("shards", {})) | set(_site_folders(root)))
+
+
+@dataclass
+class IndexCheck:
+    """What ``check_index`` found: per site the problems of its shard (empty when sound)."""
+    root: Path
+    root_problem: str | None
+    sites: dict[str, list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.root_problem is None and not any(self.sites.values())
+
+    @property
+    def broken(self) -> list[str]:
+        return [site for site, problems in self.sites.items() if problems]
+
+
+def check_index(root: str | Path, *, full: bool = True) -> IndexCheck:
+    """Check every file of an index against its manifest: the root manifest, every site's pointer, shard
+    manifest and files (sizes and, when ``full``, checksums, streamed). IndexFormatError when ``root`` is
+    no index at all. Leftovers of crashed writes are listed in ``notes`` (the next ``mvk index`` removes them)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise IndexFormatError(f"no index folder at {root}")
+    try:
+        manifest: dict | None = _read_root(root)
+        root_problem = None
+    except IndexFormatError as exc:
+        manifest, root_problem = None, str(exc)
+        if not _site_folders(root):
+            raise IndexFormatError(f"{root} is not an index: {exc}") from None
+    sites = {site: verify_shard(root, site, full=full) for site in list_sites(root, manifest)}
+    notes = []
+    for site in sites:
+        site_dir = root / "sites" / site
+        if _is_legacy(site_dir):
+            notes.append(f"site {site}: old layout without checksums (sizes checked only); mvk index migrates it")
+        try:
+            pointer = shard_layout.read_pointer(site_dir)
+        except IndexFormatError:
+            continue
+        if pointer is None or not site_dir.is_dir():
+            continue
+        keep = {pointer.version, *pointer.retired}
+        stray = [p.name for p in site_dir.iterdir() if p.name.startswith(shard_layout.TMP)
+                 or (shard_layout.is_version(p.name) and p.name not in keep)]
+        if stray:
+            notes.append(f"site {site}: left over by an interrupted write: {', '.join(sorted(stray))} "
+                         f"(the next mvk index removes it)")
     if (root / "sites").is_dir():
-        sites |= {p.name for p in (root / "sites").iterdir() if p.is_dir() and not p.name.startswith(".")}
-    return sorted(sites)
+        stray = [p.name for p in (root / "sites").iterdir() if _LEGACY_STRAY.fullmatch(p.name)]
+        if stray:
+            notes.append(f"left over by an interrupted swap: {', '.join(sorted(stray))} (the next mvk index "
+                         f"restores or removes it)")
+    return IndexCheck(root, root_problem, sites, notes)
 
 
-def open_index(root: str | Path, *, expect: dict | None = None, device: str = "cpu") -> Index:
-    """Open every shard; a missing or corrupt shard is skipped and reported in ``Index.errors``. Raises
-    IndexFormatError when ``root`` is no index, ModelMismatchError when ``expect`` (an encoder identity)
-    differs from the manifest's."""
+def open_index(root: str | Path, *, expect: dict | None = None, device: str = "cpu",
+               verify: Verify = "full") -> Index:
+    """Open every shard; a missing or corrupt shard (a file that does not match its size or checksum) is
+    skipped and reported in ``Index.errors``. Raises IndexFormatError when ``root`` is no index,
+    ModelMismatchError when ``expect`` (an encoder identity) differs from the manifest's. A broken root
+    manifest is rebuilt in memory from the shard manifests, with a note."""
     from search.encoder import same_space
     from search.faiss_index import to_device
     root = Path(root)
     if not root.is_dir():
         raise IndexFormatError(f"no index folder at {root}")
-    if not (root / "manifest.json").exists():
-        raise IndexFormatError(f"{root} is not an index: it has no manifest.json (build one with mvk index)")
-    manifest = _read_json(root / "manifest.json")
+    manifest, why = load_root_manifest(root)
+    if manifest is None:
+        raise IndexFormatError(f"{why[0]}: rebuild the index with mvk index" if why else
+                               f"{root} is not an index: it has no manifest.json (build one with mvk index)")
+    notes: list[str] = [f"{n} (the next mvk index writes it back)" for n in why]
     if manifest.get("format") != FORMAT_VERSION:
-        raise IndexFormatError(f"{root / 'manifest.json'} has format {manifest.get('format')!r}; this version "
+        raise IndexFormatError(f"{root / ROOT_MANIFEST} has format {manifest.get('format')!r}; this version "
                                f"reads format {FORMAT_VERSION}: rebuild the index")
     if expect is not None and manifest.get("encoder") and not same_space(manifest["encoder"], expect):
         raise _encoder_mismatch(manifest["encoder"], expect, root)
     shards: dict[str, Shard] = {}
     errors: dict[str, str] = {}
-    notes: list[str] = []
-    for site in list_sites(root):
+    for site in list_sites(root, manifest):
         try:
-            shard = read_shard(_shard_dir(root / "sites", site), site)
+            shard = open_shard(root, site, verify=verify)
         except IndexFormatError as exc:
             errors[site] = str(exc)
             continue
         except Exception as exc:
             errors[site] = f"{type(exc).__name__}: {exc}"
             continue
+        if shard.path.name == site:
+            notes.append(f"site {site}: old layout without checksums (sizes checked only); mvk index migrates it")
         for attr in ("frame_index", "object_index"):
-            moved, why = to_device(getattr(shard, attr), device)
+            moved, why_not = to_device(getattr(shard, attr), device)
             setattr(shard, attr, moved)
-            notes.extend(f"{site}: {w}" for w in why)
+            notes.extend(f"{site}: {w}" for w in why_not)
         shards[site] = shard
     frames_parts, object_parts = [], []
     gid = 0

@@ -135,7 +135,7 @@ def test_resume_after_kill_no_duplicates_and_no_recompute(collection, tmp_path, 
     root = tmp_path / "idx"
     with pytest.raises(Kill):
         _index(collection, root, encoder, extractor, progress=Recorder(kill_after=1))
-    assert not (root / "sites" / SITES[0] / "frames.parquet").exists()      # nothing half-visible
+    assert not (root / "sites" / SITES[0] / "CURRENT").exists()             # nothing half-visible
     rec = Recorder()
     result = _index(collection, root, encoder, extractor, progress=rec)
     assert [v.status for v in rec.finished] == ["resumed", "indexed", "indexed", "indexed"]
@@ -302,15 +302,17 @@ def test_selected_frames_index_type_change_and_site_lock(collection, tmp_path, e
 
 
 def test_damaged_shard_is_rewritten_from_parts(collection, tmp_path, encoder) -> None:
+    from search import store
     from search.store import open_index
     root = tmp_path / "idx"
     config = _config(objects="none")
     _index(collection, root, encoder, None, config=config, sites=[SITES[0]])
-    faiss_file = root / "sites" / SITES[0] / "frames.faiss"
+    faiss_file = store.shard_folder(root, SITES[0]) / "frames.faiss"
     faiss_file.write_bytes(faiss_file.read_bytes()[:40])             # truncated behind our back
     assert SITES[0] in open_index(root).errors
     rec = Recorder()
     result = _index(collection, root, encoder, None, config=config, sites=[SITES[0]], progress=rec)
     assert result.sites[0].status == "written" and [v.status for v in rec.finished] == ["resumed", "resumed"]
+    assert any("repaired" in n and "frames.faiss" in n for n in result.sites[0].notes)
     index = open_index(root)
     assert not index.errors and len(index.frames) == 8

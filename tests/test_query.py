@@ -173,7 +173,7 @@ def test_bad_arguments(idx):
 
 
 def test_skipped_shard_is_noted_and_others_answer(idx):
-    (idx.root / "sites" / "B_2020-01" / "frames.faiss").write_bytes(b"broken")
+    (store.shard_folder(idx.root, "B_2020-01") / "frames.faiss").write_bytes(b"broken")
     ix = store.open_index(idx.root)
     df = Q.search(ix, None, E[0], k=10)
     assert set(df["site"]) == {"A_2019-04"}

@@ -46,7 +46,7 @@ def test_round_trip(root):
     assert np.allclose(idx.shards["Bali"].vectors("frames").astype(np.float32), fv2, atol=1e-3)
     m = json.loads((root / "manifest.json").read_text())
     assert m["shards"]["Bali"]["frames"] == 4 and m["encoder"]["dim"] == D
-    sm = json.loads((root / "sites" / "Bali" / "manifest.json").read_text())
+    sm = json.loads((store.shard_folder(root, "Bali") / "manifest.json").read_text())
     assert sm["counts"] == {"frames": 4, "objects": 5} and sm["sources"] == {}
 
 
@@ -82,15 +82,27 @@ def test_failed_rewrite_keeps_old_shard(root, monkeypatch):
     assert len(store.open_index(root).frames) == 9
 
 
-def test_reader_between_the_two_renames_sees_old_shard(root):
+def test_swap_interrupted_under_the_old_layout_is_restored_by_recover(root):
     make(root)
     sites = root / "sites"
-    (sites / "Anilao_2019-04").rename(sites / ".old-Anilao_2019-04-abc")   # a writer stopped mid-swap
+    store.remove_shard(root, "Anilao_2019-04")
+    make(root, "Anilao_2019-04-North")
+    legacy = sites / ".old-Anilao_2019-04-0123456789ab"    # a writer of the old layout stopped mid-swap
+    legacy.mkdir()
+    folder = store.shard_folder(root, "Anilao_2019-04-North")
+    for name in store.SHARD_FILES:
+        shutil.copy(folder / name, legacy / name)
+    manifest = json.loads((legacy / "manifest.json").read_text())
+    manifest["files"] = {n: (legacy / n).stat().st_size for n in store.DATA_FILES}
+    manifest["site"] = "Anilao_2019-04"
+    (legacy / "manifest.json").write_text(json.dumps(manifest))
+    (sites / ".tmp-Anilao_2019-04-North-0123456789ab").mkdir()
+    assert "Anilao_2019-04" not in store.open_index(root).shards
+    notes = store.recover(root)
+    assert any("restored" in n for n in notes) and any("migrated" in n for n in notes)
+    assert sorted(p.name for p in sites.iterdir()) == ["Anilao_2019-04", "Anilao_2019-04-North"]
     idx = store.open_index(root)
-    assert not idx.errors and len(idx.frames) == 6
-    make(root, n=7)                                       # the next writer recovers and swaps cleanly
-    assert sorted(p.name for p in sites.iterdir()) == ["Anilao_2019-04"]
-    assert len(store.open_index(root).frames) == 7
+    assert not idx.errors and len(idx.shards["Anilao_2019-04"].frames) == 6
 
 
 @pytest.mark.parametrize("damage", ["truncate-faiss", "garbage-parquet", "delete-objects", "delete-folder",
@@ -98,7 +110,7 @@ def test_reader_between_the_two_renames_sees_old_shard(root):
 def test_broken_shard_is_skipped_with_reason(root, damage):
     make(root, "A")
     make(root, "B")
-    d = root / "sites" / "B"
+    d = store.shard_folder(root, "B")
     if damage == "truncate-faiss":
         data = (d / "frames.faiss").read_bytes()
         (d / "frames.faiss").write_bytes(data[: len(data) // 2])
@@ -108,7 +120,7 @@ def test_broken_shard_is_skipped_with_reason(root, damage):
     elif damage == "delete-objects":
         (d / "objects.faiss").unlink()
     elif damage == "delete-folder":
-        shutil.rmtree(d)
+        shutil.rmtree(d.parent)
     else:
         (d / "manifest.json").write_text("{not json")
     idx = store.open_index(root)
@@ -118,7 +130,7 @@ def test_broken_shard_is_skipped_with_reason(root, damage):
 
 def test_corrupt_faiss_same_size_is_caught(root):
     make(root, "A")
-    p = root / "sites" / "A" / "objects.faiss"
+    p = store.shard_folder(root, "A") / "objects.faiss"
     p.write_bytes(b"\0" * p.stat().st_size)
     idx = store.open_index(root)
     assert "objects.faiss" in idx.errors["A"]

@@ -17,7 +17,8 @@ swapped in whole when all its videos are done, so searches keep working during a
 
 Resumable: a run stopped at any moment (Ctrl-C, a crash, a killed job) continues where it stopped when
 run again with the same arguments; finished videos are not recomputed and no row is duplicated. Sites
-whose shard already matches their video files are left untouched; a changed video is redone.
+whose shard already matches their video files, and whose every file matches its checksum, are left
+untouched; a changed video is redone, a broken shard file is rewritten from the parts (and named).
 --rebuild recomputes the chosen sites from scratch, aside: the old shard is served until the new one
 replaces it (rerun without --rebuild to resume an interrupted rebuild).
 
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rebuild", action="store_true",
                         help="recompute the chosen sites even when up to date; the old shards stay searchable "
                              "until the new ones replace them")
+    parser.add_argument("--verify", action="store_true",
+                        help="after the run, check every shard of the index against its checksums (as mvk "
+                             "check does) and list what is broken; exit code 1 if anything is")
 
     sampling = parser.add_argument_group("sampling")
     how = sampling.add_mutually_exclusive_group()
@@ -124,7 +128,14 @@ def run(args: argparse.Namespace) -> int:
         print("\nstopped: finished videos are kept; run the same command again to resume", file=sys.stderr)
         raise
     print(format_summary(result))
-    return 0 if result.ok else 1
+    code = 0 if result.ok else 1
+    if args.verify:
+        from search.commands.check import format_check
+        from search.store import check_index
+        check = check_index(args.index)
+        print("\n" + format_check(check))
+        code = code or (0 if check.ok else 1)
+    return code
 
 
 def _models(args: argparse.Namespace) -> dict:
@@ -155,7 +166,9 @@ def format_summary(result: "object") -> str:
                      str(s.frames), str(s.objects)))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    out = [line(head), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)]
+    out = [f"note: {n}" for n in result.notes]
+    out += [line(head), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)]
+    out += [f"  {s.site}: {n}" for s in result.sites for n in s.notes]
     if result.frames_computed:
         fps = result.frames_per_second()
         stages = ", ".join(f"{k} {result.seconds[k]:.1f}s ({fps[k]:.1f} f/s)" for k in STAGES if result.seconds[k] > 0)
