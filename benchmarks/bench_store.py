@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import statistics
 import sys
 import tempfile
 import time
@@ -22,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_kis import median_time  # noqa: E402
 from search import store  # noqa: E402
 from search.testing import encoder_identity, frame_rows, object_rows, random_unit  # noqa: E402
 
@@ -39,15 +40,6 @@ def build(root: Path, n_frames: int, per_frame: int, dim: int, sites: int, thumb
         objects = object_rows(np.repeat(np.arange(n), per_frame))
         store.write_shard(root, site, frames, random_unit(n, dim, seed=s),
                           objects, random_unit(len(objects), dim, seed=1000 + s), {})
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def hash_rate(path: Path, algorithm: str, repeats: int) -> float:

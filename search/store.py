@@ -172,14 +172,17 @@ def _parse_json(raw: bytes, path: Path) -> dict:
     return data
 
 
-def _read_json(path: Path) -> dict:
+def _read_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise IndexFormatError(f"{path} is missing") from None
     except OSError as exc:
         raise IndexFormatError(f"{path} cannot be read: {exc}") from exc
-    return _parse_json(raw, path)
+
+
+def _read_json(path: Path) -> dict:
+    return _parse_json(_read_bytes(path), path)
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -583,12 +586,7 @@ def shard_manifest(root: str | Path, site: str) -> dict | None:
 
 def _read_shard_manifest(folder: Path, record: dict | None) -> dict:
     path = folder / "manifest.json"
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise IndexFormatError(f"{path} is missing") from None
-    except OSError as exc:
-        raise IndexFormatError(f"{path} cannot be read: {exc}") from exc
+    raw = _read_bytes(path)
     if record is not None and (len(raw) != record.get("size") or bytes_digest(raw) != record.get(ALGORITHM)):
         raise IndexFormatError(f"{path} does not match the checksum in {shard_layout.POINTER} (corrupt or edited)")
     manifest = _parse_json(raw, path)

@@ -158,7 +158,8 @@ def test_unknown_routes_are_json_404(api):
 
 def test_a_broken_shard_is_named_and_the_rest_still_answers(env):
     collection, index = env
-    (index / "sites" / SITES[0] / "frames.faiss").write_bytes(b"garbage")
+    from search.store import shard_folder
+    (shard_folder(index, SITES[0]) / "frames.faiss").write_bytes(b"garbage")
     api = client_for(index, collection)
     health = api.get("/health").json()
     assert health["status"] == "degraded" and SITES[0] in health["skipped_shards"]

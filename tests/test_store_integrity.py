@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -180,9 +179,11 @@ def test_old_layout_is_read_then_migrated_by_recover(root: Path) -> None:
 READER = """
 import sys, time
 from search import store
-root, until = sys.argv[1], float(sys.argv[2])
+root = sys.argv[1]
+print("ready", flush=True)
+start = time.time()
 reads = mixed = missing = 0
-while time.time() < until:
+while time.time() < start + 20 and (reads + missing < 40 or time.time() < start + 3):
     idx = store.open_index(root)
     if "S" not in idx.shards:
         missing += 1
@@ -199,23 +200,28 @@ print(reads, mixed, missing)
 
 
 def test_reader_never_sees_a_mixed_or_missing_shard_while_a_writer_swaps(root: Path) -> None:
-    """A reader process opens the index in a loop while this process rewrites the shard alternating two
-    versions (5 and 7 frames, each tagged in its manifest and its rows); every read is one whole version."""
+    """A reader process opens the index in a loop (at least 40 times, 3 to 20 s) while this process rewrites the
+    shard, alternating two versions (5 and 7 frames, each tagged in its manifest and its rows), until the
+    reader is done; every read must be one whole version."""
     def tagged(n: int) -> None:
         frames = frame_rows("S", n)
         frames["video_id"] = f"t{n}-video"
         store.write_shard(root, "S", frames, random_unit(n, D, n), object_rows(np.arange(n)),
                           random_unit(n, D, n + 1), {"tag": f"t{n}"})
     tagged(5)
-    until = time.time() + 6.0
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(root), str(until)], stdout=subprocess.PIPE,
-                              text=True, env=env)
-    writes = 0
-    while time.time() < until + 0.5 and reader.poll() is None:
-        tagged(7 if writes % 2 == 0 else 5)
-        writes += 1
-    out, _ = reader.communicate(timeout=60)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(root)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert reader.stdout.readline().strip() == "ready"
+        writes = 0
+        while reader.poll() is None:
+            tagged(7 if writes % 2 == 0 else 5)
+            writes += 1
+        out = reader.stdout.read()
+    finally:
+        reader.kill()
+        reader.wait()
     reads, mixed, missing = map(int, out.split())
     assert writes > 5 and reads > 5
     assert (mixed, missing) == (0, 0)
