@@ -217,15 +217,16 @@ class Encoder:
         return out
 
     # -- images -------------------------------------------------------------------------------------
-    def preprocess(self, images: Sequence[np.ndarray], *, fit: Fit = "letterbox"):
-        """(n, 3, S, S) normalised float tensor on ``device``. ``letterbox``: the longest side scaled to S and
-        the rest padded with the normalisation mean colour (zero after normalising); ``crop``: the shortest
-        side scaled to S and the centre cut out. Images of one shape are resized together."""
+    def preprocess(self, images: Sequence[np.ndarray], *, fit: Fit = "letterbox", size: int | None = None):
+        """(n, 3, S, S) normalised float tensor on ``device``, S = ``size`` or the model's input size.
+        ``letterbox``: the longest side scaled to S and the rest padded with the normalisation mean colour
+        (zero after normalising); ``crop``: the shortest side scaled to S and the centre cut out. Images of
+        one shape are resized together."""
         import torch
         import torch.nn.functional as F
         if fit not in FITS:
             raise InputError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
-        s = self.image_size
+        s = int(size or self.image_size)
         tensors = _to_tensor_batch(images)
         batch = torch.zeros((len(tensors), 3, s, s), dtype=torch.float32, device=self.device)
         mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255.0
@@ -261,47 +262,61 @@ class Encoder:
                 out[start:start + len(x)] = torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
         return out
 
-    def _visual_tokens(self, x):
-        """Pooled (b, dim) and patch tokens (b, gh, gw, dim) of an open_clip VisionTransformer, the tokens
-        passed through ln_post and proj exactly as the pooled token is."""
-        visual = self.model.visual
-        if not hasattr(visual, "_embeds") or not hasattr(visual, "transformer") or \
-                getattr(visual, "attn_pool", None) is not None:
-            raise InputError(f"patch tokens need an open_clip VisionTransformer without attentional pooling; "
-                             f"{self.model_name!r} has {type(visual).__name__}: use object mode 'crop'")
-        h = visual._embeds(x)
-        h = visual.transformer(h)
-        pooled, _ = visual._pool(h)
-        tokens = visual.ln_post(h[:, 1:])
-        if visual.proj is not None:
-            pooled = pooled @ visual.proj
-            tokens = tokens @ visual.proj
-        gh, gw = visual.grid_size
-        return pooled, tokens.reshape(tokens.shape[0], gh, gw, tokens.shape[-1])
+    def dense_side(self, dense_size: int | None = None) -> int:
+        """The input side of the dense pass: ``dense_size`` (checked against the patch size) or, when None,
+        the model's own input size (the dense features then come from the frame vector's pass)."""
+        from search import dense
+        side = self.image_size if dense_size is None else int(dense_size)
+        dense.grid_for(self.model.visual, side, self.model_name)
+        return side
 
-    def encode_image_tokens(self, images: Sequence[np.ndarray], *, fit: Fit = "letterbox",
-                            batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Global vectors (n, dim) and patch tokens projected into the joint space (n, gh, gw, dim), both
-        float32; tokens are not normalised (pool first, then normalise). For ``pool`` object embeddings.
-        The global vectors are L2-normalised, as ``encode_images``'s."""
+    def check_dense(self, variant: str = "clearclip") -> None:
+        """InputError naming the object modes that work here unless this model has dense features of
+        ``variant`` (an open_clip ViT; ``clearclip`` also needs a standard attention block)."""
+        from search import dense
+        dense.check_tower(self.model.visual, self.model_name, variant)
+
+    def encode_image_tokens(self, images: Sequence[np.ndarray], *, fit: Fit = "letterbox", batch_size: int = 64,
+                            variant: str = "clearclip", dense_size: int | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Global vectors (n, dim), L2-normalised as ``encode_images``'s, and dense features projected into
+        the joint space (n, gh, gw, dim), not normalised (pool first, then normalise); both float32.
+
+        ``variant``: ``clearclip`` (the last block as ClearCLIP computes it) or ``raw`` (CLIP's last-layer
+        patch tokens); see ``search.dense``. ``dense_size``: the side of the dense pass's input (a multiple
+        of the patch size, position embeddings interpolated); None or the model's own size: one forward
+        pass yields both the frame vectors and the dense features, else the frame vectors still come from
+        the model's own size and the dense features from a second pass at ``dense_size``."""
         import torch
+        from search import dense
+        self.check_dense(variant)
+        visual = self.model.visual
+        side = self.dense_side(dense_size)
+        grid = self.token_grid(dense_size)
         pooled_out: list[np.ndarray] = []
         tokens_out: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
-                x = self.preprocess(images[start:start + batch_size], fit=fit)
-                pooled, tokens = self._visual_tokens(x)
+                chunk = images[start:start + batch_size]
+                x = self.preprocess(chunk, fit=fit)
+                if side == self.image_size:
+                    pooled, h_in, h_out = dense.encode_with_last_block(self.model, x)
+                else:
+                    pooled, h_out = self.model.encode_image(x), None
+                    h_in = dense.last_block_input(visual, self.preprocess(chunk, fit=fit, size=side))
+                tokens = dense.dense_tokens(visual, h_in, grid, variant, h_out)
                 pooled_out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
                 tokens_out.append(tokens.float().cpu().numpy())
         if not pooled_out:
-            g = self.model.visual.grid_size
-            return np.zeros((0, self.dim), np.float32), np.zeros((0, g[0], g[1], self.dim), np.float32)
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, grid[0], grid[1], self.dim), np.float32)
         return np.concatenate(pooled_out), np.concatenate(tokens_out)
 
-    def token_grid(self) -> tuple[int, int]:
-        """(gh, gw) of ``encode_image_tokens``; the tokens cover the letterboxed/cropped square."""
-        g = self.model.visual.grid_size
-        return int(g[0]), int(g[1])
+    def token_grid(self, dense_size: int | None = None) -> tuple[int, int]:
+        """(gh, gw) of ``encode_image_tokens`` at ``dense_size``; the tokens cover the letterboxed/cropped
+        square."""
+        from search import dense
+        side = self.image_size if dense_size is None else int(dense_size)
+        return dense.grid_for(self.model.visual, side, self.model_name)
 
     def identity(self, *, fit: Fit = "letterbox") -> dict:
         """What an index must record to be searched with this encoder: model, pretrained, checkpoint,

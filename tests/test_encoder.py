@@ -54,15 +54,17 @@ def test_bad_image(tiny):
 
 def test_tokens_project_into_joint_space(tiny):
     ims = [np.random.default_rng(i).integers(0, 255, (36, 64, 3), dtype=np.uint8) for i in range(3)]
-    pooled, tokens = tiny.encode_image_tokens(ims, batch_size=2)
+    pooled, tokens = tiny.encode_image_tokens(ims, batch_size=2, variant="raw")
     gh, gw = tiny.token_grid()
     assert tokens.shape == (3, gh, gw, tiny.dim) and pooled.shape == (3, tiny.dim)
     assert np.allclose(pooled, tiny.encode_images(ims), atol=1e-5)
     # the tokens went through ln_post and proj: their mean is in the same space as the pooled vector
     import torch
+
+    from search.dense import embed_patches
     v = tiny.model.visual
     with torch.inference_mode():
-        h = v.transformer(v._embeds(tiny.preprocess(ims[:1])))
+        h = v.transformer(embed_patches(v, tiny.preprocess(ims[:1])))
         manual = (v.ln_post(h[:, 1:]) @ v.proj).reshape(1, gh, gw, -1).numpy()
     assert np.allclose(tokens[:1], manual, atol=1e-5)
 
