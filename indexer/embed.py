@@ -1,16 +1,19 @@
 """Frame and object embeddings in the CLIP space of ``search.encoder``.
 
-Object vectors come from the segmentation masks in one of two modes:
+Object vectors come from the segmentation masks in one of these modes:
 
 - ``crop``: the mask's box with a margin, pixels outside the mask set to CLIP's mean colour (zero after
   CLIP's normalisation), one CLIP pass per object, batched across the objects of many frames;
 - ``pool``: one CLIP pass per frame (``Encoder.encode_image_tokens``); each object's vector is the
-  area-weighted mean of the patch tokens under its mask, then L2-normalised. Masks are brought to the
-  token grid with exact area weights that follow the letterbox (or centre-crop) geometry of the encoder,
-  and all objects of all frames of a batch are pooled with one matmul.
+  area-weighted mean of the dense features under its mask, then L2-normalised. The dense features are
+  CLIP's last block computed the ClearCLIP way (``search.dense``), which align with text where raw
+  last-layer tokens do not; ``pool-raw`` pools the raw last-layer patch tokens instead. Masks are brought
+  to the token grid with exact area weights that follow the letterbox (or centre-crop) geometry of the
+  encoder, and all objects of all frames of a batch are pooled with one matmul.
 
-In ``pool`` mode the frame vectors come out of the same pass; in ``crop`` and ``none`` modes frames get
-their own ``encode_images`` pass.
+In the pool modes the frame vectors come out of the same pass (with a ``dense_size`` larger than the
+model's input, the dense features come from a second pass at that size, the frame vectors still from the
+model's own); in ``crop`` and ``none`` modes frames get their own ``encode_images`` pass.
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ if TYPE_CHECKING:
     from indexer.segment import ObjectMask
     from search.encoder import Encoder
 
-ObjectMode = Literal["crop", "pool", "none"]
-OBJECT_MODES: tuple[str, ...] = ("crop", "pool", "none")
+ObjectMode = Literal["crop", "pool", "pool-raw", "none"]
+OBJECT_MODES: tuple[str, ...] = ("crop", "pool", "pool-raw", "none")
+# The dense feature variant (``search.dense``) of each pooling object mode.
+POOL_VARIANTS: dict[str, str] = {"pool": "clearclip", "pool-raw": "raw"}
 Fit = Literal["letterbox", "crop"]
 
 # CLIP's normalisation mean as 8-bit RGB: a pixel of this colour is zero at the model's input.
@@ -147,12 +152,13 @@ def embed_frames(encoder: "Encoder", images: Sequence[np.ndarray], *, fit: Fit =
 
 def embed_batch(encoder: "Encoder", images: Sequence[np.ndarray], objects: Sequence[Sequence["ObjectMask"]],
                 mode: ObjectMode = "pool", *, fit: Fit = "letterbox", margin: float = 0.1,
-                batch_size: int = 32) -> EmbeddedBatch:
+                batch_size: int = 32, dense_size: int | None = None) -> EmbeddedBatch:
     """Frame vectors for every image and object vectors for every object of every image.
 
     ``objects[i]`` are the masks of ``images[i]`` (masks at the image's resolution). ``mode="none"``
-    skips objects. The seconds spent go to ``frame_embedding`` (the CLIP pass over frames; in ``pool``
-    mode it also yields the tokens) and ``object_embedding`` (crops and their pass, or the pooling).
+    skips objects; ``dense_size`` is the input side of the pool modes' dense pass (None: the model's own).
+    The seconds spent go to ``frame_embedding`` (the CLIP pass over frames; in the pool modes it also
+    yields the dense features) and ``object_embedding`` (crops and their pass, or the pooling).
     """
     if len(objects) != len(images):
         raise ValueError(f"{len(images)} images but {len(objects)} object lists")
@@ -167,8 +173,9 @@ def embed_batch(encoder: "Encoder", images: Sequence[np.ndarray], objects: Seque
         return EmbeddedBatch(np.zeros((0, dim), np.float32), empty_objects, frame_of_object, seconds)
 
     t0 = time.perf_counter()
-    if mode == "pool":
-        frame_vectors, tokens = encoder.encode_image_tokens(list(images), fit=fit, batch_size=batch_size)
+    if mode in POOL_VARIANTS:
+        frame_vectors, tokens = encoder.encode_image_tokens(list(images), fit=fit, batch_size=batch_size,
+                                                            variant=POOL_VARIANTS[mode], dense_size=dense_size)
         frame_vectors = np.asarray(frame_vectors, dtype=np.float32)
         t1 = time.perf_counter()
         seconds["frame_embedding"] = t1 - t0

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from indexer.embed import OBJECT_MODES, Fit, ObjectMode, embed_batch
+from indexer.embed import OBJECT_MODES, POOL_VARIANTS, Fit, ObjectMode, embed_batch
 from indexer.parts import Part, SiteWork, safe_key, source_signature
 from indexer.progress import Progress
 from search.errors import InputError, ModelMismatchError, MvkError
@@ -48,7 +48,7 @@ class IndexConfig:
     """How frames are sampled, objects embedded and shards written (everything but the models)."""
     every_seconds: float = 1.0            # one frame per this many seconds (ignored with selected_frames)
     selected_frames: bool = False         # use information/selected_frames/ when a video has them
-    objects: ObjectMode = "pool"          # crop | pool | none (frame-only index)
+    objects: ObjectMode = "pool"          # crop | pool | pool-raw | none (frame-only index)
     frame_fit: Fit = "letterbox"          # how frames meet CLIP's square input
     crop_margin: float = 0.1              # crop mode: margin around an object's box, times its longer side
     segment: "SegmentParams | None" = None   # None: SegmentParams() defaults
@@ -56,6 +56,7 @@ class IndexConfig:
     batch_size: int = 16                  # frames embedded per CLIP batch
     decode_max_side: int | None = 512     # frames are decoded at most this large (boxes are stored in source pixels)
     thumbnail_side: int = 256             # longest side of stored thumbnails and object masks
+    dense_size: int | None = None         # pool modes: input side of the dense pass (None: CLIP's own)
 
     def segment_params(self) -> "SegmentParams":
         from indexer.segment import SegmentParams
@@ -164,18 +165,34 @@ def encoder_identity(encoder: "Encoder", config: IndexConfig) -> dict:
     return {**encoder.identity(), "fit": config.frame_fit}
 
 
-def indexing_section(config: IndexConfig, extractor: "QKExtractor | None") -> dict:
+def pool_features(encoder: "Encoder", config: IndexConfig) -> dict | None:
+    """What the pool modes' object vectors are made of: the dense feature variant and the input side of
+    its pass (None for the other modes). Raises InputError when the model has no such features or the
+    size does not fit its patches."""
+    if config.objects not in POOL_VARIANTS:
+        if config.dense_size is not None:
+            raise InputError(f"--dense-size applies to --objects pool and pool-raw, not {config.objects!r}")
+        return None
+    variant = POOL_VARIANTS[config.objects]
+    encoder.check_dense(variant)
+    return {"variant": variant, "size": encoder.dense_side(config.dense_size)}
+
+
+def indexing_section(config: IndexConfig, extractor: "QKExtractor | None", encoder: "Encoder | None" = None) -> dict:
     """Everything besides the CLIP encoder that decides what the vectors mean: compared on every run."""
-    seg = asdict(config.segment_params()) if config.objects != "none" else None
-    return {"objects": config.objects, "frame_fit": config.frame_fit,
-            "crop_margin": config.crop_margin if config.objects == "crop" else None,
-            "backbone": extractor.identity() if extractor is not None else None,
-            "sampling": config.sampling(), "thumbnail_side": config.thumbnail_side}
+    section = {"objects": config.objects, "frame_fit": config.frame_fit,
+               "crop_margin": config.crop_margin if config.objects == "crop" else None,
+               "backbone": extractor.identity() if extractor is not None else None,
+               "sampling": config.sampling(), "thumbnail_side": config.thumbnail_side}
+    features = pool_features(encoder, config) if encoder is not None else None
+    if features is not None:
+        section["pool_features"] = features
+    return section
 
 
 def root_manifest(encoder: "Encoder", extractor: "QKExtractor | None", config: IndexConfig) -> dict:
     """What the index root records: encoder identity, backbone, segmentation parameters, sampling, versions."""
-    section = indexing_section(config, extractor)
+    section = indexing_section(config, extractor, encoder)
     return {"encoder": encoder_identity(encoder, config),
             "segmentation": asdict(config.segment_params()) if config.objects != "none" else None,
             "indexing": section, "versions": _versions()}
@@ -183,22 +200,43 @@ def root_manifest(encoder: "Encoder", extractor: "QKExtractor | None", config: I
 
 def fingerprint(encoder: "Encoder", extractor: "QKExtractor | None", config: IndexConfig) -> str:
     """A hash of everything that decides a part's content (models, parameters; not the index type)."""
-    data = {"encoder": encoder_identity(encoder, config), "indexing": indexing_section(config, extractor),
+    data = {"encoder": encoder_identity(encoder, config), "indexing": indexing_section(config, extractor, encoder),
             "pipeline": PIPELINE_VERSION}
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def recorded_indexing(manifest: dict) -> dict | None:
+    """The indexing section of a root manifest, with what an index built before the dense ClearCLIP path
+    meant spelled out: its ``pool`` object vectors are raw last-layer tokens, i.e. today's ``pool-raw``."""
+    have = manifest.get("indexing")
+    if not isinstance(have, dict) or have.get("objects") != "pool" or "pool_features" in have:
+        return have
+    size = (manifest.get("encoder") or {}).get("image_size")
+    return {**have, "objects": "pool-raw", "pool_features": {"variant": "raw", "size": size}}
+
+
+def _setting(key: str, value: Any) -> str:
+    """A recorded indexing setting in a mismatch message."""
+    if key == "pool_features" and isinstance(value, dict):
+        return f"{value.get('variant')} features at {value.get('size')} px"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _check_indexing(on_disk: dict, wanted: dict, root: Path) -> None:
-    """Refuse to extend an index whose objects, sampling or backbone differ from this run's."""
-    have = on_disk.get("indexing")
+    """Refuse to extend an index whose objects (and their dense features), sampling or backbone differ
+    from this run's."""
+    have = recorded_indexing(on_disk)
     if have is None:
         return
     have = json.loads(json.dumps(have, default=str))
     want = json.loads(json.dumps(wanted, default=str))
     diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
     if diff:
-        short = lambda v: (repr(v) if len(repr(v)) <= 120 else repr(v)[:117] + "...")
-        parts = "; ".join(f"{k}: index has {short(have.get(k))}, this run {short(want.get(k))}" for k in diff)
+        parts = "; ".join(f"{k}: index has {_setting(k, have.get(k))}, this run {_setting(k, want.get(k))}"
+                          for k in diff)
+        if "pool_features" in diff:
+            parts += " (clearclip: --objects pool, raw: --objects pool-raw, px: --dense-size)"
         raise ModelMismatchError(f"index {root} was built with other settings ({parts}); "
                                  "index into a new --index folder or use the same settings")
 
@@ -334,7 +372,7 @@ def index_video(path: str | Path, *, encoder: "Encoder", extractor: "QKExtractor
     for batch in _chunks(stream, max(1, config.batch_size)):
         emb = embed_batch(encoder, [sf.frame.image for sf in batch], [sf.objects for sf in batch],
                           config.objects, fit=config.frame_fit, margin=config.crop_margin,
-                          batch_size=config.batch_size)
+                          batch_size=config.batch_size, dense_size=config.dense_size)
         for k, v in emb.seconds.items():
             clock.seconds[k] += v
         t = time.perf_counter()

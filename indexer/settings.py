@@ -28,13 +28,13 @@ class BuildSettings:
 def settings_from_manifest(manifest: dict | None, *, random_weights: bool, objects: str = "pool") -> BuildSettings:
     """The settings of an existing index (its manifest), or the defaults for an empty one. ``random_weights``
     (the command's --random-weights) is required to extend or start an index with random weights."""
-    from indexer.pipeline import IndexConfig
+    from indexer.pipeline import IndexConfig, recorded_indexing
     from indexer.segment import SegmentParams
     from search.errors import ModelMismatchError
 
     manifest = manifest or {}
     enc = manifest.get("encoder") or {}
-    indexing = manifest.get("indexing") or {}
+    indexing = recorded_indexing(manifest) or {}
     if enc.get("random_weights") and not random_weights:
         raise ModelMismatchError("this index was built with random weights: pass --random-weights (to mvk index "
                                  "or mvk app) to add sites to it")
@@ -51,6 +51,7 @@ def settings_from_manifest(manifest: dict | None, *, random_weights: bool, objec
         segment=SegmentParams(**{k: v for k, v in seg.items() if k in seg_names}) if seg else None,
         decode_max_side=sampling.get("decode_max_side", 512),
         thumbnail_side=int(indexing.get("thumbnail_side", 256)),
+        dense_size=(indexing.get("pool_features") or {}).get("size"),
     )
     return BuildSettings(model=enc.get("model"), pretrained=enc.get("pretrained"),
                          clip_checkpoint=enc.get("checkpoint"),

@@ -60,8 +60,8 @@ def grid_for(visual: Any, side: int, model_name: str = "this model") -> tuple[in
     ph, pw = (int(p) for p in visual.patch_size)
     if side <= 0 or side % ph or side % pw:
         lo = max(ph, side // ph * ph)
-        raise InputError(f"dense size {side} px is not a positive multiple of {model_name!r}'s patch size "
-                         f"{ph} px: try {lo} or {lo + ph}")
+        raise InputError(f"dense size {side} px is not a positive multiple of the patch size of {model_name!r} "
+                         f"({ph} px): try {lo} or {lo + ph}")
     return side // ph, side // pw
 
 

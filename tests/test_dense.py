@@ -135,7 +135,7 @@ def test_larger_dense_size_gives_a_finer_grid_and_keeps_the_frame_vector() -> No
 
 def test_dense_size_must_be_a_multiple_of_the_patch_size() -> None:
     tiny = enc.load_encoder(enc.TEST_MODEL, random_weights=True)
-    with pytest.raises(InputError, match=r"not a positive multiple of .*patch size 16 px: try 96 or 112"):
+    with pytest.raises(InputError, match=r"not a positive multiple of the patch size .*\(16 px\): try 96 or 112"):
         tiny.encode_image_tokens(_images(1), dense_size=100)
     with pytest.raises(InputError, match="multiple"):
         tiny.token_grid(0)

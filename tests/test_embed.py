@@ -98,7 +98,7 @@ def _objects(h: int, w: int) -> list[ObjectMask]:
     return out
 
 
-@pytest.mark.parametrize("mode", ["crop", "pool", "none"])
+@pytest.mark.parametrize("mode", ["crop", "pool", "pool-raw", "none"])
 def test_embed_batch_shapes_and_norms(encoder, mode: str) -> None:
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 255, (48, 80, 3), dtype=np.uint8) for _ in range(3)]
@@ -115,11 +115,13 @@ def test_embed_batch_shapes_and_norms(encoder, mode: str) -> None:
     np.testing.assert_allclose(out.frame_vectors, frames_only, atol=1e-4)
 
 
-def test_pool_whole_frame_mask_is_mean_of_image_tokens(encoder) -> None:
+@pytest.mark.parametrize("dense_size", [None, 128])
+def test_pool_whole_frame_mask_is_mean_of_image_tokens(encoder, dense_size) -> None:
     rng = np.random.default_rng(2)
     img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)      # square: no letterbox padding
     obj = _objects(64, 64)[:1]
-    out = embed_batch(encoder, [img], [obj], "pool")
-    _, tokens = encoder.encode_image_tokens([img])
+    out = embed_batch(encoder, [img], [obj], "pool", dense_size=dense_size)
+    _, tokens = encoder.encode_image_tokens([img], dense_size=dense_size)
+    assert tokens.shape[1:3] == encoder.token_grid(dense_size)
     mean = tokens[0].reshape(-1, tokens.shape[-1]).mean(axis=0)
     np.testing.assert_allclose(out.object_vectors[0], mean / np.linalg.norm(mean), atol=1e-4)

@@ -29,6 +29,7 @@ be indexed, 2 on a usage or model error.
 Example:
   mvk index MVK --all --index idx
   mvk index MVK --site Oahu_Jul2022 --index idx --objects crop --every 2
+  mvk index MVK --all --index idx-448 --dense-size 448
 """
 
 
@@ -59,10 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "0: full size); boxes are stored in source pixels")
 
     objects = parser.add_argument_group("objects and segmentation")
-    objects.add_argument("--objects", choices=("crop", "pool", "none"), default="pool",
-                         help="object vectors: pool = patch tokens of one CLIP pass per frame averaged inside "
-                              "each mask (default, cheap); crop = one CLIP pass per object on its masked box; "
-                              "none = frame vectors only, no segmentation")
+    objects.add_argument("--objects", choices=("pool", "pool-raw", "crop", "none"), default="pool",
+                         help="object vectors: pool = dense CLIP features (the last block computed the "
+                              "ClearCLIP way) of the frame's own CLIP pass averaged inside each mask (default, "
+                              "cheap); pool-raw = the same with CLIP's raw last-layer patch tokens; crop = one "
+                              "CLIP pass per object on its masked box; none = frame vectors only, no "
+                              "segmentation. pool and pool-raw need a ViT CLIP model")
+    objects.add_argument("--dense-size", type=positive_int, default=None, metavar="PX",
+                         help="pool modes: run the dense pass on a PX x PX input (a multiple of the patch size; "
+                              "position embeddings interpolated), e.g. 448 for a 14x14 grid with ViT-B-32, for "
+                              "small animals; the frame vector stays CLIP's own size (default: CLIP's own size, "
+                              "one pass for both)")
     objects.add_argument("--backbone", default=None,
                          help="DINO backbone for segmentation (default dino-vits16)")
     objects.add_argument("--checkpoint", default=None, metavar="FILE", help="local checkpoint file for the backbone")
@@ -111,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     config = IndexConfig(every_seconds=args.every, selected_frames=args.selected_frames, objects=args.objects,
                          frame_fit=args.frame_fit, crop_margin=args.crop_margin, segment=params,
                          index_type=args.index_type, batch_size=args.batch_size,
-                         decode_max_side=args.max_side or None)
+                         decode_max_side=args.max_side or None, dense_size=args.dense_size)
     catalog = discover(args.collection)
     models = _models(args)
     encoder, extractor = load_models(objects=args.objects, random_weights=args.random_weights,
