@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.ui import common
+from app.ui import common, competition
 
 COLUMNS = 5
 TRACK_STRIP = 8
@@ -39,6 +39,7 @@ def _card(index, row: dict, frame: pd.Series, overlay: str) -> None:
         st.caption(f"{row['site']} · video {row['video_id']}")
         st.button("▶ Play", key=f"play_{int(row['gid'])}", on_click=_select, args=(row,), width="stretch",
                   help="play the video from this moment and show the object's track")
+        competition.submit_button(row, key=f"submit_{int(row['gid'])}")
 
 
 def _cards(index, rows: pd.DataFrame, overlay: str) -> None:
@@ -87,6 +88,7 @@ def _pair_card(index, pair: dict, first: pd.Series, then: pd.Series) -> None:
             st.button("▶ Play", key=f"play_pair_{int(pair['first_gid'])}", on_click=_select,
                       args=(pair_play_row(pair, first),), width="stretch",
                       help="play the video from the first frame of the pair")
+            competition.submit_button(pair_play_row(pair, first), key=f"submit_pair_{int(pair['first_gid'])}")
 
 
 def _pair_cards(index, pairs: pd.DataFrame) -> None:
@@ -137,6 +139,7 @@ def player(index, cfg, row: dict, overlay: str) -> None:
     with right:
         st.image(thumbnail(frame, row, overlay if overlay != "none" else "mask"), width="stretch",
                  caption=f"score {float(row['score']):.3f} · {_parts(row)} · frame {int(row['frame_index'])}")
+        competition.submit_button(row, key="submit_player")
     track(index, row, overlay)
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app.state import index_fingerprint
-from app.ui import common, results
+from app.ui import common, competition, results
 
 cfg = common.config()
 index = common.open_index(cfg)
@@ -92,6 +92,10 @@ if submitted or (last is not None and params != last):
             else:
                 found = search(index, encoder, query, k=int(k), fusion=fusion, weight=float(weight),
                                filters=filters)
+            competition.log_search(found, kind="temporal" if then_text else "image" if upload is not None else "text",
+                                   text=text.strip() or None, image=upload.name if upload is not None else None,
+                                   then=then_text or None, within=float(within), filters=filters, fusion=fusion,
+                                   weight=float(weight), k=int(k))
             st.session_state["search_results"] = found
             st.session_state["search_label"] = label
             st.session_state["search_ms"] = 1000 * (time.perf_counter() - started)
