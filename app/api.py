@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.security import PathNotAllowedError, read_uploaded_image
+from app.security import MAX_IMAGE_BYTES, PathNotAllowedError, read_uploaded_image
 from app.service import MAX_RESULTS, BrokenShardError, NotFoundError, Page, SearchService
 from search.errors import (IndexFormatError, InputError, MissingWeightsError, ModelMismatchError, MvkError,
                            QueryError)
@@ -345,7 +345,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
                      k: K = 20, offset: OFFSET = 0, fusion: FUSION = "max", weight: WEIGHT = 0.5,
                      filters: FILTERS = Filters(), group_by: GROUP = None) -> SearchResponse:
         name = image.filename or "upload"
-        pixels = read_uploaded_image(image.file.read(), name)
+        pixels = read_uploaded_image(image.file.read(MAX_IMAGE_BYTES + 1), name)   # bounded read
         page = service.search(pixels, k=k, offset=offset, fusion=fusion, weight=weight, filters=filters,
                               group_by=group_by, label=name)
         return SearchResponse(query=name, kind="image", results=_frame_results(page), **_page_info(page, k))

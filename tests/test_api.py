@@ -138,6 +138,7 @@ def test_filters_fusion_and_grouping(api):
     ({"q": ""}, 422, "the query text is empty"),
     ({"q": "   "}, 422, "the query text is empty"),
     ({}, 422, "the query text is empty"),
+    ({"q": "x" * 2001}, 422, "q: String should have at most 2000 characters"),
     ({"q": "fish", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
     ({"q": "fish", "fusion": "sum"}, 422, "fusion: Input should be"),
     ({"q": "fish", "weight": 2}, 422, "weight"),
@@ -394,3 +395,11 @@ def test_mvk_serve_refuses_bad_input_in_one_line(argv, message, tmp_path, capsys
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_mvk_serve_refuses_a_model_that_does_not_match_the_index(built, capsys):
+    from app.cli import main
+
+    assert main(["serve", "--index", str(built[1]), "--model", "ViT-B-32", "--random-weights"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mvk serve: error: the index at") and "mvk-tiny-vit" in err and "ViT-B-32" in err
