@@ -40,11 +40,13 @@ class BrokenShardError(IndexFormatError):
 
 
 def index_fingerprint(root: Path) -> tuple:
-    """Changes whenever a shard is added, rebuilt, swapped or removed: stat of every manifest, of ``sites/`` and
-    of every site folder (a rename or an atomic pointer replacement inside them changes their mtime)."""
+    """Changes whenever a shard is added, rebuilt, swapped or removed: stat of the root manifest, of every site
+    folder (a swapped-in folder is another one; a rename or an atomic pointer replacement inside a folder changes
+    its mtime) and of its manifest. Hidden work folders (``.tmp-*``, ``.old-*``) are left out, so a rebuild in
+    progress does not reopen the index until its shard is swapped in."""
     root = Path(root)
     sites = root / "sites"
-    paths = [root / "manifest.json", sites]
+    paths = [root / "manifest.json"]
     try:
         children = sorted(p for p in sites.iterdir() if not p.name.startswith("."))
     except OSError:

@@ -403,3 +403,22 @@ def test_mvk_serve_refuses_a_model_that_does_not_match_the_index(built, capsys):
     assert main(["serve", "--index", str(built[1]), "--model", "ViT-B-32", "--random-weights"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mvk serve: error: the index at") and "mvk-tiny-vit" in err and "ViT-B-32" in err
+
+
+def test_the_fingerprint_sees_swaps_but_not_a_rebuild_in_progress(env):
+    import os
+
+    from app.service import index_fingerprint
+
+    _, index = env
+    before = index_fingerprint(index)
+    (index / "sites" / f".tmp-{SITES[0]}-abc").mkdir()                # a rebuild writing its new shard
+    assert index_fingerprint(index) == before
+    site = index / "sites" / SITES[0]
+    os.rename(site, index / "sites" / f".old-{SITES[0]}-abc")           # the swap: old out, new in
+    os.rename(index / "sites" / f".tmp-{SITES[0]}-abc", site)
+    assert index_fingerprint(index) != before
+    (site / "CURRENT.tmp").write_text("v2")                              # a pointer replaced atomically
+    mid = index_fingerprint(index)
+    os.replace(site / "CURRENT.tmp", site / "CURRENT")
+    assert index_fingerprint(index) != mid
