@@ -2,8 +2,8 @@
 every caller, over the same library calls as ``mvk search`` (``search.query.search``, ``temporal_search``).
 
 The index reopens by itself when a shard is swapped: each call compares a fingerprint of the index folder (a few
-``stat`` calls: the manifests, ``sites/`` and every site folder, whose mtimes change on every rename or pointer
-replacement) with the one it was opened under; callers that still hold the old ``Index`` keep using it.
+``stat`` calls: the root manifest and each site's version pointer) with the one it was opened under; callers
+that still hold the old ``Index`` keep using it.
 Everything here takes values and returns values (DataFrames, bytes, paths); the HTTP layer (``app.api``) only
 translates them, and errors are ``search.errors`` types with messages fit to show as they are.
 """
@@ -40,26 +40,28 @@ class BrokenShardError(IndexFormatError):
 
 
 def index_fingerprint(root: Path) -> tuple:
-    """Changes whenever a shard is added, rebuilt, swapped or removed: stat of the root manifest, of every site
-    folder (a swapped-in folder is another one; a rename or an atomic pointer replacement inside a folder changes
-    its mtime) and of its manifest. Hidden work folders (``.tmp-*``, ``.old-*``) are left out, so a rebuild in
-    progress does not reopen the index until its shard is swapped in."""
+    """Changes whenever a shard is added, rebuilt, swapped or removed: the site folders present, and stat (inode,
+    mtime, size) of the root manifest and of each site's ``CURRENT`` pointer (replaced atomically when a new
+    version is published) or, in the older layout, its ``manifest.json`` (a swapped-in folder brings a new one).
+    Work files (``.tmp-*``, ``.old-*``, ``.lock``) are left out: a rebuild in progress does not reopen the index
+    before its shard is published."""
+    from search.shard_layout import POINTER
+
     root = Path(root)
-    sites = root / "sites"
-    paths = [root / "manifest.json"]
     try:
-        children = sorted(p for p in sites.iterdir() if not p.name.startswith("."))
+        children = sorted(p for p in (root / "sites").iterdir() if not p.name.startswith("."))
     except OSError:
         children = []
+    paths = [root / "manifest.json"]
     for child in children:
-        paths += [child, child / "manifest.json"]
-    parts = []
+        paths += [child / POINTER, child / "manifest.json"]
+    parts = [tuple(child.name for child in children)]
     for path in paths:
         try:
             st = path.stat()
         except OSError:
             continue
-        parts.append((str(path.relative_to(root)), st.st_mtime_ns, st.st_size))
+        parts.append((str(path.relative_to(root)), st.st_ino, st.st_mtime_ns, st.st_size))
     return tuple(parts)
 
 

@@ -126,6 +126,26 @@ def load(url: str, clients: int, duration: float, max_requests: int, k: int, see
             "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None}
 
 
+def library(root: Path, duration: float, max_requests: int, k: int, seed: int = 300) -> dict:
+    """The same queries through ``SearchService.search`` in this process, one after the other: the cost of the
+    search itself (text encoding + scoring), to set the HTTP numbers against (the server adds the rest)."""
+    from app.service import SearchService
+
+    service = SearchService(root)
+    service.search("warm up", k=k)
+    rng = np.random.default_rng(seed)
+    times = []
+    stop_at = time.monotonic() + duration
+    while time.monotonic() < stop_at and len(times) < max_requests:
+        q = " ".join(rng.choice(WORDS, 5))
+        t0 = time.perf_counter()
+        service.search(q, k=k)
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1000
+    return {"clients": "in-process library call", "requests": len(times),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=44_000)
@@ -135,9 +155,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load per phase (default 60)")
     ap.add_argument("--max-requests", type=int, default=20_000, help="requests per phase at most")
     ap.add_argument("--baseline", type=float, default=15.0,
-                    help="seconds of a single-client phase first (latency without contention; 0: skip)")
+                    help="seconds of an in-process library phase and of a single-client phase first (latency "
+                         "without contention; 0: skip both)")
     ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2, help="torch/BLAS threads of the server (default 2)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch/BLAS threads per process (default 1: concurrent requests share the cores)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -148,6 +170,11 @@ def main() -> int:
         t0 = time.perf_counter()
         build_index(root, args.frames, args.sites, args.objects)
         results["build_s"] = round(time.perf_counter() - t0, 1)
+        if args.baseline > 0:
+            import torch
+
+            torch.set_num_threads(args.threads)
+            results["library"] = library(root, args.baseline, args.max_requests, args.k)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PYTHONPATH": str(REPO), "MVK_LOG": str(Path(tmp) / "events.jsonl"),

@@ -187,6 +187,10 @@ def test_the_index_reopens_after_a_shard_swap(env):
     assert after["version"] != before["version"]
     found = api.get("/search", params={"q": "fish", "site": "Newsite_Jan2023"}).json()["results"]
     assert len(found) == 3 and api.get("/search", params={"q": "x", "site": SITES[0]}).status_code == 404
+    write_shard(index, SITES[1], frame_rows(SITES[1], 5), random_unit(5, dim), object_rows([]),
+                np.zeros((0, dim), np.float32), {})                 # a rebuild of a site: a new version
+    rebuilt = {s["site"]: s["frames"] for s in api.get("/info").json()["sites"]}
+    assert rebuilt == {SITES[1]: 5, "Newsite_Jan2023": 3}
 
 
 # -- image and temporal search -----------------------------------------------------------------------
