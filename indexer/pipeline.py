@@ -36,11 +36,13 @@ from search.errors import InputError, ModelMismatchError, MvkError
 
 if TYPE_CHECKING:
     from indexer.backbone import QKExtractor
+    from mvk_tools.layout import SelectedImage
     from indexer.segment import SegmentedFrame, SegmentParams
     from search.encoder import Encoder
 
 STAGES = ("decode", "segmentation", "object_embedding", "frame_embedding", "write")
 PIPELINE_VERSION = 1
+SELECTED_SOURCE = "images located by content (v1)"
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,11 @@ class IndexConfig:
         return self.segment if self.segment is not None else SegmentParams()
 
     def sampling(self) -> dict:
-        return {"every_seconds": self.every_seconds, "selected_frames": self.selected_frames,
-                "decode_max_side": self.decode_max_side}
+        out = {"every_seconds": self.every_seconds, "selected_frames": self.selected_frames,
+               "decode_max_side": self.decode_max_side}
+        if self.selected_frames:       # the selected images themselves, placed in their video by content
+            out["selected_source"] = SELECTED_SOURCE
+        return out
 
 
 @dataclass
@@ -303,6 +308,9 @@ def _rows_for_batch(batch: Sequence["SegmentedFrame"], *, video: dict, frame_row
                            "time": [float(sf.frame.time) for sf in batch],
                            "width": int(sw), "height": int(sh), "thumbnail": [t for t, _ in thumbs]},
                           columns=list(FRAME_COLUMNS))
+    from indexer.selected import extra_columns
+    for name, values in (extra_columns([sf.frame for sf in batch]) or {}).items():
+        frames[name] = values
     objs = [o for sf in batch for o in sf.objects] if with_objects else []
     if not objs:
         return frames, pd.DataFrame(columns=list(OBJECT_COLUMNS))
@@ -341,16 +349,18 @@ class _Plain:
 
 
 def index_video(path: str | Path, *, encoder: "Encoder", extractor: "QKExtractor | None", config: IndexConfig,
-                video: dict, src_size: tuple[int, int] = (0, 0), indices: Sequence[int] | None = None,
+                video: dict, src_size: tuple[int, int] = (0, 0), selected: Sequence["SelectedImage"] | None = None,
                 clock: _Clock | None = None, progress: Progress | None = None) -> Part:
     """Rows and vectors of one video. ``video`` holds the constant frame columns (site, video_id, video_path,
-    place, date); ``indices`` samples exactly those frames instead of one per ``config.every_seconds``."""
+    place, date); ``selected`` indexes those selected images (``indexer.selected``) instead of one frame per
+    ``config.every_seconds``."""
     from mvk_tools.video import iter_frames
     from search.store import FRAME_COLUMNS, OBJECT_COLUMNS
     clock = clock or _Clock()
     progress = progress or Progress()
-    if indices:
-        frames = iter_frames(path, indices=list(indices), max_side=config.decode_max_side)
+    if selected:
+        from indexer.selected import selected_frames
+        frames = selected_frames(path, selected, max_side=config.decode_max_side)
     else:
         frames = iter_frames(path, every_seconds=config.every_seconds, max_side=config.decode_max_side)
     decoded = clock.timed(frames, "decode")
@@ -396,9 +406,9 @@ def index_video(path: str | Path, *, encoder: "Encoder", extractor: "QKExtractor
 # --------------------------------------------------------------------------------------------------------
 # sites
 
-def _expected_frames(row: pd.Series, config: IndexConfig, indices: Sequence[int] | None) -> int:
-    if indices:
-        return len(indices)
+def _expected_frames(row: pd.Series, config: IndexConfig, selected: Sequence["SelectedImage"] | None) -> int:
+    if selected:
+        return len(selected)
     duration = row.get("duration")
     return int(math.ceil(float(duration) / config.every_seconds)) if not _missing(duration) and duration > 0 else 0
 
@@ -424,6 +434,18 @@ def _relative(path: Path, root: Path) -> str:
 
 
 
+def _selected_signature(selected: Sequence["SelectedImage"]) -> str:
+    """A short hash of a video's selected images (names, sizes, mtimes): a changed set redoes the video."""
+    h = hashlib.sha1()
+    for im in selected:
+        try:
+            st = im.path.stat()
+            h.update(f"{im.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        except OSError as exc:
+            h.update(f"{im.name}:{exc};".encode())
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class _Planned:
     """One video of a site, as this run sees it."""
@@ -432,7 +454,7 @@ class _Planned:
     rel: str                          # path relative to the collection: the video's name in manifests
     key: str                          # its part files' name in the work folder
     signature: dict                   # size and mtime, or {"error": ...} when it cannot be stat'ed
-    indices: list[int] | None         # selected frames, or None to sample every N seconds
+    selected: list["SelectedImage"] | None   # selected frames, or None to sample every N seconds
     note: str | None
 
 
@@ -461,14 +483,16 @@ def _index_site_locked(root: Path, collection: Path, site: str, videos: pd.DataF
             sig = source_signature(path)
         except OSError as exc:
             sig = {"error": str(exc)}
-        indices = None
+        selected = None
         note = None
         if config.selected_frames:
-            from mvk_tools.layout import selected_frame_indices
-            indices = selected_frame_indices(collection, site, str(row["video_id"])) or None
-            if indices is None:
+            from mvk_tools.layout import selected_images
+            selected = selected_images(collection, site, str(row["video_id"])) or None
+            if selected is None:
                 note = f"no selected frames: sampled every {config.every_seconds:g} s"
-        plan.append(_Planned(row, path, rel, safe_key(rel), sig, indices, note))
+            else:
+                sig = {**sig, "selected": _selected_signature(selected)}
+        plan.append(_Planned(row, path, rel, safe_key(rel), sig, selected, note))
 
     sources = {p.rel: p.signature for p in plan}
     shard_manifest = store.shard_manifest(root, site)
@@ -485,12 +509,12 @@ def _index_site_locked(root: Path, collection: Path, site: str, videos: pd.DataF
         return result
 
     work.mark_pending(rebuild=rebuild)
-    expected = {p.key: _expected_frames(p.row, config, p.indices) for p in plan}
+    expected = {p.key: _expected_frames(p.row, config, p.selected) for p in plan}
     progress.site_started(site, len(plan), sum(expected.values()))
     results: list[VideoResult] = []
     settled: dict[str, dict] = {}         # rel -> signature of videos done or failed for good
     for p in plan:
-        row, path, rel, key, sig, indices, note = p.row, p.path, p.rel, p.key, p.signature, p.indices, p.note
+        row, path, rel, key, sig, selected, note = p.row, p.path, p.rel, p.key, p.signature, p.selected, p.note
         vid = str(row["video_id"])
         vr = VideoResult(site, vid, rel, "indexed", expected_frames=expected[key], note=note)
         rec = work.record(key, sig, fp) if "error" not in sig else None
@@ -513,8 +537,13 @@ def _index_site_locked(root: Path, collection: Path, site: str, videos: pd.DataF
                                    video={"site": site, "video_id": vid, "video_path": rel,
                                           "place": _str(row.get("place")), "date": _str(row.get("date"))},
                                    src_size=(_int(row.get("width")), _int(row.get("height"))),
-                                   indices=indices, clock=clock, progress=progress)
+                                   selected=selected, clock=clock, progress=progress)
                 t = time.perf_counter()
+                from indexer.selected import poor_matches
+                poor = poor_matches(part.frames)
+                if poor:
+                    vr.note = (f"{len(poor)} selected frame(s) do not match the video (kept, flagged "
+                               f"match_poor): {', '.join(poor[:5])}" + (" ..." if len(poor) > 5 else ""))
                 record = {"video_path": rel, "source": sig, "fingerprint": fp, "frames": len(part.frames),
                           "objects": len(part.objects), "error": None}
                 if len(part.frames) == 0:

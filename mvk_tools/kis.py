@@ -1,23 +1,37 @@
 """Known-item search (seed 003): where does each query's target land among all indexed frames?
 
-Matching frames of a target: frames of the target's video (same site, same video id; numeric ids compare
-as numbers, so ``0016`` == ``16``) whose ``frame_index`` equals the target frame, or whose ``time`` is within
-``tolerance`` seconds of the target time. The indexed frames need not be MVK's selected frames, hence the
-tolerance. A target given by frame index gets its time as ``frame / fps``, with the video's fps estimated
-from its indexed rows (median of ``frame_index / time``) or ``default_fps`` (MVK: about 30) when the video
-has no row with ``time > 0``.
+Which indexed frames are a target's ("matching frames") depends on the match rule (MATCH_RULES):
+
+- ``exact`` (the default when the index holds MVK's selected frames, i.e. was built with
+  ``--selected-frames``): only the target's own frame counts, as in MVK's KIS code where the identity of
+  the selected frame decides. A target named ``<video>_<n>.jpg`` (``target_selected`` = n) matches the
+  indexed row of that selected frame, found by name, never by guessing a frame from ``n``; a target given
+  by ``target_frame`` matches the row of that frame index; one given by a time (``target_time`` or an MVK
+  time code ``frame<h>-<mm>-<ss>-<ff>.jpg``) matches the rows shown at that time (within half a frame).
+- ``time`` (the default otherwise, for indexes sampled every N seconds): every indexed frame of the
+  target's video within ``tolerance`` seconds of the target time counts. The time of a selected frame is
+  the time the index located it at; of a frame index, ``frame / fps`` with the video's fps estimated from
+  its indexed rows (median of ``frame_index / time``) or ``default_fps`` (MVK: about 30); of a time code,
+  its seconds plus ``ff / fps``.
+
+Videos match by site (case-insensitive) and video id (numeric ids compare as numbers, ``0016`` == ``16``).
+A target matching more than MANY_MATCHES frames is reported (per query and in the summary): its rank is
+that of the best of them, which flatters it.
 
 Rank (1 is best) of a query for one fusion mode: s* = the best fused score over the matching frames;
 ``rank = 1 + #{non-matching frames with score > s*} + #{non-matching frames with score == s*}``.
 Ties are decided against the target (pessimistic rank): a constant scorer ranks every target last, never
 first. ``ties`` in the per-query table counts the tied non-matching frames, so the optimistic rank is
-``rank - ties``.
+``rank - ties``. MVK's own code counts ranks from 0 and breaks ties by file order: its rank is ``rank - 1``
+here when nothing ties, and lies between ``rank - ties - 1`` and ``rank - 1`` otherwise.
 
-Targets with no matching frame (site, video or time not in the index) get status ``not_in_index`` and no
-rank; the summary counts them apart (``n_not_in_index``) and never as misses.
+Targets with no matching frame (site, video, selected frame or time not in the index) get status
+``not_in_index`` with the reason and no rank; the summary counts them apart (``n_not_in_index``) and never
+as misses.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,14 +40,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mvk_tools.querysets import Issue
+from mvk_tools.querysets import Issue, parse_timecode
 from search.errors import InputError
 
 HIT_KS = (1, 10, 100, 1000)
 DEFAULT_TOLERANCE = 0.5   # seconds: with ~1 indexed frame per second, about one frame per target
 DEFAULT_FPS = 30.0        # MVK videos are about 30 fps
+MATCH_RULES = ("exact", "time")
+MANY_MATCHES = 3          # a target matching more frames than this is reported
 TIE_RULE = ("pessimistic: rank = 1 + number of non-matching frames scoring higher than or equal to the "
-            "best matching frame (ties count against the target)")
+            "best matching frame (ties count against the target); rank - ties is the optimistic rank; "
+            "MVK's code counts from 0 and breaks ties by file order")
 
 Scorer = Callable[[np.ndarray, str], np.ndarray]   # (query vector, fusion) -> score of every frame
 # (query vectors (B, d), fusions) -> {fusion: (B, N) scores}: many queries and fusions per pass over the vectors
@@ -46,11 +63,32 @@ def video_key(site: str, video: str) -> tuple[str, str]:
     return str(site).strip().casefold(), str(int(v)) if v.isdigit() else v.casefold()
 
 
+def holds_selected_frames(frames: pd.DataFrame) -> bool:
+    """Whether the index's frame rows include MVK selected frames (an index built with --selected-frames)."""
+    return "selected_number" in frames and bool((pd.to_numeric(frames["selected_number"], errors="coerce")
+                                                 .fillna(-1) >= 0).any())
+
+
+def default_match(frames: pd.DataFrame) -> str:
+    """``exact`` when the index holds selected frames, else ``time`` (see the module docstring)."""
+    return "exact" if holds_selected_frames(frames) else "time"
+
+
+def describe_match(match: str, tolerance: float) -> str:
+    """The match rule in words, for the printed table and summary.json."""
+    if match == "exact":
+        return ("exact: only the target's own frame counts (the selected frame it names, found by name; "
+                "else the frame at target_frame; else the frame shown at its time, within half a frame)")
+    return (f"time: every indexed frame of the target's video within {tolerance:g} s of the target's time "
+            "counts (a selected frame's time is where the index located it)")
+
+
 @dataclass(frozen=True)
 class _Video:
     gids: np.ndarray
     frame_index: np.ndarray
     time: np.ndarray
+    selected: np.ndarray   # selected-frame number per row, -1 for rows that are not selected frames
     fps: float | None
 
 
@@ -63,11 +101,13 @@ def _videos(frames: pd.DataFrame) -> dict[tuple[str, str], _Video]:
     groups = pd.DataFrame({"s": sites, "v": vids}).groupby(["s", "v"], sort=False).indices
     fi_all = frames["frame_index"].to_numpy(dtype=np.int64)
     t_all = frames["time"].to_numpy(dtype=np.float64)
+    sel_all = (pd.to_numeric(frames["selected_number"], errors="coerce").fillna(-1).to_numpy(np.int64)
+               if "selected_number" in frames else np.full(len(frames), -1, np.int64))
     for key, rows in groups.items():
         fi, t = fi_all[rows], t_all[rows]
         pos = t > 0
         fps = float(np.median(fi[pos] / t[pos])) if pos.any() else None
-        out[key] = _Video(gid[rows], fi, t, fps if fps and np.isfinite(fps) and fps > 0 else None)
+        out[key] = _Video(gid[rows], fi, t, sel_all[rows], fps if fps and np.isfinite(fps) and fps > 0 else None)
     return out
 
 
@@ -78,39 +118,92 @@ class Target:
     reason: str           # why there is no matching frame ("" when found)
 
 
-def resolve_targets(queries: pd.DataFrame, frames: pd.DataFrame, *, tolerance: float = DEFAULT_TOLERANCE,
-                    default_fps: float = DEFAULT_FPS, skipped_sites: dict[str, str] | None = None) -> list[Target]:
-    """Matching frames of each query's target (see the module docstring); ``skipped_sites`` (site -> why)
-    names shards that could not be read, so their targets say so instead of "not in the index"."""
-    if tolerance < 0:
-        raise InputError(f"tolerance must be >= 0 seconds, got {tolerance}")
+def _none_int(v: object) -> int | None:
+    return None if v is None or pd.isna(v) else int(v)
+
+
+def _none_float(v: object) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
+def _column(queries: pd.DataFrame, name: str) -> list:
+    return queries[name].tolist() if name in queries else [None] * len(queries)
+
+
+def _resolve_one(v: _Video, site: str, video: str, frame: int | None, ttime: float | None,
+                 selected: int | None, timecode: str | None, *, match: str, tolerance: float,
+                 default_fps: float) -> Target:
+    fps = v.fps or default_fps
+    none = np.empty(0, np.int64)
+    if selected is not None:
+        rows = v.selected == selected
+        name = f"{site}/{video}_{selected:05d}.jpg"
+        if not rows.any():
+            if not (v.selected >= 0).any():
+                why = (f"video {site}/{video} was indexed without its selected frames, so {name} cannot be "
+                       "identified; index with --selected-frames" + (", or use --match time with target_time"
+                                                                     if match == "exact" else ""))
+            else:
+                have = np.sort(v.selected[v.selected >= 0])
+                why = f"selected frame {name} is not in the index (it holds {site}/{video}'s {have[0]}-{have[-1]})"
+            return Target(none, ttime, why)
+        ttime = float(v.time[rows][0])
+        if match == "exact":
+            return Target(v.gids[rows], ttime, "")
+        frame = None
+    elif timecode is not None:
+        h, m, s, f = parse_timecode(timecode)
+        ttime = h * 3600 + m * 60 + s + f / fps
+    elif ttime is None and frame is not None:
+        ttime = frame / fps
+    if match == "exact":
+        if frame is not None:
+            hit = v.frame_index == frame
+            what = f"frame {frame}"
+        else:
+            hit = np.abs(v.time - ttime) <= 0.5 / fps + 1e-3
+            what = f"the frame at {ttime:.3f} s"
+    else:
+        hit = np.abs(v.time - ttime) <= tolerance + 1e-9
+        if frame is not None:
+            hit |= v.frame_index == frame
+        what = f"a frame within {tolerance:g} s of {ttime:.2f} s"
+    if hit.any():
+        return Target(v.gids[hit], ttime, "")
+    return Target(none, ttime, f"no indexed frame of {site}/{video} is {what} "
+                               f"(indexed: {v.time.min():.2f}-{v.time.max():.2f} s)")
+
+
+def resolve_targets(queries: pd.DataFrame, frames: pd.DataFrame, *, match: str | None = None,
+                    tolerance: float = DEFAULT_TOLERANCE, default_fps: float = DEFAULT_FPS,
+                    skipped_sites: dict[str, str] | None = None) -> list[Target]:
+    """Matching frames of each query's target under the ``match`` rule (None: ``default_match(frames)``),
+    see the module docstring; ``skipped_sites`` (site -> why) names shards that could not be read, so
+    their targets say so instead of "not in the index"."""
+    if not (tolerance >= 0 and math.isfinite(tolerance)):
+        raise InputError(f"tolerance must be a finite number of seconds >= 0, got {tolerance}")
+    match = match or default_match(frames)
+    if match not in MATCH_RULES:
+        raise InputError(f"unknown match rule {match!r}; choose from {', '.join(MATCH_RULES)}")
     videos = _videos(frames)
     sites = {video_key(s, "")[0] for s in frames["site"].unique()}
     skipped = {video_key(s, "")[0]: why for s, why in (skipped_sites or {}).items()}
     out = []
-    for site, video, frame, ttime in zip(queries["target_site"], queries["target_video"],
-                                         queries["target_frame"], queries["target_time"]):
+    for site, video, frame, ttime, selected, timecode in zip(
+            _column(queries, "target_site"), _column(queries, "target_video"), _column(queries, "target_frame"),
+            _column(queries, "target_time"), _column(queries, "target_selected"),
+            _column(queries, "target_timecode")):
         key = video_key(site, video)
-        frame = None if pd.isna(frame) else int(frame)
-        ttime = None if pd.isna(ttime) else float(ttime)
         v = videos.get(key)
         if v is None:
             why = (f"site {site} was not read from the index ({skipped[key[0]]})" if key[0] in skipped
                    else f"site {site} is not in the index" if key[0] not in sites
                    else f"video {site}/{video} is not in the index")
-            out.append(Target(np.empty(0, np.int64), ttime, why))
+            out.append(Target(np.empty(0, np.int64), _none_float(ttime), why))
             continue
-        if ttime is None and frame is not None:
-            ttime = frame / (v.fps or default_fps)
-        match = np.abs(v.time - ttime) <= tolerance + 1e-9 if ttime is not None else np.zeros(len(v.gids), bool)
-        if frame is not None:
-            match |= v.frame_index == frame
-        if match.any():
-            out.append(Target(v.gids[match], ttime, ""))
-        else:
-            out.append(Target(np.empty(0, np.int64), ttime,
-                              f"no indexed frame of {site}/{video} within {tolerance:g} s of {ttime:.2f} s "
-                              f"(indexed: {v.time.min():.2f}-{v.time.max():.2f} s)"))
+        out.append(_resolve_one(v, str(site), str(video), _none_int(frame), _none_float(ttime), _none_int(selected),
+                                None if timecode is None or pd.isna(timecode) else str(timecode),
+                                match=match, tolerance=tolerance, default_fps=default_fps))
     return out
 
 
@@ -121,39 +214,46 @@ def rank_of_target(scores: np.ndarray, match: np.ndarray) -> tuple[int, int, int
     sub = scores[match]
     best_pos = int(np.argmax(sub))            # first maximum: lowest row among equals when match is sorted
     best_row, best = int(match[best_pos]), sub[best_pos]
-    mask = np.ones(scores.shape[0], bool)
-    mask[match] = False
-    higher = int(np.count_nonzero(scores[mask] > best))
-    ties = int(np.count_nonzero(scores[mask] == best))
-    return 1 + higher + ties, ties, best_row, float(best)
+    at_least = int(np.count_nonzero(scores >= best)) - int(np.count_nonzero(sub >= best))
+    ties = int(np.count_nonzero(scores == best)) - int(np.count_nonzero(sub == best))
+    return 1 + at_least, ties, best_row, float(best)
 
 
 PER_QUERY_COLUMNS = (
     "query_id", "query_type", "fusion", "status", "rank", "ties", "score", "best_gid", "best_site", "best_video",
-    "best_frame_index", "best_time", "n_matching", "n_frames", "reason", "text", "target_site", "target_video",
-    "target_frame", "target_time", "source_file", "source_line",
+    "best_frame_index", "best_time", "best_selected", "n_matching", "n_frames", "reason", "text", "target_site",
+    "target_video", "target_selected", "target_frame", "target_time", "source_file", "source_line",
 )
 
 
 def rank_queries(queries: pd.DataFrame, vectors: np.ndarray, frames: pd.DataFrame, scorer: Scorer | None, *,
-                 fusions: Sequence[str] = ("frame",), tolerance: float = DEFAULT_TOLERANCE,
-                 default_fps: float = DEFAULT_FPS, skipped_sites: dict[str, str] | None = None,
+                 fusions: Sequence[str] = ("frame",), match: str | None = None,
+                 tolerance: float = DEFAULT_TOLERANCE, default_fps: float = DEFAULT_FPS,
+                 skipped_sites: dict[str, str] | None = None,
                  progress: Callable[[Iterable], Iterable] | None = None,
-                 batch_scorer: BatchScorer | None = None, batch_size: int = 64) -> pd.DataFrame:
+                 batch_scorer: BatchScorer | None = None, batch_size: int = 64,
+                 targets: Sequence[Target] | None = None) -> pd.DataFrame:
     """One row per (query, fusion) with PER_QUERY_COLUMNS. ``vectors[i]`` is the query vector of row i of
     ``queries``; ``scorer(vector, fusion)`` returns the score of every row of ``frames`` (gid order).
     ``batch_scorer`` (e.g. over ``search.query.score_frames_batch``, as ``run_benchmark`` does), when given,
-    scores ``batch_size`` queries at a time instead."""
+    scores ``batch_size`` queries at a time instead. ``targets`` (from ``resolve_targets``) saves resolving
+    them again."""
     if scorer is None and batch_scorer is None:
         raise ValueError("a scorer or a batch_scorer is needed")
     if len(vectors) != len(queries):
         raise ValueError(f"{len(vectors)} vectors for {len(queries)} queries")
-    targets = resolve_targets(queries, frames, tolerance=tolerance, default_fps=default_fps,
-                              skipped_sites=skipped_sites)
+    if targets is None:
+        targets = resolve_targets(queries, frames, match=match, tolerance=tolerance, default_fps=default_fps,
+                                  skipped_sites=skipped_sites)
     n = len(frames)
     site_a, video_a = frames["site"].to_numpy(), frames["video_id"].to_numpy()
     fi_a, t_a = frames["frame_index"].to_numpy(), frames["time"].to_numpy()
-    rows = []
+    sel_a = (pd.to_numeric(frames["selected_number"], errors="coerce").to_numpy(np.float64)
+             if "selected_number" in frames else np.full(n, np.nan))
+    cols = {c: _column(queries, c) for c in ("query_id", "query_type", "text", "target_site", "target_video",
+                                             "target_selected", "target_frame", "target_time", "source_file",
+                                             "source_line")}
+    out: dict[str, list] = {c: [] for c in PER_QUERY_COLUMNS}
     items = range(len(queries))
     batch: dict[str, np.ndarray] = {}
     batch_start = 0
@@ -161,29 +261,36 @@ def rank_queries(queries: pd.DataFrame, vectors: np.ndarray, frames: pd.DataFram
         if batch_scorer is not None and (not batch or i >= batch_start + batch_size):
             batch_start = i
             batch = batch_scorer(np.asarray(vectors[i:i + batch_size], np.float32), list(fusions))
-        q = queries.iloc[i]
         tgt = targets[i]
-        base = {"query_id": q["query_id"], "query_type": q["query_type"], "n_matching": len(tgt.gids),
-                "n_frames": n, "reason": tgt.reason, "text": q["text"], "target_site": q["target_site"],
-                "target_video": q["target_video"], "target_frame": q["target_frame"],
-                "target_time": tgt.time if tgt.time is not None else q["target_time"],
-                "source_file": q.get("source_file"), "source_line": q.get("source_line")}
-        match = np.sort(tgt.gids)
+        base = {c: cols[c][i] for c in cols}
+        base.update(n_matching=len(tgt.gids), n_frames=n, reason=tgt.reason,
+                    target_time=tgt.time if tgt.time is not None else cols["target_time"][i])
+        match_rows = np.sort(tgt.gids)
         for fusion in fusions:
-            if not len(match):
-                rows.append({**base, "fusion": fusion, "status": "not_in_index"})
-                continue
-            scores = batch[fusion][i - batch_start] if batch_scorer is not None else scorer(vectors[i], fusion)
-            if scores.shape != (n,):
-                raise ValueError(f"scorer returned {scores.shape} scores for {n} frames")
-            rank, ties, best, score = rank_of_target(scores, match)
-            rows.append({**base, "fusion": fusion, "status": "ranked", "rank": rank, "ties": ties, "score": score,
-                         "best_gid": best, "best_site": site_a[best], "best_video": video_a[best],
-                         "best_frame_index": int(fi_a[best]), "best_time": float(t_a[best])})
-    df = pd.DataFrame.from_records(rows, columns=list(PER_QUERY_COLUMNS))
-    for col in ("rank", "ties", "best_gid", "best_frame_index", "target_frame", "source_line"):
+            row = {**base, "fusion": fusion, "status": "not_in_index"}
+            if len(match_rows):
+                scores = batch[fusion][i - batch_start] if batch_scorer is not None else scorer(vectors[i], fusion)
+                if scores.shape != (n,):
+                    raise ValueError(f"scorer returned {scores.shape} scores for {n} frames")
+                rank, ties, best, score = rank_of_target(scores, match_rows)
+                row.update(status="ranked", rank=rank, ties=ties, score=score, best_gid=best,
+                           best_site=site_a[best], best_video=video_a[best], best_frame_index=int(fi_a[best]),
+                           best_time=float(t_a[best]), best_selected=sel_a[best])
+            for c in PER_QUERY_COLUMNS:
+                out[c].append(row.get(c))
+    df = pd.DataFrame(out, columns=list(PER_QUERY_COLUMNS))
+    for col in ("rank", "ties", "best_gid", "best_frame_index", "best_selected", "target_selected", "target_frame",
+                "source_line"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    for col in ("score", "best_time", "target_time"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     return df
+
+
+def many_matches(per_query: pd.DataFrame, limit: int = MANY_MATCHES) -> list[dict]:
+    """Queries whose target matches more than ``limit`` frames (their rank is of the best of them)."""
+    many = per_query[per_query["n_matching"] > limit].drop_duplicates("query_id")
+    return [{"query_id": q, "n_matching": int(k)} for q, k in zip(many["query_id"], many["n_matching"])]
 
 
 def metrics(ranks: np.ndarray, ks: Sequence[int] = HIT_KS) -> dict[str, float]:
@@ -308,6 +415,9 @@ class KisResult:
     file_errors: list[str] = field(default_factory=list)     # whole files that could not be used
     issues: list[Issue] = field(default_factory=list)        # rows left out, with file and line
     seconds: float = 0.0
+    match: str = "time"                                      # the match rule used (MATCH_RULES)
+    match_rule: str = ""                                     # ``describe_match``: the rule in words
+    many_matches: list[dict] = field(default_factory=list)   # {"query_id", "n_matching"} > MANY_MATCHES
 
     @property
     def warnings(self) -> list[str]:
@@ -333,8 +443,9 @@ def _ignore(message: str, what: str) -> None:
 
 def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_file_vectors: bool = False,
                   fusions: Sequence[str] = ("frame",), weight: float = 0.5, tolerance: float = DEFAULT_TOLERANCE,
-                  default_fps: float = DEFAULT_FPS, encode_batch: int = 256, rank_batch: int = 64,
-                  progress: Progress | None = None, warn: Callable[[str, str], None] | None = None) -> KisResult:
+                  match: str | None = None, default_fps: float = DEFAULT_FPS, encode_batch: int = 256,
+                  rank_batch: int = 64, progress: Progress | None = None,
+                  warn: Callable[[str, str], None] | None = None) -> KisResult:
     """The whole benchmark on an open ``search.store.Index``: read the query sets, take the files' vectors
     (``use_file_vectors``) or encode the texts with ``encoder`` (an object with ``encode_text``, or a
     function returning one, called only once the query sets are read), rank every target among all frames
@@ -353,10 +464,15 @@ def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_f
         raise InputError(f"unknown fusion mode(s) {bad}; choose from {', '.join(FUSIONS)}")
     if not 0.0 <= weight <= 1.0:
         raise InputError(f"the fusion weight must lie in [0, 1], got {weight}")
-    if default_fps <= 0:
-        raise InputError(f"the default fps must be positive, got {default_fps}")
+    if not (default_fps > 0 and math.isfinite(default_fps)):
+        raise InputError(f"the default fps must be a finite positive number, got {default_fps}")
+    if not (tolerance >= 0 and math.isfinite(tolerance)):
+        raise InputError(f"the tolerance must be a finite number of seconds >= 0, got {tolerance}")
     if not len(index.frames):
         raise InputError(f"index {index.root} holds no readable frame")
+    match = match or default_match(index.frames)
+    if match not in MATCH_RULES:
+        raise InputError(f"unknown match rule {match!r}; choose from {', '.join(MATCH_RULES)}")
     dim = index_dim(index)
 
     qs, file_errors = read_querysets([str(p) for p in querysets], with_vectors=use_file_vectors)
@@ -386,11 +502,18 @@ def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_f
             starts = range(0, len(texts), batch)
             return np.concatenate([enc.encode_text(texts[i:i + batch], batch_size=batch)
                                    for i in progress(starts, "encoding queries", len(starts))])
+    targets = resolve_targets(queries, index.frames, match=match, tolerance=tolerance, default_fps=default_fps,
+                              skipped_sites=index.errors)
+    for qid, file, line, tgt in zip(queries["query_id"], queries["source_file"], queries["source_line"], targets):
+        if len(tgt.gids) > MANY_MATCHES:
+            warn(str(Issue(str(file), None if pd.isna(line) else int(line),
+                           f"query {qid!r}: its target matches {len(tgt.gids)} frames under the {match} rule; "
+                           "its rank is that of the best of them", skipped=False)), "match")
     vectors = query_vectors(queries, dim=dim, encode=encode, use_file_vectors=use_file_vectors)
 
     per_query = rank_queries(
-        queries, vectors, index.frames, None, fusions=fusions, tolerance=tolerance, default_fps=default_fps,
-        skipped_sites=index.errors, progress=lambda items: progress(items, "ranking", len(queries)),
+        queries, vectors, index.frames, None, fusions=fusions, targets=targets,
+        progress=lambda items: progress(items, "ranking", len(queries)),
         batch_scorer=lambda qv, fus: score_frames_batch(index, qv, fusions=fus, weight=weight),
         batch_size=rank_batch)
     missing = per_query[per_query["status"] == "not_in_index"].drop_duplicates("query_id")
@@ -399,5 +522,6 @@ def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_f
         vectors="precomputed vectors from the query files" if use_file_vectors else "encoded texts",
         random_weights=bool(index.encoder.get("random_weights")) and not use_file_vectors,
         not_in_index=[{"query_id": q, "reason": r} for q, r in zip(missing["query_id"], missing["reason"])],
-        file_errors=list(file_errors), issues=issues, seconds=time.perf_counter() - started)
+        file_errors=list(file_errors), issues=issues, seconds=time.perf_counter() - started, match=match,
+        match_rule=describe_match(match, tolerance), many_matches=many_matches(per_query))
 

@@ -127,15 +127,24 @@ def _listing(root: Path) -> tuple[list[tuple[str, str, Path]], list[Path]]:
     return videos, ignored
 
 
-def _selected_by_video(info: Path, site: str) -> dict[str, list[int]]:
+@dataclass(frozen=True)
+class SelectedImage:
+    """One of MVK's selected frames: ``<video>_<number>.jpg``. ``number`` orders a video's selected frames;
+    what frame it shows is found by content (``mvk_tools.locate``), never from the number."""
+    name: str
+    number: int
+    path: Path
+
+
+def _selected_by_video(info: Path, site: str) -> dict[str, list[SelectedImage]]:
     folder = info / "selected_frames" / site
-    found: dict[str, list[int]] = {}
+    found: dict[str, list[SelectedImage]] = {}
     if not folder.is_dir():
         return found
     for p in folder.iterdir():
         match = _SELECTED_RE.match(p.stem)
         if match and p.suffix.lower() in (".jpg", ".jpeg", ".png"):
-            found.setdefault(match["video"], []).append(int(match["frame"]))
+            found.setdefault(match["video"], []).append(SelectedImage(p.name, int(match["frame"]), p))
     return found
 
 
@@ -192,6 +201,8 @@ def discover(root: str | Path, *, probe_videos: bool = True,
     return catalog
 
 
-def selected_frame_indices(root: str | Path, site: str, video_id: str) -> list[int]:
-    """Frame indices of ``information/selected_frames/<site>/<video_id>_<FFFFF>.jpg``, sorted; empty if none."""
-    return sorted(_selected_by_video(information_root(root), site).get(video_id, []))
+def selected_images(root: str | Path, site: str, video_id: str) -> list[SelectedImage]:
+    """The selected frames ``information/selected_frames/<site>/<video_id>_<n>.jpg`` of one video, in the
+    order of their numbers (then names); empty if none."""
+    found = _selected_by_video(information_root(root), site).get(video_id, [])
+    return sorted(found, key=lambda s: (s.number, s.name))

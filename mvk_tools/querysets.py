@@ -5,8 +5,10 @@ Tidy CSV (comma-separated, one query a row; this is what ``mvk captions`` writes
     query_id,query_type,text,target_site,target_video,target_frame,target_time[,source][,vector]
 
 ``target_frame`` (index of the frame in its video) or ``target_time`` (seconds) names the target;
-at least one of them per row. ``source`` says where the text comes from (e.g. the captioning model);
-``vector`` is an optional precomputed query vector, ``|``-separated.
+at least one of them per row. Optional columns: ``target_selected`` (the number ``n`` of MVK's selected
+frame ``<video>_<n>.jpg``, which an index built with ``--selected-frames`` identifies exactly),
+``source`` (where the text comes from, e.g. the captioning model) and ``vector`` (a precomputed query
+vector, ``|``-separated).
 
 MVK KIS files (semicolon-separated, header, vectors ``|``-separated), recognised by their header:
 
@@ -14,17 +16,22 @@ MVK KIS files (semicolon-separated, header, vectors ``|``-separated), recognised
   and a ``novice`` query for the same target (vectors ``CLIP_ClipCap`` and ``CLIP_text``);
 - ``img; text; CLIP_text``: ``expert`` queries.
 
-The target is named by the image path's last parts, ``<site>/<video>_<frame>.jpg`` (``/`` or ``\\``);
-``<frame>`` is a frame index of the video. Precomputed vectors are parsed only when asked for
-(``with_vectors``). Bad rows become :class:`Issue` entries naming file and line and are skipped;
-the valid rows of the same file are kept.
+The vector columns may be absent (``img; text``). The target is named by the image path's last parts in
+any form ``mvk_tools.targetnames`` reads (``<site>/<video>_<n>.jpg``, where ``n`` is the selected frame's
+number, not a frame index; flat, per-video folder and time-code forms). A byte-order mark, CRLF line
+ends and a trailing separator on every line are read. Precomputed vectors are parsed only when asked
+for (``with_vectors``); an all-zero or non-finite vector is a bad row.
+
+Bad rows (wrong field count, unreadable target, a text over MAX_TEXT_CHARS, a target frame that is no
+integer a video can have) become :class:`Issue` entries naming file and line and are skipped; the valid
+rows of the same file are kept. A file over MAX_FILE_BYTES is refused whole, naming the limit.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,15 +39,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mvk_tools.targetnames import TargetName, parse_target_name
 from search.errors import InputError
 
 QUERY_COLUMNS = ("query_id", "query_type", "text", "target_site", "target_video", "target_frame", "target_time")
 OPTIONAL_COLUMNS = ("source", "vector")
+# Target columns besides QUERY_COLUMNS: the selected frame's number, or an MVK time code "h:mm:ss:ff"
+TARGET_EXTRA_COLUMNS = ("target_selected", "target_timecode")
 # Columns every loaded query set carries besides QUERY_COLUMNS: where each query came from.
 ORIGIN_COLUMNS = ("source", "source_file", "source_line")
 
-MVK_NOVICE_CLIPCAP = ("img", "clip_img", "clipcap_text", "clip_clipcap", "novice_text", "clip_text")
-MVK_EXPERT = ("img", "text", "clip_text")
+MVK_NOVICE_CLIPCAP = ("img", "clipcap_text", "novice_text")      # vector columns optional
+MVK_EXPERT = ("img", "text")
 TIDY_REQUIRED = ("query_id", "query_type", "text", "target_site", "target_video")
 
 # format name -> (required lower-case columns, the separator files of that format use)
@@ -51,7 +61,9 @@ FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 SEPARATORS = (";", ",", "\t")
 _SEP_NAMES = {";": "';'", ",": "','", "\t": "tab"}
-_SKIP_DIRS = {"selected_frames", "thumbnails", "keyframes", "frames", "images", "img", "information", ""}
+MAX_TEXT_CHARS = 10_000             # a query text longer than this is not a query (CLIP reads 77 tokens)
+MAX_FILE_BYTES = 64 * 1024 ** 2     # a query file larger than this is refused whole (MVK's are ~2 MB)
+MAX_FRAME = 2 ** 31 - 1             # the largest frame index or selected-frame number a target can name
 
 
 class QuerySetError(InputError):
@@ -84,41 +96,16 @@ class QuerySet:
     formats: dict[str, str] = field(default_factory=dict)   # file -> detected format
 
 
-@dataclass(frozen=True)
-class MvkTarget:
-    site: str
-    video: str
-    frame: int
-
-
-def parse_mvk_image_path(img: str) -> MvkTarget:
-    """``.../<site>/<video>_<frame>.jpg`` -> MvkTarget; also flat ``<site>_<video>_<frame>.jpg`` names
-    (VBS style, e.g. ``Tulamben2_Jun2022_0016_00012.jpg``). Raises ValueError when it names no frame."""
-    parts = [p for p in re.split(r"[\\/]+", img.strip()) if p]
-    if not parts:
-        raise ValueError("empty image path")
-    stem = parts[-1].rsplit(".", 1)[0] if "." in parts[-1] else parts[-1]
-    if "_" not in stem:
-        raise ValueError(f"image name {parts[-1]!r} is not <video>_<frame>.jpg")
-    video, frame = stem.rsplit("_", 1)
-    if not frame.isdigit() or not video:
-        raise ValueError(f"image name {parts[-1]!r} is not <video>_<frame>.jpg")
-    site = parts[-2] if len(parts) >= 2 else ""
-    if site.lower() in _SKIP_DIRS or "_" in video:
-        if "_" not in video:
-            raise ValueError(f"image path {img!r} names no site folder")
-        site, video = video.rsplit("_", 1)
-    return MvkTarget(site=site, video=video, frame=int(frame))
-
-
 def parse_vector(text: str) -> np.ndarray:
     """A ``|``-separated vector (brackets and spaces tolerated) as float32. Raises ValueError."""
     body = text.strip().strip("[]()").strip()
     if not body:
         raise ValueError("empty vector")
-    vec = np.array([v for v in body.split("|")], dtype=np.float32)
+    vec = np.array(body.split("|"), dtype=np.float32)
     if not np.all(np.isfinite(vec)):
         raise ValueError("vector has non-finite values")
+    if not vec.any():
+        raise ValueError("vector is all zeros (it has no direction)")
     return vec
 
 
@@ -131,6 +118,13 @@ def _read_text(path: Path) -> str:
         raise QuerySetError(f"query set {path}: no such file")
     if path.is_dir():
         raise QuerySetError(f"query set {path}: is a folder, not a CSV file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise QuerySetError(f"query set {path}: cannot read ({exc.strerror})") from None
+    if size > MAX_FILE_BYTES:
+        raise QuerySetError(f"query set {path}: {size / 1024 ** 2:.0f} MiB, more than the limit of "
+                            f"{MAX_FILE_BYTES // 1024 ** 2} MiB per file: split it")
     try:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -169,54 +163,118 @@ def _explain_header(path: Path, number: int, header: str) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _field_limit(limit: int):
+    """csv's per-field limit (128 KiB by default) raised for one read: long fields are judged by the
+    readers (MAX_TEXT_CHARS), with a line number, instead of aborting the file."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, limit))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
 def _rows(text: str, sep: str) -> Iterable[tuple[int, list[str]]]:
-    """(line number, stripped fields) per non-empty, non-comment record; handles quoted fields."""
-    reader = csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True)
+    """(line number, stripped fields) per non-empty, non-comment record; handles quoted fields. The first
+    record is the header, whose empty names at the end (a trailing separator) are dropped; so are empty
+    fields at the end of a later record beyond the header's length."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
     start = 1
+    width = 0
     for record in reader:
         line = start
         start = reader.line_num + 1
         if not record or all(not f.strip() for f in record) or record[0].lstrip().startswith("#"):
             continue
-        yield line, [f.strip() for f in record]
+        fields = [f.strip() for f in record]
+        while len(fields) > width and not fields[-1]:
+            fields.pop()
+        width = width or len(fields)
+        yield line, fields
+
+
+def _too_long(fields: Sequence[str]) -> str:
+    """Why a record is refused for its size, or ""."""
+    longest = max((len(f) for f in fields), default=0)
+    return f"a field of {longest} characters (limit {MAX_TEXT_CHARS})" if longest > MAX_TEXT_CHARS else ""
+
+
+ALL_COLUMNS = (*QUERY_COLUMNS, *TARGET_EXTRA_COLUMNS, *ORIGIN_COLUMNS, "vector")
 
 
 def _empty_frame() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in (*QUERY_COLUMNS, *ORIGIN_COLUMNS, "vector")})
+    return _frame([])
 
 
-def _frame(records: list[dict]) -> pd.DataFrame:
-    if not records:
-        return _empty_frame()
-    df = pd.DataFrame.from_records(records)
-    for col in (*QUERY_COLUMNS, *ORIGIN_COLUMNS, "vector"):
+def _int_or_none(v: object) -> int | None:
+    return None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else int(v)
+
+
+class _Columns:
+    """Query rows gathered column by column (a dict per row costs several times the row's own data)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, list] = {c: [] for c in ALL_COLUMNS}
+        self.n = 0
+
+    def add(self, **values: object) -> None:
+        for c, column in self.data.items():
+            column.append(values.get(c))
+        self.n += 1
+
+
+def _frame(records: "list[dict] | _Columns") -> pd.DataFrame:
+    if isinstance(records, _Columns):
+        df = pd.DataFrame(records.data)
+    else:
+        df = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    for col in ALL_COLUMNS:
         if col not in df:
-            df[col] = None
-    df["target_frame"] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
-                                   for v in df["target_frame"]], dtype="Int64")
+            df[col] = pd.Series([None] * len(df), dtype=object)
+    for col in ("target_frame", "target_selected", "source_line"):
+        df[col] = pd.array([_int_or_none(v) for v in df[col]], dtype="Int64")
     df["target_time"] = pd.to_numeric(df["target_time"], errors="coerce").astype("float64")
-    df["source_line"] = df["source_line"].astype("Int64")
-    return df[[*QUERY_COLUMNS, *ORIGIN_COLUMNS, "vector"]].reset_index(drop=True)
+    return df[list(ALL_COLUMNS)].reset_index(drop=True)
 
 
-def _read_mvk(path: Path, text: str, fmt: str, sep: str, with_vectors: bool) -> tuple[list[dict], list[Issue]]:
+def _target_columns(target: TargetName) -> dict:
+    """The target columns of a query aimed at a parsed target name."""
+    h, m, s, f = target.timecode or (0, 0, 0, 0)
+    return {"target_site": target.site, "target_video": target.video, "target_frame": None,
+            "target_time": None, "target_selected": target.number,
+            "target_timecode": f"{h}:{m:02d}:{s:02d}:{f:02d}" if target.timecode else None}
+
+
+def parse_timecode(text: str) -> tuple[int, int, int, int]:
+    """``"h:mm:ss:ff"`` (as stored in ``target_timecode``) -> (h, m, s, ff)."""
+    h, m, s, f = (int(v) for v in text.split(":"))
+    return h, m, s, f
+
+
+def _read_mvk(path: Path, text: str, fmt: str, sep: str, with_vectors: bool) -> tuple[_Columns, list[Issue]]:
     issues: list[Issue] = []
-    records: list[dict] = []
+    records = _Columns()
     rows = iter(_rows(text, sep))
     header_line, header = next(rows)
     cols = [c.lower() for c in header]
-    pos = {c: cols.index(c) for c in FORMATS[fmt][0]}
+    pos = {c: cols.index(c) for c in cols[::-1]}        # first occurrence of each column
     # (query_type, text column, vector column) per query a row gives
     kinds = ([("clipcap", "clipcap_text", "clip_clipcap"), ("novice", "novice_text", "clip_text")]
              if fmt == "mvk-novice-clipcap" else [("expert", "text", "clip_text")])
     seen: dict[str, int] = {}
+    source, file = f"MVK KIS file ({fmt})", str(path)
     for line, fields in rows:
         if len(fields) != len(cols):
             issues.append(Issue(str(path), line, f"{len(fields)} fields, the header has {len(cols)}"
                                 + (" (unquoted separator inside a text?)" if len(fields) > len(cols) else "")))
             continue
+        too_long = _too_long(fields)
+        if too_long:
+            issues.append(Issue(str(path), line, too_long))
+            continue
         try:
-            target = parse_mvk_image_path(fields[pos["img"]])
+            target = parse_target_name(fields[pos["img"]])
         except ValueError as exc:
             issues.append(Issue(str(path), line, f"img {fields[pos['img']]!r}: {exc}"))
             continue
@@ -226,26 +284,50 @@ def _read_mvk(path: Path, text: str, fmt: str, sep: str, with_vectors: bool) -> 
                 issues.append(Issue(str(path), line, f"empty {text_col} ({qtype} query)"))
                 continue
             vector = None
-            if with_vectors:
+            if with_vectors and vec_col in pos:
                 try:
                     vector = parse_vector(fields[pos[vec_col]])
                 except ValueError as exc:
                     issues.append(Issue(str(path), line, f"{vec_col} ({qtype} query): {exc}"))
                     continue
-            base = f"{qtype}:{target.site}/{target.video}_{target.frame:05d}"
+            base = f"{qtype}:{target.key}"
             seen[base] = seen.get(base, 0) + 1
-            records.append({
-                "query_id": base if seen[base] == 1 else f"{base}#{seen[base]}",
-                "query_type": qtype, "text": qtext, "target_site": target.site, "target_video": target.video,
-                "target_frame": target.frame, "target_time": None, "source": f"MVK KIS file ({fmt})",
-                "source_file": str(path), "source_line": line, "vector": vector,
-            })
+            records.add(query_id=base if seen[base] == 1 else f"{base}#{seen[base]}", query_type=qtype,
+                        text=qtext, **_target_columns(target), source=source, source_file=file,
+                        source_line=line, vector=vector)
     return records, issues
 
 
-def _read_tidy(path: Path, text: str, sep: str, with_vectors: bool) -> tuple[list[dict], list[Issue]]:
+def _whole_number(text: str, what: str) -> int | None:
+    """A frame index or selected-frame number from a CSV field: None when empty; ValueError unless it is
+    a whole number in [0, MAX_FRAME] (``1e30``, ``inf``, ``2.5`` and ``-1`` are refused)."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value) or value != int(value) or not 0 <= value <= MAX_FRAME:
+        raise ValueError(f"{what} {text!r} is not a whole number from 0 to {MAX_FRAME}")
+    return int(value)
+
+
+def _seconds(text: str) -> float | None:
+    """A target time from a CSV field: None when empty; ValueError unless finite and >= 0."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"target_time {text!r} is not a number") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"target_time {text!r} is not a finite number of seconds >= 0")
+    return value
+
+
+def _read_tidy(path: Path, text: str, sep: str, with_vectors: bool) -> tuple[_Columns, list[Issue]]:
     issues: list[Issue] = []
-    records: list[dict] = []
+    records = _Columns()
     rows = iter(_rows(text, sep))
     _, header = next(rows)
     cols = [c.lower() for c in header]
@@ -253,6 +335,10 @@ def _read_tidy(path: Path, text: str, sep: str, with_vectors: bool) -> tuple[lis
     for line, fields in rows:
         if len(fields) != len(cols):
             issues.append(Issue(str(path), line, f"{len(fields)} fields, the header has {len(cols)}"))
+            continue
+        too_long = _too_long(fields)
+        if too_long:
+            issues.append(Issue(str(path), line, too_long))
             continue
         row = dict(zip(cols, fields))
         qid = row["query_id"]
@@ -272,14 +358,13 @@ def _read_tidy(path: Path, text: str, sep: str, with_vectors: bool) -> tuple[lis
             continue
         frame_s, time_s = row.get("target_frame", ""), row.get("target_time", "")
         try:
-            frame = int(float(frame_s)) if frame_s else None
-            time = float(time_s) if time_s else None
-            if frame is not None and frame < 0 or time is not None and not (time >= 0 and math.isfinite(time)):
-                raise ValueError("negative or non-finite")
-        except ValueError:
-            issues.append(Issue(str(path), line, f"query {qid!r}: bad target_frame {frame_s!r} / target_time {time_s!r}"))
+            frame = _whole_number(frame_s, "target_frame")
+            selected = _whole_number(row.get("target_selected", ""), "target_selected")
+            time = _seconds(time_s)
+        except ValueError as exc:
+            issues.append(Issue(str(path), line, f"query {qid!r}: {exc}"))
             continue
-        if frame is None and time is None:
+        if frame is None and time is None and selected is None:
             issues.append(Issue(str(path), line, f"query {qid!r}: neither target_frame nor target_time given"))
             continue
         vector = None
@@ -290,12 +375,10 @@ def _read_tidy(path: Path, text: str, sep: str, with_vectors: bool) -> tuple[lis
                 issues.append(Issue(str(path), line, f"query {qid!r}: vector: {exc}"))
                 continue
         seen[qid] = line
-        records.append({
-            "query_id": qid, "query_type": row["query_type"], "text": row["text"],
-            "target_site": row["target_site"], "target_video": row["target_video"],
-            "target_frame": frame, "target_time": time, "source": row.get("source", ""),
-            "source_file": str(path), "source_line": line, "vector": vector,
-        })
+        records.add(query_id=qid, query_type=row["query_type"], text=row["text"], target_site=row["target_site"],
+                    target_video=row["target_video"], target_frame=frame, target_time=time,
+                    target_selected=selected, source=row.get("source", ""), source_file=str(path),
+                    source_line=line, vector=vector)
     return records, issues
 
 
@@ -317,10 +400,11 @@ def read_queryset(path: str | Path, *, with_vectors: bool = False) -> QuerySet:
         issues.append(Issue(str(path), number, f"{fmt} files are {_SEP_NAMES[expected_sep]}-separated, this one "
                                                f"is {_SEP_NAMES[sep]}-separated: read with {_SEP_NAMES[sep]}",
                             skipped=False))
-    if fmt == "tidy":
-        records, row_issues = _read_tidy(path, text, sep, with_vectors)
-    else:
-        records, row_issues = _read_mvk(path, text, fmt, sep, with_vectors)
+    with _field_limit(MAX_FILE_BYTES):
+        if fmt == "tidy":
+            records, row_issues = _read_tidy(path, text, sep, with_vectors)
+        else:
+            records, row_issues = _read_mvk(path, text, fmt, sep, with_vectors)
     issues.extend(row_issues)
     return QuerySet(_frame(records), issues, {str(path): fmt})
 
@@ -368,6 +452,8 @@ def write_queryset(queries: pd.DataFrame, path: str | Path, *, with_vectors: boo
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = pd.DataFrame({c: queries[c] if c in queries else None for c in QUERY_COLUMNS})
+    if "target_selected" in queries and queries["target_selected"].notna().any():
+        out["target_selected"] = queries["target_selected"].astype("Int64")
     out["source"] = queries["source"] if "source" in queries else ""
     if with_vectors and "vector" in queries:
         out["vector"] = [format_vector(v) if v is not None else "" for v in queries["vector"]]

@@ -229,9 +229,21 @@ def _write_jpeg(path: Path, image: np.ndarray, max_side: int | None = None) -> N
     img.save(path, quality=92)
 
 
-def selected_indices(n_frames: int, fps: float) -> list[int]:
-    """About one frame per second, starting at frame 0: the frames written to ``selected_frames``."""
-    return list(range(0, n_frames, max(1, round(fps))))
+def selected_indices(n_frames: int, fps: float, seed: int | np.random.SeedSequence = 0) -> list[int]:
+    """About one frame per second at irregular offsets (each second's frame drawn from its first half,
+    seeded): the true frames of the images written to ``selected_frames``, strictly increasing."""
+    step = max(1, round(fps))
+    rng = np.random.default_rng(seed)
+    out = []
+    for start in range(0, n_frames, step):
+        end = min(start + max(1, step // 2), n_frames)
+        out.append(int(rng.integers(start, end)))
+    return out
+
+
+def selected_name(video_id: str, number: int) -> str:
+    """MVK's name of a video's ``number``-th selected frame (1-based ordinal, not a frame index)."""
+    return f"{video_id}_{number:05d}.jpg"
 
 
 def make_collection(out: str | Path, *, sites: tuple[str, ...] = SYNTH_SITES[:2], videos_per_site: int = 2,
@@ -239,10 +251,12 @@ def make_collection(out: str | Path, *, sites: tuple[str, ...] = SYNTH_SITES[:2]
                     n_objects: int = 3, seed: int = 0, on_video: Callable[[Path], None] | None = None) -> Path:
     """Write an MVK-layout collection under ``out`` and return ``out``:
     videos/<site>/<NNNN>.mp4, information/metadata/<site>/<NNNN>.json,
-    information/selected_frames/<site>/<NNNN>_<FFFFF>.jpg (about one per second),
+    information/selected_frames/<site>/<NNNN>_<nnnnn>.jpg (about one per second, at irregular offsets,
+    named as MVK names them: ``nnnnn`` counts the selected frames of the video from 1; the metadata's
+    ``selected_frames`` lists each one's name, number, true frame index and time),
     information/masks/<site>/<NNNN>.npz (key ``masks``: (T, H, W) uint8 ground truth of every frame).
 
-    Also information/thumbnails/<site>/<NNNN>_<FFFFF>.jpg (80 px). Video ``v`` of site ``s`` is rendered
+    Also information/thumbnails/<site>/<NNNN>_<nnnnn>.jpg (80 px). Video ``v`` of site ``s`` is rendered
     from SeedSequence([seed, s, v]). ``on_video`` is called with each video's path once it is written."""
     out = Path(out)
     w, h = size
@@ -263,15 +277,17 @@ def make_collection(out: str | Path, *, sites: tuple[str, ...] = SYNTH_SITES[:2]
                                     seed=np.random.SeedSequence([seed, s, v]))
             _encode(dirs["videos"] / f"{video_id}.mp4", clip.frames, fps)
             np.savez_compressed(dirs["masks"] / f"{video_id}.npz", masks=clip.masks)
-            chosen = selected_indices(n_frames, fps)
-            for f in chosen:
-                name = f"{video_id}_{f:05d}.jpg"
+            chosen = selected_indices(n_frames, fps, np.random.SeedSequence([seed, s, v, 1]))
+            selected = []
+            for number, f in enumerate(chosen, start=1):
+                name = selected_name(video_id, number)
                 _write_jpeg(dirs["selected"] / name, clip.frames[f])
                 _write_jpeg(dirs["thumbs"] / name, clip.frames[f], max_side=80)
+                selected.append({"name": name, "number": number, "frame": f, "time": f / fps})
             meta = {
                 "site": site, "video_id": video_id, "fps": float(fps), "frame_count": n_frames,
                 "width": w, "height": h, "duration": n_frames / fps, "seed": seed,
-                "selected_frames": chosen, "synthetic": True, "generator": "mvk_tools.synth",
+                "selected_frames": selected, "synthetic": True, "generator": "mvk_tools.synth",
                 "objects": [{"id": o.id, "shape": o.shape, "texture": o.texture, "color": list(o.color),
                              "leaves_frame": o.leaves_frame} for o in objects],
             }

@@ -70,6 +70,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def add_model_weight_arguments(parser: argparse.ArgumentParser) -> None:
     """``--random-weights``: the flag every model-loading command takes (tests and benchmarks only)."""
     parser.add_argument("--random-weights", action="store_true",

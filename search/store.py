@@ -55,6 +55,11 @@ FRAME_COLUMNS = (
     "place", "date",                    # from the site name; date "YYYY-MM" or ""
     "thumbnail",                        # JPEG bytes, longest side ~256 px
 )
+# Columns a frame table may carry besides FRAME_COLUMNS, with the value of rows that lack them: MVK's
+# selected frames (indexer.selected): image name and number, distance to the video frame found for it by
+# content, and whether that match is poor (the image does not seem to come from that video).
+OPTIONAL_FRAME_COLUMNS: dict[str, Any] = {"selected_name": "", "selected_number": -1,
+                                          "match_distance": float("nan"), "match_poor": False}
 OBJECT_COLUMNS = (
     "frame_row",                        # row of the frame in this shard's frames table
     "track_id",                         # object id, stable across the frames of one video
@@ -383,7 +388,11 @@ def write_shard(root: str | Path, site: str, frames: pd.DataFrame, frame_vectors
         raise InputError(f"object rows of site {site!r} lack columns {missing}")
     fvec = _normalise(frame_vectors, len(frames), f"frames of site {site!r}", dim)
     ovec = _normalise(object_vectors, len(objects), f"objects of site {site!r}", dim)
-    frames = frames.loc[:, list(FRAME_COLUMNS)].reset_index(drop=True)
+    extra = [c for c in OPTIONAL_FRAME_COLUMNS if c in frames.columns]
+    frames = frames.loc[:, [*FRAME_COLUMNS, *extra]].reset_index(drop=True)
+    for c in extra:
+        default = OPTIONAL_FRAME_COLUMNS[c]
+        frames[c] = frames[c].where(frames[c].notna(), default).astype(type(default))
     objects = objects.loc[:, list(OBJECT_COLUMNS)].reset_index(drop=True)
     rows = objects["frame_row"].to_numpy(dtype=np.int64)
     if len(rows) and (rows.min() < 0 or rows.max() >= len(frames)):

@@ -67,8 +67,9 @@ def test_mvk_tree(collection):
     assert catalog.place.tolist() == ["Oahu", "Oahu", "PhuQuoc1", "PhuQuoc1"]
     assert catalog.date.tolist() == ["2022-07", "2022-07", "2022-06", "2022-06"]
     assert catalog.has_metadata.all() and catalog.has_selected_frames.all() and (catalog.error == "").all()
-    assert layout.selected_frame_indices(collection, "Oahu_Jul2022", "0002") == [0]
-    assert layout.selected_frame_indices(collection, "Oahu_Jul2022", "0009") == []
+    assert [(s.name, s.number) for s in layout.selected_images(collection, "Oahu_Jul2022", "0002")] == \
+        [("0002_00001.jpg", 1)]
+    assert layout.selected_images(collection, "Oahu_Jul2022", "0009") == []
 
 
 def test_missing_information_is_flagged(collection, tmp_path):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from mvk_tools import querysets as qs
+from mvk_tools.targetnames import parse_target_name
 
 
 def _vec(seed: int, dim: int = 4) -> str:
@@ -30,16 +31,34 @@ def write_mvk_expert(path: Path, rows: list[tuple[str, str]], dim: int = 4, sep:
     return path
 
 
-def test_parse_mvk_image_paths() -> None:
-    t = qs.parse_mvk_image_path("/data/MVK/information/selected_frames/Oahu_Jul2022/0001_00031.jpg")
-    assert (t.site, t.video, t.frame) == ("Oahu_Jul2022", "0001", 31)
-    t = qs.parse_mvk_image_path(r"C:\mvk\selected_frames\PhuQuoc1_Jun2022\0012_01500.jpg")
-    assert (t.site, t.video, t.frame) == ("PhuQuoc1_Jun2022", "0012", 1500)
-    t = qs.parse_mvk_image_path("selected_frames/Tulamben2_Jun2022_0016_00012.jpg")
-    assert (t.site, t.video, t.frame) == ("Tulamben2_Jun2022", "0016", 12)
-    for bad in ("0001_00031.jpg", "Oahu_Jul2022/frame.jpg", "Oahu_Jul2022/0001_abc.jpg", ""):
-        with pytest.raises(ValueError):
-            qs.parse_mvk_image_path(bad)
+@pytest.mark.parametrize("name, expected", [
+    ("/data/MVK/information/selected_frames/Oahu_Jul2022/0001_00031.jpg", ("Oahu_Jul2022", "0001", 31, None)),
+    (r"C:\mvk\information\selected_frames\PhuQuoc1_Jun2022\0012_01500.jpg", ("PhuQuoc1_Jun2022", "0012", 1500, None)),
+    ("Oahu_Jul2022/0001_00031.JPG", ("Oahu_Jul2022", "0001", 31, None)),
+    ("selected_frames/Tulamben2_Jun2022_0016_00012.jpg", ("Tulamben2_Jun2022", "0016", 12, None)),
+    ("Tulamben2_Jun2022_0016_00012.jpg", ("Tulamben2_Jun2022", "0016", 12, None)),
+    ("keyframes/Oahu_Jul2022/0003/00007.jpg", ("Oahu_Jul2022", "0003", 7, None)),
+    (r"D:\kis\Oahu_Jul2022\0003\frame0-00-28-03.jpg", ("Oahu_Jul2022", "0003", None, (0, 0, 28, 3))),
+    ("Oahu_Jul2022/0003/frame1-02-03-29.png", ("Oahu_Jul2022", "0003", None, (1, 2, 3, 29))),
+])
+def test_every_target_name_form(name: str, expected: tuple) -> None:
+    t = parse_target_name(name)
+    assert (t.site, t.video, t.number, t.timecode) == expected
+
+
+def test_time_codes_map_to_seconds_at_the_videos_rate() -> None:
+    t = parse_target_name("Oahu_Jul2022/0003/frame0-00-28-03.jpg")
+    assert t.time(30.0) == pytest.approx(28.1) and t.time(12.0) == pytest.approx(28.25)
+    assert t.key == "Oahu_Jul2022/0003@0-00-28-03"
+
+
+@pytest.mark.parametrize("bad", ["0001_00031.jpg", "Oahu_Jul2022/frame.jpg", "Oahu_Jul2022/0001_abc.jpg", "",
+                                 "frame0-00-28-03.jpg", "selected_frames/frame0-00-28-03.jpg",
+                                 "Oahu_Jul2022/0003/frame0-75-28-03.jpg", "00031.jpg",
+                                 "Oahu_Jul2022/0001_99999999999999.jpg"])
+def test_names_that_name_no_frame(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_target_name(bad)
 
 
 def test_novice_clipcap_file_gives_two_queries_per_row(tmp_path: Path) -> None:
@@ -55,7 +74,8 @@ def test_novice_clipcap_file_gives_two_queries_per_row(tmp_path: Path) -> None:
     assert list(q["query_type"]) == ["clipcap", "novice", "clipcap", "novice"]
     assert list(q["query_id"])[:2] == ["clipcap:Oahu_Jul2022/0001_00031", "novice:Oahu_Jul2022/0001_00031"]
     assert q["text"].iat[1] == "blurred underwater footage, maybe a coral reef"
-    assert list(q["target_frame"]) == [31, 31, 300, 300]
+    assert list(q["target_selected"]) == [31, 31, 300, 300]       # the selected frame's number
+    assert q["target_frame"].isna().all()                            # not a frame index
     assert list(q["source_line"]) == [2, 2, 3, 3]
     assert q["vector"].isna().all()   # vectors ignored unless asked for
 
@@ -114,7 +134,7 @@ def test_missing_columns_name_the_file_and_what_is_missing(tmp_path: Path) -> No
     with pytest.raises(qs.QuerySetError) as exc:
         qs.read_queryset(path)
     msg = str(exc.value)
-    assert str(path) in msg and "line 1" in msg and "clip_clipcap" in msg and "novice_text" in msg
+    assert str(path) in msg and "line 1" in msg and "novice_text" in msg
     empty = tmp_path / "empty.csv"
     empty.write_text("\n\n", encoding="utf-8")
     with pytest.raises(qs.QuerySetError, match="empty file"):
@@ -169,3 +189,55 @@ def test_tidy_vectors_round_trip(tmp_path: Path) -> None:
     back = qs.read_queryset(path, with_vectors=True).queries
     np.testing.assert_allclose(back["vector"].iat[0], [0.5, -0.25, 1.0])
     assert qs.read_queryset(path).queries["vector"].isna().all()
+
+
+def test_trailing_separators_bom_crlf_and_no_vector_column(tmp_path: Path) -> None:
+    path = tmp_path / "expert.csv"
+    path.write_bytes("\ufeffimg;text;\r\n"
+                     "Oahu_Jul2022/0001_00003.jpg;a striped fish;\r\n"
+                     "Oahu_Jul2022/0002_00001.jpg;sand and rocks\r\n"
+                     "Oahu_Jul2022_0002_00002.jpg;\"a diver;\r\n two fish\";\r\n".encode("utf-8"))
+    got = qs.read_queryset(path, with_vectors=True)
+    assert got.issues == [] and got.formats[str(path)] == "mvk-expert"
+    q = got.queries
+    assert list(q["target_selected"]) == [3, 1, 2] and list(q["target_video"]) == ["0001", "0002", "0002"]
+    assert list(q["text"])[:2] == ["a striped fish", "sand and rocks"] and "two fish" in q["text"].iat[2]
+    assert list(q["source_line"]) == [2, 3, 4] and q["vector"].isna().all()
+
+
+def test_huge_text_field_is_a_skipped_row_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text("img; text\n"
+                    f"Oahu_Jul2022/0001_00003.jpg; {'reef ' * 30000}\n"        # 150,000 characters
+                    "Oahu_Jul2022/0001_00004.jpg; a short one\n", encoding="utf-8")
+    got = qs.read_queryset(path)
+    assert list(got.queries["target_selected"]) == [4]
+    assert len(got.issues) == 1 and got.issues[0].line == 2 and "characters" in got.issues[0].message
+
+
+@pytest.mark.parametrize("frame", ["1e30", "inf", "-inf", "nan", str(2 ** 63), "2.5", "-1", "ten"])
+def test_target_frames_no_video_can_have_are_skipped_rows(tmp_path: Path, frame: str) -> None:
+    path = tmp_path / "tidy.csv"
+    path.write_text("query_id,query_type,text,target_site,target_video,target_frame,target_time\n"
+                    f"a,novice,reef,Oahu_Jul2022,0001,{frame},\n"
+                    "b,novice,reef,Oahu_Jul2022,0001,12,\n", encoding="utf-8")
+    got = qs.read_queryset(path)
+    assert list(got.queries["query_id"]) == ["b"] and list(got.queries["target_frame"]) == [12]
+    assert [i.line for i in got.issues] == [2] and "target_frame" in got.issues[0].message
+
+
+def test_all_zero_file_vector_is_a_skipped_row(tmp_path: Path) -> None:
+    path = tmp_path / "zero.csv"
+    path.write_text("img; text; CLIP_text\n"
+                    "Oahu_Jul2022/0001_00003.jpg; reef; 0|0|0|0\n"
+                    "Oahu_Jul2022/0001_00004.jpg; sand; 0|1|0|0\n", encoding="utf-8")
+    got = qs.read_queryset(path, with_vectors=True)
+    assert list(got.queries["target_selected"]) == [4]
+    assert [i.line for i in got.issues] == [2] and "all zeros" in got.issues[0].message
+
+
+def test_a_file_over_the_size_limit_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_mvk_expert(tmp_path / "big.csv", [("Oahu_Jul2022/0001_00031.jpg", "sand")])
+    monkeypatch.setattr(qs, "MAX_FILE_BYTES", 10)
+    with pytest.raises(qs.QuerySetError, match="limit"):
+        qs.read_queryset(path)

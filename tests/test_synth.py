@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mvk_tools import synth
 from mvk_tools.video import iter_frames, probe
@@ -58,8 +59,19 @@ def test_make_collection_writes_the_mvk_layout(tmp_path):
             assert meta["site"] == site and meta["video_id"] == vid and meta["frame_count"] == 24
             assert meta["duration"] == pytest.approx(2.0) and meta["seed"] == 2
             names = sorted(p.name for p in (out / "information" / "selected_frames" / site).glob(f"{vid}_*.jpg"))
-            assert meta["selected_frames"] == [0, 12]
-            assert names == [f"{vid}_00000.jpg", f"{vid}_00012.jpg"]
+            assert names == [f"{vid}_00001.jpg", f"{vid}_00002.jpg"]        # ordinal, as MVK names them
+            sel = meta["selected_frames"]
+            assert [s["name"] for s in sel] == names and [s["number"] for s in sel] == [1, 2]
+            frames = [s["frame"] for s in sel]               # one in the first half of each second
+            assert 0 <= frames[0] < 6 and 12 <= frames[1] < 18
+            assert [s["time"] for s in sel] == pytest.approx([f / 12.0 for f in frames])
+            clip = synth._render(n_frames=24, size=(160, 96), n_objects=3, fps=12.0,
+                                 seed=np.random.SeedSequence([2, ("Oahu_Jul2022", "Tulamben2_Jun2022").index(site),
+                                                              int(vid) - 1]))[0]
+            for s in sel:                                    # each image is its true frame
+                with Image.open(out / "information" / "selected_frames" / site / s["name"]) as im:
+                    err = np.abs(np.asarray(im).astype(int)[None] - clip.frames).mean(axis=(1, 2, 3))
+                assert int(np.argmin(err)) == s["frame"] and err.min() < 6
             masks = synth.load_masks(out, site, vid)
             assert masks.shape == (24, 96, 160)
     clip = synth._render(n_frames=24, size=(160, 96), n_objects=3, fps=12.0,

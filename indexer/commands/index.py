@@ -181,6 +181,14 @@ def format_summary(result: "object") -> str:
         fps = result.frames_per_second()
         stages = ", ".join(f"{k} {result.seconds[k]:.1f}s ({fps[k]:.1f} f/s)" for k in STAGES if result.seconds[k] > 0)
         out.append(f"\n{result.frames_computed} frames computed in {result.wall_seconds:.1f}s: {stages}")
+    notes = [(s.site, v.video_path, v.note) for s in result.sites for v in s.videos if v.note]
+    unselected = [n for n in notes if n[2].startswith("no selected frames")]
+    if unselected:
+        out.append(f"\n{len(unselected)} video(s) have no selected frames: {unselected[0][2].split(': ', 1)[1]}")
+    flagged = [n for n in notes if not n[2].startswith("no selected frames")]
+    if flagged:
+        out.append(f"\n{len(flagged)} note(s):")
+        out += [f"  {path}: {msg}" for _, path, msg in flagged]
     errors = result.errors
     if errors:
         out.append(f"\n{len(errors)} error(s):")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.clikit import add_model_weight_arguments, positive_float, positive_int
+from search.clikit import add_model_weight_arguments, non_negative_float, positive_float, positive_int
 
 NAME = "kis"
 HELP = "known-item-search benchmark: the rank of each query's target frame, hit@k, MRR, plots"
@@ -12,15 +12,22 @@ Known-item-search benchmark (MVK, seed 003). For every query, the rank of its ta
 frames (1 = best), per query type and per fusion mode in the same run: N, hit@1/10/100/1000, MRR, median
 and mean rank. Writes per_query.csv, summary.json and rank plots (PNG) into --out and prints a table.
 
-Query sets: the tidy CSV (query_id,query_type,text,target_site,target_video,target_frame|target_time) or
-MVK's KIS files ('img; CLIP_img; ClipCap_text; CLIP_ClipCap; novice_text; CLIP_text' and
-'img; text; CLIP_text'); the format is detected from the header. Bad rows are reported with file and line
-and skipped; the other rows run.
+Query sets: the tidy CSV (query_id,query_type,text,target_site,target_video,target_frame|target_time
+[,target_selected]) or MVK's KIS files ('img; CLIP_img; ClipCap_text; CLIP_ClipCap; novice_text; CLIP_text'
+and 'img; text; CLIP_text', vector columns optional); the format is detected from the header. Targets:
+<site>/<video>_<n>.jpg under any prefix (n = the video's n-th selected frame), <site>_<video>_<n>.jpg,
+<site>/<video>/<n>.jpg, <site>/<video>/frame<h>-<mm>-<ss>-<ff>.jpg (a time code: ff frames after h:mm:ss).
+Bad rows are reported with file and line and skipped; the other rows run. At most 64 MiB per file.
 
-A hit is the target frame or any indexed frame of the same video within --tolerance seconds of the target
-time (MVK frame numbers are frame indices: time = frame / fps, with the video's fps estimated from the
-index, else --fps). Ties count against the target (pessimistic rank). Targets not in the index are reported
-apart (n_not_in_index), never counted as misses.
+What counts as a hit (--match; stated in the table and summary.json):
+  exact  only the target's own frame: the selected frame it names, found by name in an index built with
+         --selected-frames (as in MVK's KIS code); else the frame at target_frame or at its time.
+         The default when the index holds selected frames.
+  time   any indexed frame of the target's video within --tolerance seconds of the target's time (for
+         indexes sampled every N seconds; the default for them).
+A target matching more than 3 frames is warned about. Ties count against the target (pessimistic rank;
+rank - ties is the optimistic one; MVK's code counts from 0). Targets not in the index are reported apart
+(n_not_in_index, with the reason), never counted as misses.
 """
 
 
@@ -33,9 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "weighted (default: frame,object)")
     parser.add_argument("--weight", type=float, default=0.5,
                         help="object weight w of the weighted fusion, (1-w)*frame + w*object (default 0.5)")
-    parser.add_argument("--tolerance", type=float, default=0.5,
-                        help="seconds around the target time within which a frame of the target's video counts "
-                             "as a hit (default 0.5: one frame at one indexed frame per second)")
+    parser.add_argument("--match", choices=("exact", "time"), default=None,
+                        help="what counts as a hit: exact = the target's own frame (default when the index holds "
+                             "selected frames), time = any frame of its video within --tolerance (default "
+                             "otherwise)")
+    parser.add_argument("--tolerance", type=non_negative_float, default=0.5,
+                        help="--match time: seconds around the target time within which a frame of the target's "
+                             "video counts as a hit (default 0.5: one frame at one indexed frame per second)")
     parser.add_argument("--fps", type=positive_float, default=30.0,
                         help="frame rate used to turn target frame numbers into times when the index cannot tell "
                              "a video's own (default 30, MVK's)")
@@ -75,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
     fusions = _fusions(args.fusion)
     if not 0.0 <= args.weight <= 1.0:
         raise InputError(f"--weight must lie in [0, 1], got {args.weight}")
-    if args.tolerance < 0:
-        raise InputError(f"--tolerance must be >= 0 seconds, got {args.tolerance}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; give a folder (created if missing)")
     index = open_index(args.index, device=args.device)
     for site, why in index.errors.items():
         print(f"warning: shard {site} skipped: {why}", file=sys.stderr)
@@ -86,15 +98,17 @@ def run(args: argparse.Namespace) -> int:
     identity = index.encoder
     result = kis.run_benchmark(
         index, args.querysets, use_file_vectors=args.use_file_vectors, fusions=fusions, weight=args.weight,
-        tolerance=args.tolerance, default_fps=args.fps, encode_batch=args.batch_size,
+        tolerance=args.tolerance, match=args.match, default_fps=args.fps, encode_batch=args.batch_size,
         encoder=lambda: kis.encoder_for_index(identity, checkpoint=args.checkpoint,
                                               random_weights=args.random_weights, device=args.device),
         warn=lambda message, what: print(f"error: {message}" if what == "file" else message, file=sys.stderr),
         progress=lambda items, desc, total: tqdm(items, desc=desc, total=total, file=sys.stderr,
                                                  unit="batch" if desc.startswith("encoding") else "query"))
     per_query, summary = result.per_query, result.summary
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
     per_query.to_csv(out / "per_query.csv", index=False)
     report = {
         "index": str(Path(args.index).resolve()), "n_frames": int(len(index.frames)),
@@ -103,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
         "warning": "the index's encoder has random weights: these ranks mean nothing" if result.random_weights else "",
         "vectors": result.vectors, "query_sets": result.query_sets, "file_errors": result.file_errors,
         "issues": [str(i) for i in result.issues],
-        "fusions": fusions, "weight": args.weight, "tolerance_s": args.tolerance, "default_fps": args.fps,
+        "fusions": fusions, "weight": args.weight, "match": result.match, "match_rule": result.match_rule,
+        "tolerance_s": args.tolerance if result.match == "time" else None, "default_fps": args.fps,
         "tie_rule": kis.TIE_RULE, "n_queries": result.n_queries,
+        "many_matches": result.many_matches,
         "groups": json.loads(summary.to_json(orient="records")),
         "not_in_index": result.not_in_index,
     }
@@ -113,7 +129,11 @@ def run(args: argparse.Namespace) -> int:
     report["seconds"] = round(time.time() - started, 2)
     (out / "summary.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
 
+    print(f"hits: {result.match_rule}")
     print(kis.format_table(summary))
+    if result.many_matches:
+        print(f"warning: {len(result.many_matches)} target(s) match more than {kis.MANY_MATCHES} frames (their rank "
+              f"is that of the best one): see above and summary.json")
     if result.not_in_index:
         print(f"{len(result.not_in_index)} target(s) not in the index (not counted as misses; reasons in "
               f"summary.json)")

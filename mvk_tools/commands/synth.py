@@ -14,8 +14,10 @@ textured blue-green background; the shapes occlude each other and one leaves the
 
   OUT/videos/<site>/<NNNN>.mp4                              H.264 (MPEG-4 Part 2 if libx264 is missing)
   OUT/information/metadata/<site>/<NNNN>.json               site, video id, fps, frames, size, seed, objects
-  OUT/information/selected_frames/<site>/<NNNN>_<FFFFF>.jpg about one frame per second
-  OUT/information/thumbnails/<site>/<NNNN>_<FFFFF>.jpg      small copies of the selected frames
+  OUT/information/selected_frames/<site>/<NNNN>_<nnnnn>.jpg about one frame per second, irregular offsets;
+                                                            nnnnn = 1, 2, 3, ... as in MVK (not a frame
+                                                            index; the metadata JSON has each one's frame)
+  OUT/information/thumbnails/<site>/<NNNN>_<nnnnn>.jpg      small copies of the selected frames
   OUT/information/masks/<site>/<NNNN>.npz                   ground-truth object ids of every frame
 
 The same --seed gives the same collection. The defaults build in about a second.

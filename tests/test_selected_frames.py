@@ -1,0 +1,184 @@
+"""MVK's selected frames, named by ordinal at irregular offsets (as `mvk synth` writes them): located in their
+video by content, indexed with their true times, and ranked by `mvk kis` with exactly one matching frame."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.cli import main
+from mvk_tools import locate, synth
+from mvk_tools.layout import selected_images
+
+SITE = "Oahu_Jul2022"
+FPS = 12.0
+
+
+def _meta(coll: Path, site: str, video: str) -> dict:
+    return json.loads((coll / "information" / "metadata" / site / f"{video}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def coll(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two sites, two videos each, 36 frames at 12 fps (3 selected frames per video, irregular offsets)."""
+    return synth.make_collection(tmp_path_factory.mktemp("sel") / "coll", sites=(SITE, "PhuQuoc1_Jun2022"),
+                                 videos_per_site=2, n_frames=36, size=(96, 64), fps=FPS, n_objects=2, seed=11)
+
+
+def test_ordinal_selected_frames_are_located_at_their_true_frames(coll: Path) -> None:
+    for site in (SITE, "PhuQuoc1_Jun2022"):
+        for video in ("0001", "0002"):
+            meta = _meta(coll, site, video)
+            images = selected_images(coll, site, video)
+            assert [im.name for im in images] == [s["name"] for s in meta["selected_frames"]]
+            found = locate.locate_files(coll / "videos" / site / f"{video}.mp4", [im.path for im in images])
+            true = [s["frame"] for s in meta["selected_frames"]]
+            assert found.frame_index.tolist() == true and not found.poor.any()
+            assert found.time == pytest.approx([s["time"] for s in meta["selected_frames"]], abs=1e-3)
+            assert locate.numbering([im.number for im in images], found) == "ordinal"
+
+
+def test_numbers_that_are_frame_indices_are_recognised(coll: Path, tmp_path: Path) -> None:
+    meta = _meta(coll, SITE, "0001")
+    renamed = []
+    for s in meta["selected_frames"]:                     # the same images named by frame index
+        dst = tmp_path / f"0001_{s['frame']:05d}.jpg"
+        shutil.copy(coll / "information" / "selected_frames" / SITE / s["name"], dst)
+        renamed.append(dst)
+    found = locate.locate_files(coll / "videos" / SITE / "0001.mp4", renamed)
+    assert locate.numbering([s["frame"] for s in meta["selected_frames"]], found) == "frame index"
+
+
+def test_an_image_from_another_video_is_flagged(coll: Path) -> None:
+    other = selected_images(coll, "PhuQuoc1_Jun2022", "0002")
+    own = selected_images(coll, SITE, "0001")
+    found = locate.locate_files(coll / "videos" / SITE / "0001.mp4", [own[0].path, other[1].path])
+    assert found.poor.tolist() == [False, True]
+    assert found.distance[0] < 0.3 < locate.POOR_MATCH < found.distance[1]
+
+
+@pytest.fixture(scope="module")
+def mixed(coll: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A copy where site PhuQuoc1 video 0002 has no selected frames and SITE/0002 holds a stray image from
+    another video, indexed with --selected-frames (frame vectors only, tiny random CLIP)."""
+    base = tmp_path_factory.mktemp("mixed")
+    copy = base / "coll"
+    shutil.copytree(coll, copy)
+    for p in (copy / "information" / "selected_frames" / "PhuQuoc1_Jun2022").glob("0002_*"):
+        p.unlink()
+    stray = copy / "information" / "selected_frames" / SITE / "0002_00004.jpg"
+    shutil.copy(copy / "information" / "selected_frames" / "PhuQuoc1_Jun2022" / "0001_00002.jpg", stray)
+    idx = base / "idx"
+    assert main(["index", str(copy), "--all", "--index", str(idx), "--selected-frames", "--objects", "none",
+                 "--model", "mvk-tiny-vit", "--random-weights", "--no-progress"]) == 0
+    return copy, idx
+
+
+def test_the_index_run_reports_the_stray_image_and_the_unselected_video(mixed: tuple[Path, Path], tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    copy, _ = mixed
+    capsys.readouterr()
+    assert main(["index", str(copy), "--all", "--index", str(tmp_path / "idx"), "--selected-frames", "--objects",
+                 "none", "--model", "mvk-tiny-vit", "--random-weights", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "1 video(s) have no selected frames: sampled every 1 s" in out
+    assert f"videos/{SITE}/0002.mp4: 1 selected frame(s) do not match the video" in out and "0002_00004.jpg" in out
+
+
+def test_index_holds_true_times_and_flags_the_stray_image(mixed: tuple[Path, Path],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from search.store import open_index
+    copy, idx = mixed
+    frames = open_index(idx).frames.set_index(["site", "video_id"]).sort_index()
+    own = frames.loc[(SITE, "0001")]
+    meta = _meta(copy, SITE, "0001")
+    assert own["selected_name"].tolist() == [s["name"] for s in meta["selected_frames"]]
+    assert own["selected_number"].tolist() == [1, 2, 3]
+    assert own["frame_index"].tolist() == [s["frame"] for s in meta["selected_frames"]]
+    assert own["time"].to_numpy() == pytest.approx([s["time"] for s in meta["selected_frames"]], abs=1e-3)
+    assert not own["match_poor"].any()
+    with_stray = frames.loc[(SITE, "0002")]
+    assert with_stray["selected_number"].tolist() == [1, 2, 3, 4]      # the stray row is kept ...
+    assert with_stray["match_poor"].tolist() == [False, False, False, True]   # ... and flagged
+    plain = frames.loc[("PhuQuoc1_Jun2022", "0002")]                  # no selected frames: one a second
+    assert plain["frame_index"].tolist() == [0, 12, 24] and (plain["selected_number"] == -1).all()
+    assert plain["selected_name"].tolist() == ["", "", ""]
+
+
+def _kis_files(coll: Path, folder: Path) -> tuple[list[Path], list[tuple[str, str, dict]]]:
+    """KIS files naming every selected frame of SITE in every target-name form, and the targets."""
+    targets = [(SITE, v, s) for v in ("0001", "0002") for s in _meta(coll, SITE, v)["selected_frames"]]
+    forms = [
+        lambda v, s: f"/data/MVK/information/selected_frames/{SITE}/{s['name']}",
+        lambda v, s: rf"C:\MVK\information\selected_frames\{SITE}\{s['name']}",
+        lambda v, s: f"{SITE}_{s['name']}",
+        lambda v, s: f"keyframes/{SITE}/{v}/{s['number']}.jpg",
+    ]
+    novice = folder / "novice_clipcap.csv"
+    novice.write_bytes(("\ufeffimg; CLIP_img; ClipCap_text; CLIP_ClipCap; novice_text; CLIP_text;\r\n" + "".join(
+        f"{forms[i % 4](v, s)}; 1|0; a reef; 1|0; fish {i}; 0|1;\r\n" for i, (_, v, s) in enumerate(targets)))
+        .encode("utf-8"))
+    expert = folder / "expert.csv"
+    expert.write_text("img;text\n" + "".join(f"{forms[(i + 1) % 4](v, s)};striped shape {i}\n"
+                                             for i, (_, v, s) in enumerate(targets)), encoding="utf-8")
+    return [novice, expert], targets
+
+
+def test_kis_ranks_every_target_at_its_own_selected_frame(coll: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    idx = tmp_path / "idx"
+    assert main(["index", str(coll), "--all", "--index", str(idx), "--selected-frames", "--objects", "none",
+                 "--model", "mvk-tiny-vit", "--random-weights", "--no-progress"]) == 0
+    files, targets = _kis_files(coll, tmp_path)
+    out = tmp_path / "out"
+    assert main(["kis", *map(str, files), "--index", str(idx), "--out", str(out), "--random-weights",
+                 "--fusion", "frame"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" not in captured.err and "hits: exact" in captured.out
+    pq = pd.read_csv(out / "per_query.csv")
+    assert len(pq) == 3 * len(targets)                                  # clipcap, novice, expert: none rejected
+    assert (pq["status"] == "ranked").all() and (pq["n_matching"] == 1).all()
+    true_time = {(v, s["number"]): s["time"] for _, v, s in targets}
+    expected = [true_time[(f"{int(v):04d}", int(n))] for v, n in zip(pq["target_video"], pq["target_selected"])]
+    assert np.abs(pq["best_time"].to_numpy() - expected).max() <= 1 / FPS
+    assert (pq["best_selected"] == pq["target_selected"]).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["match"] == "exact" and "own frame" in summary["match_rule"] and summary["issues"] == []
+    assert summary["many_matches"] == [] and "scatter_clipcap_vs_novice.png" in summary["plots"]
+
+
+def test_timecode_targets_and_the_time_rule_on_the_same_index(mixed: tuple[Path, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    copy, idx = mixed
+    sel = _meta(copy, SITE, "0001")["selected_frames"][1]
+    seconds, frames = divmod(sel["frame"], int(FPS))
+    qfile = tmp_path / "tc.csv"
+    qfile.write_text(f"img;text\n{SITE}/0001/frame0-00-{seconds:02d}-{frames:02d}.jpg;a reef\n"
+                     f"{SITE}/0001_00002.jpg;a reef\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["kis", str(qfile), "--index", str(idx), "--out", str(out), "--random-weights",
+                 "--fusion", "frame"]) == 0
+    pq = pd.read_csv(out / "per_query.csv")
+    assert (pq["status"] == "ranked").all() and (pq["n_matching"] == 1).all()
+    assert pq["best_frame_index"].tolist() == [sel["frame"], sel["frame"]]
+    wide = tmp_path / "wide"
+    assert main(["kis", str(qfile), "--index", str(idx), "--out", str(wide), "--random-weights", "--fusion",
+                 "frame", "--match", "time", "--tolerance", "5"]) == 0
+    captured = capsys.readouterr()
+    pq = pd.read_csv(wide / "per_query.csv")
+    assert (pq["n_matching"] == 3).all()                                # all of the video's 3 frames
+    assert "hits: time" in captured.out
+    many = tmp_path / "many.csv"                                        # SITE/0002 has 4 rows (one stray)
+    many.write_text(f"img;text\n{SITE}/0002_00001.jpg;a reef\n", encoding="utf-8")
+    assert main(["kis", str(many), "--index", str(idx), "--out", str(tmp_path / "m"), "--random-weights",
+                 "--fusion", "frame", "--match", "time", "--tolerance", "10"]) == 0
+    captured = capsys.readouterr()
+    assert f"{many}:2: warning: query 'novice:{SITE}/0002_00001'" not in captured.err      # expert file
+    assert f"{many}:2: warning: query 'expert:{SITE}/0002_00001': its target matches 4 frames" in captured.err
+    assert "1 target(s) match more than 3 frames" in captured.out
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert summary["many_matches"] == [{"query_id": f"expert:{SITE}/0002_00001", "n_matching": 4}]
