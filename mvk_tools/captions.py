@@ -173,13 +173,17 @@ def frame_images(targets: pd.DataFrame, *, collection: str | Path | None = None,
 def caption_queryset(targets: pd.DataFrame, captions: Sequence[str], *, source: str,
                      random_weights: bool) -> pd.DataFrame:
     """The tidy query set (``mvk_tools.querysets``) of one caption per target frame; empty captions are left
-    out. Ids follow the MVK importer's, ``clipcap:<site>/<video>_<frame>``."""
+    out. Ids follow the MVK importer's, ``clipcap:<site>/<video>_<frame>``; a selected frame's number goes
+    to ``target_selected``, so the exact match rule finds it by name."""
     qtype = RANDOM_QUERY_TYPE if random_weights else QUERY_TYPE
     records = []
     for row, text in zip(targets.itertuples(index=False), captions):
         if not text.strip():
             continue
+        selected = getattr(row, "selected_number", None)
+        selected = int(selected) if selected is not None and not pd.isna(selected) and selected >= 0 else None
         records.append({"query_id": f"{qtype}:{row.site}/{row.video_id}_{int(row.frame_index):05d}",
                         "query_type": qtype, "text": text, "target_site": row.site, "target_video": row.video_id,
-                        "target_frame": int(row.frame_index), "target_time": float(row.time), "source": source})
+                        "target_frame": int(row.frame_index), "target_time": float(row.time),
+                        "target_selected": selected, "source": source})
     return make_queries(records)

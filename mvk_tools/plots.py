@@ -51,9 +51,14 @@ def rank_box_data(per_query: pd.DataFrame) -> pd.DataFrame:
 
 
 def _target_key(df: pd.DataFrame) -> pd.Series:
+    """One key per target: its selected frame's number, else its frame index, else its time."""
     frame = df["target_frame"].astype("string").fillna("")
     time = df["target_time"].map(lambda t: "" if pd.isna(t) else f"{float(t):.3f}")
-    return df["target_site"].astype(str) + "/" + df["target_video"].astype(str) + "#" + frame.where(frame != "", time)
+    key = frame.where(frame != "", time)
+    if "target_selected" in df:
+        selected = df["target_selected"].astype("string").fillna("")
+        key = ("s" + selected).where(selected != "", key)
+    return df["target_site"].astype(str) + "/" + df["target_video"].astype(str) + "#" + key
 
 
 def rank_scatter_data(per_query: pd.DataFrame, x_type: str, y_type: str) -> pd.DataFrame:

@@ -182,3 +182,12 @@ def test_timecode_targets_and_the_time_rule_on_the_same_index(mixed: tuple[Path,
     assert "1 target(s) match more than 3 frames" in captured.out
     summary = json.loads((tmp_path / "m" / "summary.json").read_text())
     assert summary["many_matches"] == [{"query_id": f"expert:{SITE}/0002_00001", "n_matching": 4}]
+
+
+def test_captions_of_selected_frames_name_them_for_the_exact_rule() -> None:
+    from mvk_tools.captions import caption_queryset
+    targets = pd.DataFrame({"site": [SITE, SITE], "video_id": ["0001", "0002"], "frame_index": [5, 0],
+                            "time": [5 / 12, 0.0], "selected_number": [2, -1]})
+    q = caption_queryset(targets, ["a reef", "sand"], source="test", random_weights=True)
+    assert q["target_selected"].tolist()[0] == 2 and pd.isna(q["target_selected"].iat[1])
+    assert q["target_frame"].tolist() == [5, 0]
