@@ -322,3 +322,28 @@ def read_frame_at(path: str | Path, time: float, *, size: tuple[int, int] | None
         return Frame(index=index, time=frame_time, image=_to_rgb(found, size, max_side))
     finally:
         container.close()
+
+
+_LUMA_FIRST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p",
+                         "yuv440p", "nv12", "nv21", "gray"})
+
+
+def _luma(frame) -> np.ndarray:
+    """The frame's brightness (H, W) uint8: its 8-bit luma plane copied as is, else a conversion to grey."""
+    if frame.format.name in _LUMA_FIRST:
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+        return np.array(rows[:, :frame.width])
+    return frame.to_ndarray(format="gray")
+
+
+def iter_luma(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(index, time, luma (H, W) uint8) of every frame, without colour conversion or resizing (cheap: what
+    locating still images in a video by content needs). Raises VideoError naming the file."""
+    path = Path(path).resolve()
+    container, stream = _open(path)
+    try:
+        for index, time, frame in _decoded(path, container, stream):
+            yield index, time, _luma(frame)
+    finally:
+        container.close()
