@@ -298,29 +298,29 @@ def _read_mvk(path: Path, text: str, fmt: str, sep: str, with_vectors: bool) -> 
     return records, issues
 
 
-def _whole_number(text: str, what: str) -> int | None:
-    """A frame index or selected-frame number from a CSV field: None when empty; ValueError unless it is
-    a whole number in [0, MAX_FRAME] (``1e30``, ``inf``, ``2.5`` and ``-1`` are refused)."""
+def _number(text: str, what: str) -> float | None:
+    """A number from a CSV field: None when empty; ValueError naming ``what`` when it is none."""
     if not text:
         return None
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise ValueError(f"{what} {text!r} is not a number") from None
-    if not math.isfinite(value) or value != int(value) or not 0 <= value <= MAX_FRAME:
+
+
+def _whole_number(text: str, what: str) -> int | None:
+    """A frame index or selected-frame number from a CSV field: None when empty; ValueError unless it is
+    a whole number in [0, MAX_FRAME] (``1e30``, ``inf``, ``2.5`` and ``-1`` are refused)."""
+    value = _number(text, what)
+    if value is not None and not (math.isfinite(value) and value == int(value) and 0 <= value <= MAX_FRAME):
         raise ValueError(f"{what} {text!r} is not a whole number from 0 to {MAX_FRAME}")
-    return int(value)
+    return None if value is None else int(value)
 
 
 def _seconds(text: str) -> float | None:
     """A target time from a CSV field: None when empty; ValueError unless finite and >= 0."""
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"target_time {text!r} is not a number") from None
-    if not (math.isfinite(value) and value >= 0):
+    value = _number(text, "target_time")
+    if value is not None and not (math.isfinite(value) and value >= 0):
         raise ValueError(f"target_time {text!r} is not a finite number of seconds >= 0")
     return value
 
