@@ -16,6 +16,8 @@ A shard is written into a new version folder and published by replacing ``CURREN
 one whole version or the previous one, never a mix; superseded versions go after ``GRACE_SECONDS``. A
 file that does not match its checksum, size or manifest makes the shard count as missing: skipped when
 serving, named in ``Index.errors``, reported by ``check_index`` and rewritten by the next ``mvk index``.
+Checksums are streamed from the files (``search.checksums``), so memory-mapped or lazy readers can verify
+too; opening checks every file's size and the checksum of all but the thumbnails (``verify="quick"``).
 The root manifest is one small file replaced atomically (it is its own pointer) and carries a checksum of
 its content; when it is missing or broken it is rebuilt from the shard manifests, each of which keeps a
 copy of the index-wide settings. It is updated under an advisory lock (``root/.lock``), so writers of
@@ -77,7 +79,8 @@ DATA_FILES = SHARD_FILES[1:]
 ROOT_MANIFEST = "manifest.json"
 GRACE_SECONDS = 600.0          # a superseded version stays this long for readers that resolved it just before
 Verify = Literal["full", "quick"]
-QUICK_HASH_BYTES = 16 << 20    # verify="quick": files up to this size are checksummed at open, bigger ones sized
+SIZE_ONLY_WHEN_QUICK = ("frames.parquet",)   # verify="quick" (the default at open) checks only the size of these:
+                                              # the thumbnails, most of the bytes, read lazily by a server
 
 
 @dataclass
@@ -604,16 +607,14 @@ def _read_shard_manifest(folder: Path, record: dict | None) -> dict:
     return manifest
 
 
-def _file_problems(folder: Path, manifest: dict, *, full: bool, quick_limit: int | None = None) -> list[str]:
+def _file_problems(folder: Path, manifest: dict, *, full: bool) -> list[str]:
     """Every file of a shard version that does not match its manifest record."""
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         return [f"{folder / 'manifest.json'} lists no files"]
     problems = [f"{folder / 'manifest.json'} does not list {name}" for name in DATA_FILES if name not in files]
     for name, record in sorted(files.items()):
-        size = record.get("size") if isinstance(record, dict) else record
-        hashed = full or (quick_limit is not None and isinstance(size, int) and size <= quick_limit)
-        problem = file_problem(folder / name, record, full=hashed)
+        problem = file_problem(folder / name, record, full=full or name not in SIZE_ONLY_WHEN_QUICK)
         if problem:
             problems.append(problem)
     return problems
@@ -630,13 +631,13 @@ def verify_shard(root: str | Path, site: str, *, full: bool = True) -> list[str]
     return _file_problems(folder, manifest, full=full)
 
 
-def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, verify: Verify = "full") -> Shard:
+def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, verify: Verify = "quick") -> Shard:
     """One shard from its version folder; IndexFormatError naming the file when a part is missing, corrupt or
     does not match its checksum. ``verify="full"`` checksums every file; ``"quick"`` only the manifest and
-    files up to QUICK_HASH_BYTES (the others by size)."""
+    files but SIZE_ONLY_WHEN_QUICK (the thumbnails: their size only)."""
     import faiss
     manifest = _read_shard_manifest(path, manifest_record)
-    problems = _file_problems(path, manifest, full=verify == "full", quick_limit=QUICK_HASH_BYTES)
+    problems = _file_problems(path, manifest, full=verify == "full")
     if problems:
         raise IndexFormatError("; ".join(problems))
     tables = {}
@@ -665,7 +666,7 @@ def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, ve
                  cpu_frame_index=indexes["frames"], cpu_object_index=indexes["objects"])
 
 
-def open_shard(root: str | Path, site: str, *, verify: Verify = "full") -> Shard:
+def open_shard(root: str | Path, site: str, *, verify: Verify = "quick") -> Shard:
     """``site``'s current shard: the version is resolved once and every file opened through it; when a file
     vanished because a writer published a newer version meanwhile (and the old one went), it resolves again."""
     root = Path(root)
@@ -756,9 +757,11 @@ def check_index(root: str | Path, *, full: bool = True) -> IndexCheck:
 
 
 def open_index(root: str | Path, *, expect: dict | None = None, device: str = "cpu",
-               verify: Verify = "full") -> Index:
+               verify: Verify = "quick") -> Index:
     """Open every shard; a missing or corrupt shard (a file that does not match its size or checksum) is
-    skipped and reported in ``Index.errors``. Raises IndexFormatError when ``root`` is no index,
+    skipped and reported in ``Index.errors``. ``verify="quick"`` (default) checksums every file but the
+    thumbnails (SIZE_ONLY_WHEN_QUICK: their size only; ``check_index`` and ``mvk index`` check them in full),
+    ``"full"`` every file. Raises IndexFormatError when ``root`` is no index,
     ModelMismatchError when ``expect`` (an encoder identity) differs from the manifest's. A broken root
     manifest is rebuilt in memory from the shard manifests, with a note."""
     from search.encoder import same_space
