@@ -12,7 +12,8 @@ Layout, inside the index folder (searches never look there)::
 Every file is written under a temporary name and renamed into place, and the ``.done.json`` record goes
 last, so a run killed at any moment leaves either a complete part or one that is ignored and redone. A
 record is valid only for the same source file (size, mtime), the same indexing fingerprint (models,
-parameters) and, while a rebuild is pending, only if it was finished after the rebuild began.
+parameters), with part files that match the checksums it records, and, while a rebuild is pending, only if it
+was finished after the rebuild began. A damaged part is discarded and only that video is recomputed.
 """
 from __future__ import annotations
 
@@ -65,6 +66,15 @@ def read_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def file_checksum(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def source_signature(path: str | Path) -> dict:
@@ -137,22 +147,58 @@ class SiteWork:
         return {"frames": self.path / f"{key}.frames.parquet", "objects": self.path / f"{key}.objects.parquet",
                 "vectors": self.path / f"{key}.npz", "done": self.path / f"{key}.done.json"}
 
-    def record(self, key: str, signature: dict, fingerprint: str) -> dict | None:
-        """The video's commit record if it is valid for this source file and fingerprint, else None."""
+    def check(self, key: str, signature: dict, fingerprint: str) -> tuple[dict | None, str | None]:
+        """The video's commit record if it is valid for this source file and fingerprint (else None), and a
+        note when its part was damaged: then the part is discarded, so that video alone is recomputed.
+
+        Valid means: same fingerprint and source signature, finished after a pending rebuild began, and
+        either a lasting failure or part files whose checksums match the record. A failure record without
+        ``lasting`` (written before transient failures were told apart) is void, so it is retried."""
         rec = read_json(self._files(key)["done"])
         if rec is None or rec.get("fingerprint") != fingerprint:
-            return None
+            return None, None
         if rec.get("source") != signature:
-            return None
+            return None, None
         since = (self.pending or {}).get("since_ns", 0)
         if int(rec.get("finished_ns", 0)) < int(since):
-            return None
-        if rec.get("error") is None and not all(p.exists() for p in self._files(key).values()):
-            return None
-        return rec
+            return None, None
+        if rec.get("error") is not None:
+            return (rec, None) if rec.get("lasting") else (None, None)
+        damaged = self.damaged(key, rec)
+        if damaged:
+            self.discard(key)
+            return None, f"its part in the work folder was damaged ({damaged}): discarded and recomputed"
+        return rec, None
+
+    def record(self, key: str, signature: dict, fingerprint: str) -> dict | None:
+        """The video's valid commit record (see ``check``), else None."""
+        return self.check(key, signature, fingerprint)[0]
+
+    def damaged(self, key: str, record: dict) -> str | None:
+        """What is wrong with a committed part's files (missing, or a checksum that differs), or None."""
+        sums = record.get("checksums")
+        if not isinstance(sums, dict):
+            return "no checksums recorded"
+        for name, path in self._files(key).items():
+            if name == "done":
+                continue
+            try:
+                actual = file_checksum(path)
+            except OSError:
+                return f"{path.name} is missing"
+            if actual != sums.get(name):
+                return f"{path.name} does not match its checksum"
+        return None
+
+    def discard(self, key: str) -> None:
+        """Remove a video's commit record, then its part files."""
+        files = self._files(key)
+        files["done"].unlink(missing_ok=True)
+        for path in files.values():
+            path.unlink(missing_ok=True)
 
     def write_part(self, key: str, part: Part, record: dict) -> dict:
-        """Write a video's part files, then its commit record. Returns the record."""
+        """Write a video's part files, then its commit record with their checksums. Returns the record."""
         files = self._files(key)
         atomic_write(files["frames"], lambda p: part.frames.to_parquet(p, index=False))
         atomic_write(files["objects"], lambda p: part.objects.to_parquet(p, index=False))
@@ -161,7 +207,8 @@ class SiteWork:
             with open(p, "wb") as fh:
                 np.savez(fh, frame_vectors=part.frame_vectors, object_vectors=part.object_vectors)
         atomic_write(files["vectors"], save_vectors)
-        return self.commit(key, record)
+        sums = {name: file_checksum(path) for name, path in files.items() if name != "done"}
+        return self.commit(key, {**record, "checksums": sums})
 
     def commit(self, key: str, record: dict) -> dict:
         """Write the commit record (also alone, for a video that failed with a lasting input error)."""
@@ -170,10 +217,17 @@ class SiteWork:
         return record
 
     def read_part(self, key: str) -> Part:
+        """A committed part; InputError naming the file when it cannot be read (it is then discarded, so the
+        next run recomputes that video)."""
         files = self._files(key)
-        with np.load(files["vectors"]) as z:
-            fv, ov = z["frame_vectors"], z["object_vectors"]
-        return Part(pd.read_parquet(files["frames"]), pd.read_parquet(files["objects"]), fv, ov)
+        try:
+            with np.load(files["vectors"]) as z:
+                fv, ov = z["frame_vectors"], z["object_vectors"]
+            return Part(pd.read_parquet(files["frames"]), pd.read_parquet(files["objects"]), fv, ov)
+        except Exception as exc:
+            self.discard(key)
+            raise InputError(f"part {key} in {self.path} is unreadable ({type(exc).__name__}: {exc}); it was "
+                             "discarded and is recomputed by the next run") from None
 
     def drop_others(self, keep: set[str]) -> None:
         """Delete the parts of videos that are no longer in the site."""

@@ -8,12 +8,18 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from indexer.pipeline import SiteResult, VideoResult
+    from indexer.engines import EngineInfo
+    from indexer.tasks import SiteResult, VideoResult
 
 
 class Progress:
-    """Callbacks of ``index_collection``, in order: site_started, (video_started, frames_done*,
-    video_finished)* per video, site_finished."""
+    """Callbacks of ``index_collection``, in order: engine_started (once, when there is work), then per site
+    site_started, video_finished for each video settled before the run, (video_started, frames_done*,
+    video_finished) for each video computed, site_finished. An engine that computes elsewhere (Ray) reports a
+    video's frames in one frames_done when its result arrives and calls no video_started."""
+
+    def engine_started(self, info: "EngineInfo") -> None:
+        pass
 
     def site_started(self, site: str, n_videos: int, expected_frames: int) -> None:
         pass
@@ -41,6 +47,9 @@ class TqdmProgress(Progress):
         self.file = file if file is not None else sys.stderr
         self._site_bar: Any = None
         self._video_bar: Any = None
+
+    def engine_started(self, info: "EngineInfo") -> None:
+        print(info.describe(), file=self.file, flush=True)
 
     def site_started(self, site: str, n_videos: int, expected_frames: int) -> None:
         from tqdm import tqdm

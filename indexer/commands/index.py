@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from search.clikit import add_model_weight_arguments, positive_float, positive_int
@@ -26,10 +27,20 @@ Videos that cannot be read are listed at the end and recorded in the site's mani
 videos go on. Exit code 0 when the run completed (even if some videos failed), 1 when nothing could
 be indexed, 2 on a usage or model error.
 
+Engines: --engine local (the default) runs in this process. --engine ray runs the per-video work
+(decoding in CPU tasks, segmentation and embedding in workers that load the models once, one GPU each
+where the cluster has GPUs) on a Ray cluster: install it with pip install -e ".[ray]", start a cluster
+(ray start --head; ray start --address=HEAD:6379 on the other machines) and pass --ray-address auto.
+Workers write the parts into the index folder and read the videos themselves: on a cluster of several
+machines the index folder and the collection must be on a path every node sees under the same name
+(NFS or another shared filesystem); a run on paths that are not shared stops before any work. Both
+engines write the same index and can resume each other's runs.
+
 Example:
   mvk index MVK --all --index idx
   mvk index MVK --site Oahu_Jul2022 --index idx --objects crop --every 2
   mvk index MVK --all --index idx-448 --dense-size 448
+  mvk index /shared/MVK --all --index /shared/idx --engine ray --ray-address auto
 """
 
 
@@ -97,6 +108,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     store.add_argument("--index-type", choices=("flat", "ivf-flat", "ivf-pq", "hnsw"), default="flat",
                        help="FAISS index per shard: flat = exact inner product (default); the others are "
                             "approximate, for big collections")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="where the per-video work runs: local = in this process (default); ray = on a Ray "
+                             "cluster (pip install -e \".[ray]\"); with several machines the collection and "
+                             "--index must be on a path every node sees")
+    engine.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="Ray cluster to join (auto = the one started with `ray start` on this machine, or "
+                             "ray://HOST:10001); default: start a Ray instance on this machine for this run")
+    engine.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                        help="--engine ray: model workers (default: one per GPU of the cluster, else half its CPUs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_weight_arguments(parser)
 
@@ -108,6 +129,13 @@ def run(args: argparse.Namespace) -> int:
     from indexer.progress import Progress, TqdmProgress
     from indexer.segment import SegmentParams
     from mvk_tools.layout import discover
+    from search.errors import InputError
+
+    if args.engine != "ray" and (args.ray_address is not None or args.workers is not None):
+        raise InputError("--ray-address and --workers go with --engine ray")
+    if args.engine == "ray":
+        from indexer.engines.raydata import import_ray
+        import_ray()                   # says how to install it, before any model is loaded
 
     params = SegmentParams()
     if args.tau is not None:
@@ -128,10 +156,18 @@ def run(args: argparse.Namespace) -> int:
         print("note: --random-weights: models are randomly initialised; this index is for tests and "
               "benchmarks only (its manifest says so)", file=sys.stderr)
     progress = Progress() if args.no_progress else TqdmProgress()
+    executor = None
+    if args.engine == "ray":
+        from indexer.engines import ModelSpec
+        from indexer.engines.raydata import RayExecutor, model_memory
+        files = {k: os.path.abspath(v) if k.endswith("checkpoint") and v else v for k, v in models.items()}
+        executor = RayExecutor(ModelSpec(random_weights=args.random_weights, **files), address=args.ray_address,
+                               workers=args.workers, collection=args.collection,
+                               actor_memory=model_memory(encoder, extractor))
     try:
         result = index_collection(args.collection, args.index, encoder=encoder, extractor=extractor,
                                   config=config, sites=args.sites, rebuild=args.rebuild, catalog=catalog,
-                                  progress=progress)
+                                  progress=progress, executor=executor)
     except KeyboardInterrupt:
         print("\nstopped: finished videos are kept; run the same command again to resume", file=sys.stderr)
         raise
@@ -181,6 +217,9 @@ def format_summary(result: "object") -> str:
         fps = result.frames_per_second()
         stages = ", ".join(f"{k} {result.seconds[k]:.1f}s ({fps[k]:.1f} f/s)" for k in STAGES if result.seconds[k] > 0)
         out.append(f"\n{result.frames_computed} frames computed in {result.wall_seconds:.1f}s: {stages}")
+        if result.engine is not None:
+            summed = "; stage seconds are summed over the workers" if result.engine.name != "local" else ""
+            out.append(f"{result.engine.describe()}{summed}")
     notes = [(s.site, v.video_path, v.note) for s in result.sites for v in s.videos if v.note]
     unselected = [n for n in notes if n[2].startswith("no selected frames")]
     if unselected:

@@ -1,0 +1,149 @@
+"""The contract between the indexer's three stages: what the driver plans, what a worker gets, what it returns.
+
+    plan (driver)      catalog -> VideoTask per video that needs work             (indexer.plan)
+    work (executor)    (VideoTask, WorkSettings) -> committed part + VideoResult  (indexer.work)
+    assemble (driver)  committed parts of a site -> shard, swapped in whole       (indexer.assemble)
+
+Everything here is plain, picklable data, so a task can be shipped to another process or machine (the Ray
+engine) and its result shipped back.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from indexer.embed import Fit, ObjectMode
+
+if TYPE_CHECKING:
+    from indexer.segment import SegmentParams
+    from mvk_tools.layout import SelectedImage
+    from mvk_tools.video import Frame
+
+STAGES = ("decode", "segmentation", "object_embedding", "frame_embedding", "write")
+SELECTED_SOURCE = "images located by content (v1)"
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How frames are sampled, objects embedded and shards written (everything but the models)."""
+    every_seconds: float = 1.0            # one frame per this many seconds (ignored with selected_frames)
+    selected_frames: bool = False         # use information/selected_frames/ when a video has them
+    objects: ObjectMode = "pool"          # crop | pool | pool-raw | none (frame-only index)
+    frame_fit: Fit = "letterbox"          # how frames meet CLIP's square input
+    crop_margin: float = 0.1              # crop mode: margin around an object's box, times its longer side
+    segment: "SegmentParams | None" = None   # None: SegmentParams() defaults
+    index_type: str = "flat"              # flat | ivf-flat | ivf-pq | hnsw
+    batch_size: int = 16                  # frames embedded per CLIP batch
+    decode_max_side: int | None = 512     # frames are decoded at most this large (boxes are stored in source pixels)
+    thumbnail_side: int = 256             # longest side of stored thumbnails and object masks
+    dense_size: int | None = None         # pool modes: input side of the dense pass (None: CLIP's own)
+
+    def segment_params(self) -> "SegmentParams":
+        from indexer.segment import SegmentParams
+        return self.segment if self.segment is not None else SegmentParams()
+
+    def sampling(self) -> dict:
+        out = {"every_seconds": self.every_seconds, "selected_frames": self.selected_frames,
+               "decode_max_side": self.decode_max_side}
+        if self.selected_frames:       # the selected images themselves, placed in their video by content
+            out["selected_source"] = SELECTED_SOURCE
+        return out
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """One video that needs work, with everything a worker needs to know about it (no catalog access)."""
+    site: str
+    video_id: str
+    path: str                             # where the worker reads the video (shared by every node)
+    rel: str                              # path relative to the collection: the video's name in manifests
+    key: str                              # its part files' name in the site's work folder
+    signature: dict                       # size and mtime_ns when planned (and its selected images' hash):
+                                          # the part is valid for this file only
+    selected: tuple["SelectedImage", ...] | None = None   # MVK's selected images, or None: every N seconds
+    src_size: tuple[int, int] = (0, 0)    # source width, height (boxes are stored in source pixels)
+    place: str = ""
+    date: str = ""
+    expected_frames: int = 0
+    note: str | None = None
+    catalog_error: str | None = None      # the catalog could not probe it (checked again by the worker)
+
+    def frame_columns(self) -> dict:
+        """The constant frame-row columns of this video."""
+        return {"site": self.site, "video_id": self.video_id, "video_path": self.rel, "place": self.place,
+                "date": self.date}
+
+
+FrameSource = Callable[[VideoTask, IndexConfig], Iterable["Frame"]]
+"""Where a video's frames come from: ``(task, config) -> frames in order``. The default decodes the video
+(``indexer.work.sampled_frames``); another source (selected JPEGs, say) plugs in through WorkSettings."""
+
+
+@dataclass(frozen=True)
+class WorkSettings:
+    """What every worker shares: the index root (a path every node sees), the config, the fingerprint its
+    parts are valid for, and the frame source (None: the default decoder)."""
+    index_root: str
+    config: IndexConfig
+    fingerprint: str
+    frame_source: FrameSource | None = None
+
+
+@dataclass
+class VideoResult:
+    site: str
+    video_id: str
+    video_path: str                      # relative to the collection root
+    status: Literal["indexed", "resumed", "failed"]
+    frames: int = 0
+    objects: int = 0
+    error: str | None = None
+    expected_frames: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    note: str | None = None
+    lasting: bool = False                # a failure remembered until the file changes (else retried next run)
+
+
+@dataclass
+class SiteResult:
+    site: str
+    status: Literal["written", "up-to-date", "failed"]
+    videos: list[VideoResult] = field(default_factory=list)
+    frames: int = 0                      # rows in the site's shard
+    objects: int = 0
+    shard: Path | None = None
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)     # e.g. the broken shard files this run rewrote
+
+    @property
+    def errors(self) -> dict[str, str]:
+        return {v.video_path: v.error for v in self.videos if v.error}
+
+
+class Clock:
+    """Seconds per stage; a timed iterator can exclude the time of an inner stage it pulls from."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {s: 0.0 for s in STAGES}
+
+    def add(self, seconds: dict[str, float]) -> None:
+        for k, v in seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+    def timed(self, items: Iterable[Any], stage: str, inner: str | None = None) -> Iterator[Any]:
+        it = iter(items)
+        while True:
+            inner_before = self.seconds[inner] if inner else 0.0
+            t = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                nested = (self.seconds[inner] - inner_before) if inner else 0.0
+                self.seconds[stage] += time.perf_counter() - t - nested
+            yield item

@@ -1,0 +1,262 @@
+"""The per-video work stage: (VideoTask, WorkSettings) -> a committed part and its VideoResult.
+
+Frames come from a replaceable frame source (``sampled_frames`` decodes the video); they are segmented
+(``indexer.segment.segment_stream``, skipped when objects are ``none``), embedded (``indexer.embed``) and the
+part is committed in the site's work folder (``indexer.parts``). ``run_video`` is pure apart from that commit
+and retryable: running it twice on the same task writes the same part under the same name, so a worker that
+dies and is retried, or a second engine, never duplicates rows.
+
+Failures: an input problem that lasts (a corrupt video, an unchanged file that decodes to nothing) is
+committed as a failure record and remembered until the file changes; anything else (permission denied, a file
+that vanished or changed while read, an unexpected exception) is reported and retried on the next run.
+"""
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from indexer.embed import embed_batch
+from indexer.parts import Part, SiteWork, source_signature
+from indexer.progress import Progress
+from indexer.tasks import STAGES, Clock, IndexConfig, VideoResult, VideoTask, WorkSettings
+from search.errors import MvkError
+
+if TYPE_CHECKING:
+    from indexer.backbone import QKExtractor
+    from indexer.segment import SegmentedFrame
+    from mvk_tools.video import Frame
+    from search.encoder import Encoder
+
+
+def sampled_frames(task: VideoTask, config: IndexConfig) -> Iterator["Frame"]:
+    """The default frame source: the task's selected images located in its video (``indexer.selected``), or
+    one decoded frame per ``config.every_seconds``."""
+    from mvk_tools.video import iter_frames
+    if task.selected:
+        from indexer.selected import selected_frames
+        return selected_frames(task.path, task.selected, max_side=config.decode_max_side)
+    return iter_frames(task.path, every_seconds=config.every_seconds, max_side=config.decode_max_side)
+
+
+def frames_of(task: VideoTask, settings: WorkSettings) -> Iterable["Frame"]:
+    """The frames of a task from the settings' frame source (the decoder unless another one is plugged in)."""
+    return (settings.frame_source or sampled_frames)(task, settings.config)
+
+
+def thumbnail_jpeg(image: np.ndarray, side: int = 256, quality: int = 85) -> tuple[bytes, tuple[int, int]]:
+    """JPEG bytes of the image with its longest side at most ``side``, and that size (w, h)."""
+    from PIL import Image
+    im = Image.fromarray(image)
+    im.thumbnail((side, side), Image.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue(), im.size
+
+
+def reduce_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(n, h, w) bool at ``size`` (w, h) by area: a cell is in when at least half of it is; a mask that would
+    vanish keeps every cell it touches."""
+    if masks.shape[0] == 0:
+        return np.zeros((0, size[1], size[0]), dtype=bool)
+    m = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32))[:, None]
+    cover = torch.nn.functional.adaptive_avg_pool2d(m, (size[1], size[0]))[:, 0]
+    out = cover >= 0.5
+    vanished = ~out.flatten(1).any(dim=1)
+    out[vanished] = cover[vanished] > 0
+    return out.numpy()
+
+
+def _rows_for_batch(batch: Sequence["SegmentedFrame"], *, video: dict, frame_row0: int,
+                    src_size: tuple[int, int], thumb_side: int, with_objects: bool
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The frame rows (with thumbnails) and object rows (boxes scaled to source pixels, masks as RLE at
+    thumbnail size) of a batch of frames; object ``frame_row`` counts from ``frame_row0``."""
+    from search import rle
+    from search.store import FRAME_COLUMNS, OBJECT_COLUMNS
+    h, w = batch[0].frame.image.shape[:2]            # the frames of one video share a size
+    sw, sh = src_size if src_size[0] > 0 and src_size[1] > 0 else (w, h)
+    thumbs = [thumbnail_jpeg(sf.frame.image, thumb_side) for sf in batch]
+    frames = pd.DataFrame({**{k: [v] * len(batch) for k, v in video.items()},
+                           "frame_index": [int(sf.frame.index) for sf in batch],
+                           "time": [float(sf.frame.time) for sf in batch],
+                           "width": int(sw), "height": int(sh), "thumbnail": [t for t, _ in thumbs]},
+                          columns=list(FRAME_COLUMNS))
+    from indexer.selected import extra_columns
+    for name, values in (extra_columns([sf.frame for sf in batch]) or {}).items():
+        frames[name] = values
+    objs = [o for sf in batch for o in sf.objects] if with_objects else []
+    if not objs:
+        return frames, pd.DataFrame(columns=list(OBJECT_COLUMNS))
+    counts = [len(sf.objects) for sf in batch]
+    small = reduce_masks(np.stack([np.asarray(o.mask, dtype=bool) for o in objs]), thumbs[0][1])
+    boxes = np.array([o.bbox for o in objs], dtype=np.float64) * np.array([sw / w, sh / h, sw / w, sh / h])
+    lo = np.floor(boxes[:, :2]).astype(np.int64)
+    hi = np.minimum(np.ceil(boxes[:, 2:]), [sw, sh]).astype(np.int64)
+    objects = pd.DataFrame({
+        "frame_row": np.repeat(np.arange(len(batch)) + frame_row0, counts),
+        "track_id": np.array([o.track_id for o in objs], dtype=np.int64),
+        "level": np.array([o.level for o in objs], dtype=np.int64),
+        "x0": lo[:, 0], "y0": lo[:, 1], "x1": hi[:, 0], "y1": hi[:, 1],
+        "area": np.array([o.area for o in objs], dtype=np.float64),
+        "is_background": np.array([o.is_background for o in objs], dtype=bool),
+        "mask_rle": [rle.encode(m) for m in small]}, columns=list(OBJECT_COLUMNS))
+    return frames, objects
+
+
+def _chunks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class _Plain:
+    """A frame without objects, shaped like a SegmentedFrame (frame-only indexing skips segmentation)."""
+    frame: Any
+    objects: tuple = ()
+
+
+def compute_part(frames: Iterable["Frame"], *, encoder: "Encoder", extractor: "QKExtractor | None",
+                 config: IndexConfig, video: dict, src_size: tuple[int, int] = (0, 0), clock: Clock | None = None,
+                 progress: Progress | None = None) -> Part:
+    """Rows and vectors of one video from its frames (in order). ``video`` holds the constant frame columns
+    (site, video_id, video_path, place, date). Seconds per stage go to ``clock``."""
+    from search.store import FRAME_COLUMNS, OBJECT_COLUMNS
+    clock = clock or Clock()
+    progress = progress or Progress()
+    decoded = clock.timed(frames, "decode")
+    with_objects = config.objects != "none"
+    if with_objects:
+        if extractor is None:
+            raise ValueError("objects need a segmentation backbone (extractor)")
+        from indexer.segment import segment_stream
+        stream: Iterable[Any] = clock.timed(segment_stream(decoded, extractor, config.segment_params()),
+                                            "segmentation", inner="decode")
+    else:
+        stream = (_Plain(f) for f in decoded)
+
+    frame_rows: list[pd.DataFrame] = []
+    object_rows: list[pd.DataFrame] = []
+    n_frames = 0
+    fvecs: list[np.ndarray] = []
+    ovecs: list[np.ndarray] = []
+    for batch in _chunks(stream, max(1, config.batch_size)):
+        emb = embed_batch(encoder, [sf.frame.image for sf in batch], [sf.objects for sf in batch],
+                          config.objects, fit=config.frame_fit, margin=config.crop_margin,
+                          batch_size=config.batch_size, dense_size=config.dense_size)
+        clock.add(emb.seconds)
+        t = time.perf_counter()
+        fr, ob = _rows_for_batch(batch, video=video, frame_row0=n_frames, src_size=src_size,
+                                 thumb_side=config.thumbnail_side, with_objects=with_objects)
+        clock.seconds["write"] += time.perf_counter() - t
+        n_frames += len(fr)
+        frame_rows.append(fr)
+        object_rows.append(ob)
+        fvecs.append(emb.frame_vectors)
+        ovecs.append(emb.object_vectors)
+        progress.frames_done(len(batch))
+    dim = encoder.dim
+    objects = [o for o in object_rows if len(o)]
+    return Part(pd.concat(frame_rows, ignore_index=True) if frame_rows else pd.DataFrame(columns=list(FRAME_COLUMNS)),
+                pd.concat(objects, ignore_index=True) if objects else pd.DataFrame(columns=list(OBJECT_COLUMNS)),
+                np.concatenate(fvecs) if fvecs else np.zeros((0, dim), np.float32),
+                np.concatenate(ovecs) if ovecs else np.zeros((0, dim), np.float32))
+
+
+def transient_reason(task: VideoTask) -> str | None:
+    """Why a failure of this video must not be remembered (the file cannot be read now, or it is not the file
+    that was planned), or None when it is readable and unchanged, so the failure lies in its content."""
+    try:
+        with open(task.path, "rb") as fh:
+            fh.read(1)
+        signature = source_signature(task.path)
+    except OSError as exc:
+        return f"cannot read {task.path}: {exc.strerror or exc}"
+    if any(signature[k] != task.signature.get(k) for k in signature):
+        return f"{task.path} changed while it was read"
+    return None
+
+
+def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", extractor: "QKExtractor | None",
+              frames: Iterable["Frame"] | None = None, progress: Progress | None = None) -> VideoResult:
+    """Index one video and commit its part (or its lasting failure) in the site's work folder.
+
+    ``frames`` overrides the settings' frame source (an engine that decoded elsewhere passes them in; a
+    decoding error it caught is re-raised at the point where it happened). Never raises for a bad video:
+    the result says what happened; ``lasting`` failures are committed, the others retried next run."""
+    clock = Clock()
+    work = SiteWork(settings.index_root, task.site)
+    vr = VideoResult(task.site, task.video_id, task.rel, "indexed", expected_frames=task.expected_frames,
+                     note=task.note)
+    record = {"video_path": task.rel, "source": task.signature, "fingerprint": settings.fingerprint,
+              "frames": 0, "objects": 0, "error": None}
+    try:
+        if task.catalog_error:
+            reason = transient_reason(task)
+            raise MvkError(task.catalog_error if reason is None else reason)
+        part = compute_part(frames if frames is not None else frames_of(task, settings), encoder=encoder,
+                            extractor=extractor, config=settings.config, video=task.frame_columns(),
+                            src_size=task.src_size, clock=clock, progress=progress)
+        t = time.perf_counter()
+        record.update(frames=len(part.frames), objects=len(part.objects))
+        if len(part.frames) == 0:
+            raise MvkError(f"{task.rel}: no frame could be decoded")
+        from indexer.selected import poor_matches
+        poor = poor_matches(part.frames)
+        if poor:
+            vr.note = "; ".join(n for n in (vr.note, f"{len(poor)} selected frame(s) do not match the video "
+                                            f"(kept, flagged match_poor): {', '.join(poor[:5])}"
+                                            + (" ..." if len(poor) > 5 else "")) if n)
+        work.write_part(task.key, part, record)
+        clock.seconds["write"] += time.perf_counter() - t
+        vr.frames, vr.objects = record["frames"], record["objects"]
+    except MvkError as exc:         # an input problem: remembered only while the file is readable and unchanged
+        reason = transient_reason(task)
+        vr.status, vr.error, vr.lasting = "failed", str(exc), reason is None
+        if reason is None:
+            work.commit(task.key, {**record, "frames": 0, "objects": 0, "error": str(exc), "lasting": True})
+        elif reason not in vr.error:
+            vr.error = f"{vr.error} ({reason}; retried next run)"
+    except Exception as exc:        # anything else: reported, retried on the next run
+        vr.status, vr.error = "failed", f"{type(exc).__name__}: {exc}"
+    vr.seconds = {k: clock.seconds[k] for k in STAGES}
+    return vr
+
+
+@dataclass
+class Decoded:
+    """A video's frames decoded ahead (by another process), and the error that stopped decoding, if any."""
+    frames: list
+    error: BaseException | None
+    seconds: float
+
+    def replay(self) -> Iterator["Frame"]:
+        """The frames, then the decoding error where it happened (so run_video treats it as if it decoded)."""
+        yield from self.frames
+        if self.error is not None:
+            raise self.error
+
+
+def decode_ahead(task: VideoTask, settings: WorkSettings) -> Decoded:
+    """Decode all of a task's frames now (the Ray engine's CPU stage); errors are kept for run_video."""
+    t = time.perf_counter()
+    frames: list = []
+    error: BaseException | None = None
+    try:
+        for frame in frames_of(task, settings):
+            frames.append(frame)
+    except Exception as exc:
+        error = exc
+    return Decoded(frames, error, time.perf_counter() - t)
