@@ -114,3 +114,17 @@ def test_killed_driver_resumes_without_duplicates(cluster, collection, tmp_path,
     assert rec.finished[0].status == "resumed" and {v.status for v in rec.finished} <= {"resumed", "indexed"}
     frames = open_index(root).frames
     assert len(frames) == 16 and not frames.duplicated(["site", "video_id", "frame_index"]).any()
+
+
+def test_paths_not_shared_by_every_node_stop_the_run(cluster, collection, tmp_path, models, monkeypatch) -> None:
+    """Two nodes (the one node, listed twice), one path that no node sees: stopped before any work, by name."""
+    from indexer.engines.raydata import EngineError, RayExecutor
+    from indexer.pipeline import index_collection
+    node = [n for n in cluster.nodes() if n.get("Alive")][0]
+    monkeypatch.setattr(cluster, "nodes", lambda: [node, node])
+    spec, encoder, extractor = models
+    missing = tmp_path / "not-mounted-here"
+    with pytest.raises(EngineError, match=f"not all see the same files: {missing} \\(not found on node"):
+        index_collection(collection, tmp_path / "idx", encoder=encoder, extractor=extractor, config=_config(),
+                         executor=RayExecutor(spec, collection=missing))
+    assert not list((tmp_path / "idx" / ".work").rglob("*.done.json"))

@@ -158,7 +158,7 @@ class RayExecutor:
     def __init__(self, spec: ModelSpec, *, address: str | None = None, workers: int | None = None,
                  collection: str | Path | None = None, actor_memory: int = 1 << 30) -> None:
         self.spec, self.address, self.workers, self.actor_memory = spec, address, workers, actor_memory
-        self.collection = Path(collection) if collection is not None else None
+        self.collection = Path(os.path.abspath(collection)) if collection is not None else None
         self.info: EngineInfo | None = None
 
     def connect(self) -> Any:
