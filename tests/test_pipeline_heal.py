@@ -68,7 +68,7 @@ def test_failure_records_of_older_runs_are_retried_once(collection, tmp_path, en
     done = sorted((root / ".work").rglob("*0002*.done.json"))[0]
     rec = json.loads(done.read_text())
     done.write_text(json.dumps({**rec, "error": "Permission denied", "frames": 0, "objects": 0}))
-    (root / "sites" / SITES[0] / "manifest.json").unlink()      # make the site pending
+    shutil.rmtree(root / "sites" / SITES[0])                     # the shard is gone: the site must be written
     again = Recorder()
     result = _index(collection, root, encoder, None, config=CONFIG, sites=[SITES[0]], progress=again)
     assert not result.errors and [v.status for v in again.finished] == ["resumed", "indexed"]
