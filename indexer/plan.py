@@ -103,7 +103,7 @@ def plan_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, wor
         tasks.append(VideoTask(site, str(row["video_id"]), os.path.abspath(path), rel, safe_key(rel), sig,
                                tuple(selected) if selected else None,
                                (_int(row.get("width")), _int(row.get("height"))), _str(row.get("place")),
-                               _str(row.get("date")), _expected_frames(row, config, indices), note,
+                               _str(row.get("date")), _expected_frames(row, config, selected), note,
                                _str(row.get("error")) or None))
     plan = SitePlan(site, work, [(t.rel, t.key) for t in tasks], sources={t.rel: t.signature for t in tasks})
     manifest = store.shard_manifest(root, site)
