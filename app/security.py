@@ -7,7 +7,6 @@ and decoded in-process (PIL, pandas); they never touch the disk and nothing from
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -79,18 +78,11 @@ def safe_name(name: str, *, suffix: str = "") -> str:
 
 
 def read_uploaded_image(data: bytes, name: str = "upload") -> np.ndarray:
-    """An uploaded image as (H, W, 3) uint8 RGB; InputError naming the file when it is too big or no image."""
-    from PIL import Image, UnidentifiedImageError
+    """An uploaded image as (H, W, 3) uint8 RGB; InputError naming the file when it is too big (bytes or
+    pixels, checked before decoding) or no image."""
+    from search.images import read_image
 
-    if len(data) > MAX_IMAGE_BYTES:
-        raise InputError(f"{name}: image larger than {MAX_IMAGE_BYTES // 2**20} MiB")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise InputError(f"{name}: image of {image.width}x{image.height} pixels is too large")
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{name}: not a readable image ({exc})") from exc
+    return read_image(data, name, max_pixels=MAX_IMAGE_PIXELS, max_bytes=MAX_IMAGE_BYTES)
 
 
 def check_uploaded_csv(data: bytes, name: str = "upload") -> str:

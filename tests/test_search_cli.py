@@ -84,3 +84,27 @@ def test_errors(built, capsys, argv, match):
 def test_not_an_index(tmp_path, capsys):
     code, _, err = run_cli(capsys, "x", "--index", str(tmp_path))
     assert code == 2 and "not an index" in err
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header announces ``width`` x ``height`` pixels (a decompression bomb needs no more to be
+    refused: the pixels are never decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [20000, 12000])
+def test_a_huge_image_query_is_refused_before_decoding(built, capsys, tmp_path, side):
+    root, _ = built
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(side, side))
+    code, out, err = run_cli(capsys, "--image", str(bomb), "--index", str(root))
+    assert code == 2 and err.count("\n") == 1
+    assert "bomb.png" in err and "too large" in err

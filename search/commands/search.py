@@ -72,17 +72,9 @@ def encoder_arguments(args: argparse.Namespace, built: dict) -> dict:
 
 
 def _read_image(path: str):
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from search.images import read_image
 
-    from search.errors import InputError
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise InputError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path} is not a readable image: {exc}") from exc
+    return read_image(path)
 
 
 def _print_table(df, columns) -> None:
