@@ -2,7 +2,8 @@
 ``mvk_tools.kis.run_benchmark``, as for `mvk kis`)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from app.security import resolve_inside
@@ -53,3 +54,25 @@ def short_name(path: str, roots: Sequence[Path]) -> str:
         except ValueError:
             continue
     return Path(path).name
+
+
+def renamed(text: str, names: Mapping[str, str]) -> str:
+    """``text`` with every temporary file path in ``names`` replaced by the name the user knows it by."""
+    for path, name in names.items():
+        text = text.replace(path, name)
+    return text
+
+
+def rename_files(run, names: Mapping[str, str]):
+    """A benchmark run whose messages and per-query rows name uploads as uploaded, not by their temporary
+    path (``names``: temporary path -> uploaded name)."""
+    if not names:
+        return run
+    per_query = run.per_query.copy()
+    if "source_file" in per_query:
+        per_query["source_file"] = per_query["source_file"].map(lambda p: names.get(str(p), p))
+    issues = [dataclasses.replace(i, path=names.get(str(i.path), i.path), message=renamed(i.message, names))
+              for i in run.issues]
+    return dataclasses.replace(run, per_query=per_query, issues=issues,
+                               query_sets={names.get(k, k): v for k, v in run.query_sets.items()},
+                               file_errors=[renamed(e, names) for e in run.file_errors])

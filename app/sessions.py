@@ -13,6 +13,7 @@ from app.state import AppConfig
 KINDS = ("novice", "expert")
 DEFAULT_LIMIT_S = 300      # five minutes, as in the interactive KIS tasks of VBS
 TOP_SHOWN = 5
+MAX_DESCRIPTION_CHARS = 2000   # a description longer than this is refused (CSV readers stop at 131,072 per field)
 _WRITE_LOCK = threading.Lock()   # sessions of one server append to the same files
 
 
@@ -54,13 +55,16 @@ def rank_and_save(index, encoder, cfg: AppConfig, target: dict, text: str, *, ki
     """Rank ``text`` with the benchmark's own rule (mvk_tools.kis), append it to the kind's query set and
     return the outcome: query_id, query_type, rank, n_frames, seconds, text, path, top (gid, is_target)."""
     from mvk_tools import kis
-    from mvk_tools.querysets import make_queries, read_queryset, write_queryset
+    from mvk_tools.querysets import make_queries, write_queryset
     from search.errors import QueryError
     from search.query import score_frames
 
     text = " ".join(str(text).split())
     if not text:
         raise QueryError("type a description of the target frame first")
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise QueryError(f"the description has {len(text):,} characters; at most {MAX_DESCRIPTION_CHARS:,} are "
+                         f"saved to a query set: shorten it")
     if kind not in KINDS:
         raise QueryError(f"query set kind must be one of {KINDS}, got {kind!r}")
     query_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
@@ -77,10 +81,30 @@ def rank_and_save(index, encoder, cfg: AppConfig, target: dict, text: str, *, ki
     top = np.argsort(-scores, kind="stable")[:TOP_SHOWN]
     gids = index.frames["gid"].to_numpy()[top]
     path = queryset_path(cfg, kind)
+    notes: list[str] = []
     with _WRITE_LOCK:
-        existing = read_queryset(path).queries if path.exists() else None
+        existing = _existing_queries(path, notes)
         merged = pd.concat([existing, queries], ignore_index=True) if existing is not None and len(existing) else queries
-        write_queryset(merged, path)
+        write_queryset(merged, path)     # written beside, then renamed over: never half a file
     return {"query_id": query_id, "query_type": kind, "rank": int(rank), "n_frames": int(len(scores)),
-            "seconds": float(seconds), "text": text, "path": str(path),
+            "seconds": float(seconds), "text": text, "path": str(path), "notes": notes,
             "top": pd.DataFrame({"gid": gids, "is_target": np.isin(gids, match)})}
+
+
+def _existing_queries(path: Path, notes: list[str]) -> pd.DataFrame | None:
+    """The queries already saved at ``path``; a file that cannot be read any more is moved aside (named in
+    ``notes``) so this and later saves start a new, readable file instead of failing for good."""
+    import csv
+
+    from mvk_tools.querysets import read_queryset
+    from search.errors import MvkError
+
+    if not path.exists():
+        return None
+    try:
+        return read_queryset(path).queries
+    except (MvkError, csv.Error, OSError, UnicodeDecodeError, ValueError) as exc:
+        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(aside)
+        notes.append(f"{path.name} could not be read ({exc}); it was moved to {aside.name} and a new file started")
+        return None

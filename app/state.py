@@ -2,7 +2,7 @@
 
 Configuration comes from the arguments after ``--`` on the ``streamlit run`` line (what ``mvk app``
 passes), falling back to the environment (``MVK_INDEX``, ``MVK_COLLECTION``, ``MVK_RANDOM_WEIGHTS``,
-``MVK_DEVICE``, ``MVK_DEMO``), which is how tests configure it.
+``MVK_DEVICE``, ``MVK_DEMO``, ``MVK_CACHE``), which is how tests configure it.
 
 The opened index is cached under a fingerprint of the index folder (``app.service.index_fingerprint``: stat of its
 manifests and shard folders): a shard swapped in by a rebuild changes the fingerprint, so the next run of
@@ -28,6 +28,7 @@ ENV_COLLECTION = "MVK_COLLECTION"
 ENV_RANDOM_WEIGHTS = "MVK_RANDOM_WEIGHTS"
 ENV_DEVICE = "MVK_DEVICE"
 ENV_DEMO = "MVK_DEMO"
+ENV_CACHE = "MVK_CACHE"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ class AppConfig:
     random_weights: bool = False # explicit permission to build with random weights (labelled everywhere)
     device: str = "cpu"
     demo: bool = False
+    cache: Path | None = None    # where converted video segments are kept (default: ~/.cache/mvk)
+
+    @property
+    def playback_cache(self) -> Path:
+        """Where video segments converted for the browser are cached (bounded in size)."""
+        base = self.cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mvk"
+        return base / "playback"
 
     @property
     def roots(self) -> tuple[Path, ...]:
@@ -72,6 +80,7 @@ def parse_config(argv: Sequence[str], environ: dict[str, str] | os._Environ) -> 
         random_weights=args.random_weights or _truthy(environ.get(ENV_RANDOM_WEIGHTS)),
         device=args.device or environ.get(ENV_DEVICE) or "cpu",
         demo=args.demo or _truthy(environ.get(ENV_DEMO)),
+        cache=Path(environ[ENV_CACHE]).expanduser().resolve() if environ.get(ENV_CACHE) else None,
     )
 
 

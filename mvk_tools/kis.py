@@ -48,6 +48,7 @@ DEFAULT_TOLERANCE = 0.5   # seconds: with ~1 indexed frame per second, about one
 DEFAULT_FPS = 30.0        # MVK videos are about 30 fps
 MATCH_RULES = ("exact", "time")
 MANY_MATCHES = 3          # a target matching more frames than this is reported
+DEFAULT_FUSIONS = ("frame", "object")   # compared by default, in `mvk kis` and in the app
 TIE_RULE = ("pessimistic: rank = 1 + number of non-matching frames scoring higher than or equal to the "
             "best matching frame (ties count against the target); rank - ties is the optimistic rank; "
             "MVK's code counts from 0 and breaks ties by file order")

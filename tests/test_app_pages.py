@@ -4,6 +4,7 @@ a session saves a query, a rebuild shows progress, paths outside the collection 
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import time
 from pathlib import Path
@@ -59,8 +60,13 @@ def click(at: AppTest, label: str) -> AppTest:
     return buttons[0].click().run()
 
 
+def shown(markdown: str) -> str:
+    """What a reader sees of escaped Markdown text (backslash escapes removed)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def result_captions(at: AppTest) -> list[str]:
-    return [c.value for c in at.caption if " · video " in c.value and "score" not in c.value]
+    return [shown(c.value) for c in at.caption if " · video " in c.value and "score" not in c.value]
 
 
 def test_search_page_labels_random_weights_and_answers_a_text_query(app_env):
@@ -104,7 +110,7 @@ def test_an_uploaded_image_finds_similar_frames_and_a_bad_upload_is_named(app_en
     assert len(at.session_state["search_results"]) == 16
     at.file_uploader(key="q_image").set_value(("broken.png", b"not a png", "image/png"))
     click(at, "Search")
-    assert any("broken.png" in e.value for e in at.error)
+    assert any("broken.png" in shown(e.value) for e in at.error)
 
 
 def test_playing_a_result_shows_its_video_from_that_moment_and_its_track(app_env):
@@ -160,7 +166,7 @@ def test_a_temporal_query_shows_pairs_in_one_video_later_and_within_the_limit(ap
     assert np.allclose(pairs["gap"], then["time"].to_numpy() - first["time"].to_numpy())
     assert pairs["gap"].between(0.0, 0.6).all() and (pairs["gap"] > 0).all()
     assert len(at.image) == 2 * 12                   # both frames of every pair
-    assert any(c.value.startswith("12 pairs for") and "then “a yellow ball” within 0.6 s" in c.value
+    assert any(shown(c.value).startswith("12 pairs for") and "then “a yellow ball” within 0.6 s" in shown(c.value)
                for c in at.caption)
     # the filters apply to the pairs
     at.multiselect(key="f_sites").set_value([SITES[0]]).run()
@@ -216,7 +222,7 @@ def test_kis_benchmark_runs_on_a_query_set_file(app_env):
     assert not at.exception, [e.value for e in at.exception]
     run = at.session_state["kis_result"]
     assert run.n_queries == 4
-    assert set(run.summary["fusion"]) == {"frame", "max"}
+    assert set(run.summary["fusion"]) == {"frame", "object"}     # the defaults of `mvk kis`
     ranked = run.per_query[run.per_query["status"] == "ranked"]
     assert len(ranked) == 8 and ranked["rank"].between(1, 16).all()
     assert len(at.dataframe) >= 2                    # summary and per-query tables
@@ -235,7 +241,7 @@ def test_kis_benchmark_takes_an_upload_and_names_a_bad_one(app_env):
     at.button(key="kis_run").click().run()
     assert not at.exception
     assert at.session_state["kis_result"].n_queries == 4
-    assert any("junk.csv" in w.value for w in at.warning)
+    assert any("junk.csv" in shown(w.value) for w in at.warning)
 
 
 def test_kis_session_ranks_and_saves_the_query(app_env):
@@ -321,3 +327,240 @@ def test_a_demo_server_says_what_the_collection_is(app_env, monkeypatch):
     monkeypatch.setenv("MVK_DEMO", "1")
     at = page()
     assert any("Demo collection built by `mvk demo`" in i.value for i in at.info)
+
+
+# ---- issue 13: the Search page as people use it -------------------------------------------------------------
+
+
+def _results_markdown(at: AppTest) -> list[str]:
+    return [e.value for e in (*at.markdown, *at.caption, *at.subheader, *at.error, *at.warning, *at.info)]
+
+
+def test_an_mpeg4_part2_video_plays_as_h264_from_its_moment(app_env, tmp_path, monkeypatch):
+    from mvk_tools.video import probe
+    from tests.videofiles import write_video
+
+    collection, _ = app_env
+    copy = tmp_path / "collection"
+    shutil.copytree(collection, copy)
+    write_video(copy / "part2.mp4", n_frames=30, size=(64, 48), fps=4, codec="mpeg4")     # 7.5 s
+    monkeypatch.setenv("MVK_COLLECTION", str(copy))
+    monkeypatch.setenv("MVK_CACHE", str(tmp_path / "cache"))
+    at = search(page(), "a red striped fish")
+    row = at.session_state["search_results"].iloc[0].to_dict()
+    row.update(video_path="part2.mp4", time=5.0)
+    at.session_state["selected"] = row
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    videos = at.get("video")
+    assert len(videos) == 1 and videos[0].proto.start_time == 2      # the segment starts 2 s before
+    converted = list((tmp_path / "cache" / "playback").glob("*.mp4"))
+    assert len(converted) == 1 and probe(converted[0]).codec == "h264"
+    assert any("mpeg4" in shown(c.value) and "converted to H.264" in shown(c.value) for c in at.caption)
+
+
+def test_the_collection_line_counts_videos_per_site(app_env):
+    at = page()
+    # two sites with videos of the same names: 4 videos, not 2
+    assert any(c.value.startswith("16 frames from 4 videos at 2 dive sites") for c in at.caption)
+
+
+def test_an_error_clears_the_previous_results(app_env):
+    at = search(page(), "a red striped fish")
+    assert at.image
+    dates = at.selectbox(key="f_from").options
+    if len(dates) < 3:
+        pytest.skip("the test index has a single month")
+    at.selectbox(key="f_from").set_value(dates[-1])
+    at.selectbox(key="f_to").set_value(dates[1]).run()
+    assert at.error and "search_results" not in at.session_state and not at.image
+
+
+def test_a_bad_upload_clears_the_results_and_names_the_file_not_a_buffer(app_env):
+    at = search(page(), "a red striped fish")
+    at.file_uploader(key="q_image").set_value(("reef.png", b"\x89PNG\r\n\x1a\n garbage", "image/png"))
+    click(at, "Search")
+    errors = [shown(e.value) for e in at.error]
+    assert any("reef.png" in e for e in errors) and not any("BytesIO" in e for e in errors)
+    assert "search_results" not in at.session_state and not at.image
+
+
+def test_a_huge_uploaded_image_is_refused_by_name_without_a_traceback(app_env):
+    from tests.test_search_cli import png_header
+
+    at = page()
+    at.file_uploader(key="q_image").set_value(("bomb.png", png_header(20000, 20000), "image/png"))
+    click(at, "Search")
+    assert not at.exception
+    assert any("bomb.png" in shown(e.value) and "too large" in shown(e.value) for e in at.error)
+
+
+def test_search_notes_are_shown_and_the_query_echo_is_plain_and_short(app_env):
+    long_text = "**bold** $x^2$ [link](http://example.com) " + " ".join(["coral"] * 400)
+    at = search(page(), long_text)
+    captions = [c.value for c in at.caption]
+    assert any("truncated" in shown(c) for c in captions), captions
+    echo = next(c for c in captions if " frames for " in c)
+    assert "**bold**" not in echo and "$x^2$" not in echo and "](http" not in echo
+    assert "\\*\\*bold\\*\\*" in echo and len(shown(echo)) < 250
+
+
+def test_results_export_as_csv_and_json(app_env):
+    from app.ui.results import export_table
+
+    at = search(page(), "a red striped fish")
+    keys = {b.proto.id.split("-")[-1] if False else b.key for b in at.get("download_button")}
+    assert {"export_csv", "export_json"} <= keys
+    table = export_table(at.session_state["search_results"])
+    assert len(table) == 16 and list(table["rank"]) == list(range(1, 17))
+    assert {"score", "site", "video_id", "time", "track_id", "x0"} <= set(table.columns)
+    assert not (table["x0"].dropna() < 0).any()                       # no -1 for "no object"
+
+
+def test_a_url_with_a_query_and_filters_shows_those_results(app_env):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["q_text"] = "a red striped fish"
+    at.query_params["f_sites"] = [SITES[1]]
+    at.query_params["k"] = "4"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    found = at.session_state["search_results"]
+    assert len(found) == 4 and set(found["site"]) == {SITES[1]}
+    assert at.text_input(key="q_text").value == "a red striped fish" and len(at.image) == 4
+
+
+def test_paging_goes_past_the_first_page(app_env):
+    at = search(page(), "a red striped fish")
+    at.slider(key="k").set_value(4).run()
+    assert len(at.image) == 4
+    first_page = at.session_state["search_results"]["gid"].tolist()
+    at.pagination[0].set_value(2).run()
+    assert not at.exception, [e.value for e in at.exception]
+    found = at.session_state["search_results"]
+    assert len(found) == 8 and found["gid"].tolist()[:4] == first_page
+    ranks = [m.value for m in at.markdown if m.value.startswith("**#")]
+    assert len(at.image) == 4 and [r.split("**")[1] for r in ranks] == ["#5", "#6", "#7", "#8"]
+    assert any("showing 5–8" in shown(c.value) for c in at.caption)
+
+
+def test_escape_closes_the_player(app_env):
+    at = search(page(), "a red striped fish")
+    gid = int(at.session_state["search_results"]["gid"].iloc[0])
+    at.button(key=f"play_{gid}").click().run()
+    close = at.button(key="close_player")
+    assert close.proto.shortcut.lower() in ("esc", "escape")
+    close.click().run()
+    assert "selected" not in at.session_state and not at.get("video")
+
+
+CRAFTED = "![pic](http://127.0.0.1:9/x.png) [a](http://127.0.0.1:9/) **b** $c$ :red[d]"
+
+
+def test_names_from_files_are_never_rendered_as_markdown(app_env):
+    at = search(page(), "a red striped fish")
+    found = at.session_state["search_results"].copy()
+    found["site"] = CRAFTED
+    found["video_id"] = CRAFTED
+    at.session_state["search_results"] = found
+    at.session_state["selected"] = found.iloc[0].to_dict()
+    at.toggle(key="group").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    texts = _results_markdown(at)
+    assert any(shown(t).count(CRAFTED) for t in texts)           # the name is shown, as text
+    for text in texts:
+        assert "](http" not in text and "**b**" not in text and "$c$" not in text and ":red[" not in text
+
+
+# ---- issue 13: KIS pages ------------------------------------------------------------------------------------
+
+
+def test_kis_defaults_match_the_cli_and_the_weight_shows_only_for_weighted(app_env):
+    from mvk_tools import kis
+    from mvk_tools.commands import kis as kis_command
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    kis_command.add_arguments(parser)
+    assert tuple(parser.get_default("fusion").split(",")) == kis.DEFAULT_FUSIONS
+    at = page("kis_page")
+    assert tuple(at.multiselect(key="kis_fusions").value) == kis.DEFAULT_FUSIONS
+    assert not [s for s in at.slider if s.key == "kis_weight"]
+    at.multiselect(key="kis_fusions").set_value(["frame", "weighted"]).run()
+    assert [s for s in at.slider if s.key == "kis_weight"]
+
+
+def test_kis_upload_problems_name_the_uploaded_file_and_mrr_is_a_number(app_env):
+    import json
+
+    from search.store import open_index
+
+    _, index = app_env
+    good = _write_queries(index, open_index(index).frames).read_text()
+    (index / "querysets" / "mine.csv").unlink()
+    with_bad_row = good + "q9,novice,a fish,Nowhere_Site,0001,3,\n"
+    at = page("kis_page")
+    at.file_uploader(key="kis_uploads").set_value([("field notes.csv", with_bad_row.encode(), "text/csv")]).run()
+    at.button(key="kis_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    run = at.session_state["kis_result"]
+    lines = run.warnings + [str(p) for p in run.per_query.get("source_file", [])]
+    assert any("field notes.csv" in line for line in lines)
+    assert not any("mvk-upload-" in line for line in lines)
+    summary = at.dataframe[0]
+    assert "mrr" in summary.value.columns
+    config = json.loads(summary.proto.columns)
+    assert config["mrr"]["type_config"]["format"] == "%.3f"
+
+
+def test_kis_session_new_target_clears_the_text_and_the_clock_reads_mm_ss(app_env):
+    at = page("session_page")
+    metric = at.get("metric")[0]
+    assert re.fullmatch(r"\d\d:\d\d", metric.proto.body) and metric.proto.label == "Time left"
+    assert "▲" not in metric.proto.delta and "▼" not in metric.proto.delta
+    from streamlit.proto.Metric_pb2 import Metric
+    assert metric.proto.direction == Metric.MetricDirection.NONE
+    at.text_area(key="s_text").set_value("a red ball")
+    click(at, "Rank and save")
+    history = at.dataframe[0].value
+    assert all(re.fullmatch(r"\d\d:\d\d", t) for t in history["time taken"])
+    at.button(key="s_new").click().run()
+    assert at.text_area(key="s_text").value == ""
+
+
+def test_kis_session_limits_a_huge_description_and_keeps_its_file_readable(app_env):
+    from app import sessions
+    from app.state import parse_config
+    from mvk_tools.querysets import read_queryset
+    from search.errors import QueryError
+
+    _, index = app_env
+    at = page("session_page")
+    at.text_area(key="s_text").set_value("a red ball")
+    click(at, "Rank and save")
+    at.text_area(key="s_text").set_value("x" * 131_073)        # the box keeps MAX_DESCRIPTION_CHARS of it
+    click(at, "Rank and save")
+    assert not at.exception
+    at.text_area(key="s_text").set_value("yellow dots")
+    click(at, "Rank and save")                                   # later saves still work
+    saved = read_queryset(index / "querysets" / "session_novice.csv").queries
+    assert saved["text"].str.len().tolist() == [10, sessions.MAX_DESCRIPTION_CHARS, 11]
+    cfg = parse_config([], {"MVK_INDEX": str(index)})
+    with pytest.raises(QueryError, match="131,073 characters"):
+        sessions.rank_and_save(None, None, cfg, at.session_state["s_target"], "x" * 131_073, kind="novice")
+
+
+def test_kis_session_moves_an_unreadable_file_aside_and_saves_again(app_env):
+    from mvk_tools.querysets import read_queryset
+
+    _, index = app_env
+    path = index / "querysets" / "session_novice.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("query_id,query_type,text,target_site,target_video,target_frame,target_time,source\n"
+                    f"q1,novice,\"{'y' * 140_000}\",{SITES[0]},0001,0,0.0,\n")
+    at = page("session_page")
+    at.text_area(key="s_text").set_value("a red ball")
+    click(at, "Rank and save")
+    assert not at.exception, [e.value for e in at.exception]
+    assert read_queryset(path).queries["text"].tolist() == ["a red ball"]
+    assert list(path.parent.glob("session_novice.csv.unreadable-*"))
+    assert any("moved to" in shown(w.value) for w in at.warning)

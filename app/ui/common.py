@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 
@@ -10,6 +11,22 @@ import streamlit as st
 
 from app.images import decode_jpeg, draw_object, row_box  # noqa: F401  (the pages use them through common)
 from app.state import AppConfig, load_encoder_for, open_index_cached, parse_config
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def plain(text: object) -> str:
+    """``text`` made safe to embed in Markdown: every ASCII punctuation character backslash-escaped and line
+    breaks turned into spaces, so a file, site or user text can never become a link, an image that fetches a
+    URL, emphasis, LaTeX, a heading or an icon. Use it for every name or text that comes from files or users."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def shorten(text: object, limit: int = 120) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
 def config() -> AppConfig:
@@ -25,8 +42,8 @@ def sidebar_header() -> None:
     cfg = config()
     with st.sidebar:
         st.markdown("### :material/scuba_diving: mvk · underwater video search")
-        st.caption(f"Index: `{cfg.index}`")
-        st.caption(f"Collection: `{cfg.collection}`" if cfg.collection else "Collection: none (no video playback)")
+        st.caption(f"Index: {plain(cfg.index)}")
+        st.caption(f"Collection: {plain(cfg.collection)}" if cfg.collection else "Collection: none (no video playback)")
         if cfg.demo:
             st.info("Demo collection built by `mvk demo`: synthetic dive sites of moving coloured shapes, plus the "
                     "real Brackish clips when they were found. Index your own footage with `mvk index`.",
@@ -55,7 +72,7 @@ def random_banner(index, cfg: AppConfig) -> None:
     """The visible label of a smoke run: models with random weights give meaningless rankings."""
     parts = random_parts(getattr(index, "manifest", {}) or {}) if index is not None else []
     if parts or cfg.random_weights:
-        what = ", ".join(parts) if parts else "models"
+        what = plain(", ".join(parts)) if parts else "models"
         st.warning(f"**Smoke run — random weights** ({what}). The models were initialised randomly, so the "
                    "rankings below are meaningless: this checks that everything runs. Get the pretrained "
                    "weights (see the README, *Model weights*) and rebuild the index for real results.",
@@ -69,13 +86,13 @@ def open_index(cfg: AppConfig, *, stop_when_empty: bool = True):
     try:
         index = open_index_cached(cfg)
     except MvkError as exc:
-        st.info(f"No usable index in `{cfg.index}` yet ({exc}). Build a dive site on the **Index** page, "
+        st.info(f"No usable index in {plain(cfg.index)} yet ({plain(exc)}). Build a dive site on the **Index** page, "
                 "or start with `mvk demo`.", icon=":material/info:")
         if stop_when_empty:
             st.stop()
         return None
     for site, why in (index.errors or {}).items():
-        st.error(f"Shard **{site}** is skipped: {why}", icon=":material/error:")
+        st.error(f"Shard **{plain(site)}** is skipped: {plain(why)}", icon=":material/error:")
     if stop_when_empty and len(index.frames) == 0:
         st.info("The index has no frames yet: add a dive site on the **Index** page.", icon=":material/info:")
         st.stop()
@@ -90,7 +107,7 @@ def encoder(index, cfg: AppConfig):
     try:
         return load_encoder_for(index, cfg)
     except MvkError as exc:
-        st.error(f"Cannot load the CLIP model: {exc}", icon=":material/error:")
+        st.error(f"Cannot load the CLIP model: {plain(exc)}", icon=":material/error:")
         st.stop()
 
 
@@ -98,6 +115,12 @@ def fmt_time(seconds: float) -> str:
     seconds = max(0.0, float(seconds))
     minutes, rest = divmod(seconds, 60.0)
     return f"{int(minutes)}:{rest:04.1f}"
+
+
+def fmt_clock(seconds: float) -> str:
+    """Whole seconds as mm:ss (a countdown, a time taken)."""
+    minutes, rest = divmod(int(round(max(0.0, float(seconds)))), 60)
+    return f"{minutes:02d}:{rest:02d}"
 
 
 def has_object(row) -> bool:

@@ -62,7 +62,7 @@ def submit_button(row: dict, key: str) -> None:
     if settings is None:
         return
     if isinstance(settings, str):
-        st.caption(f":red[DRES: {settings}]")
+        st.caption(f":red[DRES: {common.plain(settings)}]")
         return
     video, start, end = answer_of(row)
     span = f"{start:.1f} s" if end == start else f"{start:.1f}–{end:.1f} s"
@@ -71,7 +71,7 @@ def submit_button(row: dict, key: str) -> None:
     reply = st.session_state.get(key + "_reply")
     if reply is not None:
         ok, text = reply
-        st.caption(f":{'green' if ok else 'red'}[{text}]")
+        st.caption(f":{'green' if ok else 'red'}[{common.plain(text)}]")
 
 
 def log_search(found, *, kind: str, text: str | None, image: str | None = None, then: str | None = None,

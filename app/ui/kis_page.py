@@ -37,8 +37,12 @@ with left:
     uploads = st.file_uploader("…or upload query sets (tidy CSV, or MVK's semicolon files)", type=["csv", "txt"],
                                accept_multiple_files=True, key="kis_uploads")
 with right:
-    fusions = st.multiselect("Fusion modes", FUSIONS, default=["frame", "max"], key="kis_fusions")
-    weight = st.slider("Object weight (weighted fusion)", 0.0, 1.0, 0.5, 0.05, key="kis_weight")
+    fusions = st.multiselect("Fusion modes", FUSIONS, default=list(kis.DEFAULT_FUSIONS), key="kis_fusions",
+                             help="compared side by side; the default is that of `mvk kis`")
+    weight = 0.5
+    if "weighted" in fusions:
+        weight = st.slider("Object weight w of the weighted fusion", 0.0, 1.0, 0.5, 0.05, key="kis_weight",
+                           help="(1−w)·frame + w·object")
     tolerance = st.number_input("Time tolerance (s)", 0.0, 30.0, kis.DEFAULT_TOLERANCE, 0.25, key="kis_tol",
                                 help="indexed frames within this many seconds of a target time match it")
     use_vectors = st.checkbox("Use the files' precomputed vectors", key="kis_vectors",
@@ -49,15 +53,17 @@ if st.button("Run benchmark", type="primary", disabled=not (chosen or uploads) o
     with tempfile.TemporaryDirectory(prefix="mvk-upload-") as tmp:
         paths = [Path(p) for p in chosen]
         problems: list[str] = []
-        for up in uploads or []:
+        uploaded: dict[str, str] = {}        # temporary file -> the name it was uploaded as
+        for number, up in enumerate(uploads or []):
             try:
                 text = check_uploaded_csv(up.getvalue(), up.name)
+                target = Path(tmp) / f"{number}-{safe_name(up.name, suffix='.csv')}"
             except MvkError as exc:
                 problems.append(str(exc))
                 continue
-            target = Path(tmp) / safe_name(up.name, suffix=".csv")
             target.write_text(text, encoding="utf-8")
             paths.append(target)
+            uploaded[str(target)] = f"{up.name} (uploaded)"
         bar = st.progress(0.0, text="Reading the query sets…")
 
         def progress(items, desc: str, total: int):
@@ -73,9 +79,10 @@ if st.button("Run benchmark", type="primary", disabled=not (chosen or uploads) o
                                     tolerance=tolerance, progress=progress)
             run.file_errors[:0] = problems
             run.seconds = time.perf_counter() - started
-            st.session_state["kis_result"] = run
+            st.session_state["kis_result"] = kis_run.rename_files(run, uploaded)
         except MvkError as exc:
-            st.error(str(exc))
+            st.session_state.pop("kis_result", None)
+            st.error(common.plain(kis_run.renamed(str(exc), uploaded)))
         bar.empty()
 
 run = st.session_state.get("kis_result")
@@ -86,7 +93,7 @@ if run is None:
     st.stop()
 
 for problem in run.file_errors:
-    st.warning(problem)
+    st.warning(common.plain(problem))
 if run.issues:
     with st.expander(f"{len(run.issues)} rows were skipped or need attention"):
         st.code("\n".join(str(i) for i in run.issues[:500]), language=None)
@@ -94,10 +101,11 @@ if run.issues:
 summary = run.summary
 st.subheader("Summary")
 st.caption(f"{run.n_queries} queries · {len(summary)} query type × fusion rows · {run.seconds:.1f} s")
-percent = {c: st.column_config.NumberColumn(c, format="percent") for c in summary.columns
-           if c.startswith("hit@") or c == "mrr"}
+percent = {c: st.column_config.NumberColumn(c, format="percent") for c in summary.columns if c.startswith("hit@")}
 st.dataframe(summary, hide_index=True, width="stretch",
-             column_config={**percent, "median_rank": st.column_config.NumberColumn(format="%.1f"),
+             column_config={**percent, "mrr": st.column_config.NumberColumn("MRR", format="%.3f",
+                                                                            help="mean reciprocal rank, 0 to 1"),
+                            "median_rank": st.column_config.NumberColumn(format="%.1f"),
                             "mean_rank": st.column_config.NumberColumn(format="%.1f")})
 
 per_query = run.per_query

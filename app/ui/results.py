@@ -10,6 +10,8 @@ from app.ui import common, competition
 
 COLUMNS = 5
 TRACK_STRIP = 8
+PLAY_BEFORE = 2.0       # seconds of video before the chosen moment
+PLAY_SECONDS = 30.0     # seconds after it: the segment converted when the browser cannot play the source
 
 
 def frame_rows(index, gids) -> pd.DataFrame:
@@ -22,6 +24,16 @@ def frame_rows(index, gids) -> pd.DataFrame:
     return frames.set_index("gid", drop=False).loc[gids]
 
 
+def export_table(found: pd.DataFrame) -> pd.DataFrame:
+    """The results as downloaded (CSV, JSON): every column of the ranking, a frame without an object has empty
+    track and box cells instead of -1."""
+    out = found.copy()
+    for name in ("track_id", "x0", "y0", "x1", "y1"):
+        if name in out:
+            out[name] = out[name].astype("Int64").mask(out[name] < 0)
+    return out
+
+
 def thumbnail(frame: pd.Series, obj: dict, overlay: str) -> np.ndarray:
     image = common.decode_jpeg(frame["thumbnail"])
     return common.draw_object(image, mode=overlay, mask_rle=obj.get("mask_rle") or "", box=common.row_box(obj),
@@ -32,14 +44,29 @@ def _select(row: dict) -> None:
     st.session_state["selected"] = row
 
 
+def _close() -> None:
+    st.session_state.pop("selected", None)
+
+
+def where(row: dict) -> str:
+    """"site · video id" of a result, escaped for Markdown (names come from files)."""
+    return f"{common.plain(row['site'])} · video {common.plain(row['video_id'])}"
+
+
+def card_actions(row: dict, key: str) -> None:
+    """The buttons under one result (widget keys end in ``key``): ▶ Play (the player opens above the results)
+    and, when a competition server is configured, Submit."""
+    st.button("▶ Play", key=f"play_{key}", on_click=_select, args=(row,), width="stretch",
+              help="play the video from this moment and show the object's track")
+    competition.submit_button(row, key=f"submit_{key}")
+
+
 def _card(index, row: dict, frame: pd.Series, overlay: str) -> None:
     with st.container(border=True):
         st.image(thumbnail(frame, row, overlay), width="stretch")
         st.markdown(f"**#{int(row['rank'])}** · {float(row['score']):.3f} · {common.fmt_time(row['time'])}")
-        st.caption(f"{row['site']} · video {row['video_id']}")
-        st.button("▶ Play", key=f"play_{int(row['gid'])}", on_click=_select, args=(row,), width="stretch",
-                  help="play the video from this moment and show the object's track")
-        competition.submit_button(row, key=f"submit_{int(row['gid'])}")
+        st.caption(where(row))
+        card_actions(row, str(int(row['gid'])))
 
 
 def _cards(index, rows: pd.DataFrame, overlay: str) -> None:
@@ -84,11 +111,8 @@ def _pair_card(index, pair: dict, first: pd.Series, then: pd.Series) -> None:
             st.markdown(f"**#{int(pair['rank'])}** · {float(pair['score']):.3f} · "
                         f"{common.fmt_time(pair['first_time'])} → {common.fmt_time(pair['then_time'])} "
                         f"(+{float(pair['gap']):.1f} s)")
-            st.caption(f"{pair['site']} · video {pair['video_id']}")
-            st.button("▶ Play", key=f"play_pair_{int(pair['first_gid'])}", on_click=_select,
-                      args=(pair_play_row(pair, first),), width="stretch",
-                      help="play the video from the first frame of the pair")
-            competition.submit_button(pair_play_row(pair, first), key=f"submit_pair_{int(pair['first_gid'])}")
+            st.caption(where(pair))
+            card_actions(pair_play_row(pair, first), f"pair_{int(pair['first_gid'])}")
 
 
 def _pair_cards(index, pairs: pd.DataFrame) -> None:
@@ -112,29 +136,45 @@ def _by_video(ranked: pd.DataFrame, show, noun: str, group_by_video: bool) -> No
     order = ranked.groupby(["site", "video_id"], sort=False)["rank"].min().sort_values()
     for (site, video_id), best in order.items():
         rows = ranked[(ranked["site"] == site) & (ranked["video_id"] == video_id)].sort_values("rank")
-        st.markdown(f"#### {site} · video {video_id}")
+        st.markdown(f"#### {common.plain(site)} · video {common.plain(video_id)}")
         st.caption(f"best rank #{int(best)} · {len(rows)} matching {noun}")
         show(rows)
 
 
-def player(index, cfg, row: dict, overlay: str) -> None:
-    """The chosen result: its video playing from that moment, the frame, and the object's track over time."""
+def video(cfg, row: dict) -> None:
+    """The result's video from its moment: the file itself when browsers play its codec, else a segment around
+    the moment converted to H.264 (cached); a clear message when neither works."""
     from app.security import collection_file
+    from mvk_tools.playback import playable_segment
     from search.errors import MvkError
 
+    if cfg.collection is None:
+        st.info("Start the app with `--collection` to play the videos.")
+        return
+    moment = float(row["time"])
+    try:
+        path = collection_file(cfg.collection, row["video_path"])
+        with st.spinner("Preparing the video for the browser…"):
+            playable = playable_segment(path, max(0.0, moment - PLAY_BEFORE), moment + PLAY_SECONDS,
+                                        cfg.playback_cache)
+        st.video(str(playable.path), format=playable.mime, start_time=int(playable.offset(moment)),
+                 autoplay=True, muted=True)
+        if playable.transcoded:
+            st.caption(f"The file is {common.plain(playable.codec)}, which browsers do not play: showing "
+                       f"{common.fmt_time(playable.start)} – {common.fmt_time(playable.end)} converted to H.264.")
+    except MvkError as exc:
+        st.error(f"Cannot play this video: {common.plain(exc)}")
+
+
+def player(index, cfg, row: dict, overlay: str) -> None:
+    """The chosen result: its video playing from that moment, the frame, and the object's track over time.
+    Close (or Esc) goes back to the results."""
     head, close = st.columns([8, 1], vertical_alignment="center")
-    head.subheader(f"{row['site']} · video {row['video_id']} · {common.fmt_time(row['time'])}")
-    close.button("Close", key="close_player", on_click=st.session_state.pop, args=("selected", None))
+    head.subheader(f"{where(row)} · {common.fmt_time(row['time'])}")
+    close.button("Close", key="close_player", on_click=_close, shortcut="Esc", help="close the player (Esc)")
     left, right = st.columns([3, 2])
     with left:
-        if cfg.collection is None:
-            st.info("Start the app with `--collection` to play the videos.")
-        else:
-            try:
-                path = collection_file(cfg.collection, row["video_path"])
-                st.video(str(path), start_time=int(float(row["time"])), autoplay=True, muted=True)
-            except MvkError as exc:
-                st.error(f"Cannot play this video: {exc}")
+        video(cfg, row)
     frame = frame_rows(index, [row["gid"]]).iloc[0]
     with right:
         st.image(thumbnail(frame, row, overlay if overlay != "none" else "mask"), width="stretch",

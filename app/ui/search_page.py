@@ -17,6 +17,9 @@ common.random_banner(index, cfg)
 from search.errors import MvkError  # noqa: E402
 from search.query import FUSIONS, Filters, search, temporal_search  # noqa: E402
 
+MAX_RESULTS = 2000        # the deepest rank paging reaches
+URL = "query-params"      # widgets bound to the URL: a link (or a reload) brings back the query and filters
+
 frames = index.frames
 st.title("Search")
 
@@ -25,26 +28,28 @@ with st.sidebar:
     sites = sorted(frames["site"].dropna().unique().tolist())
     places = sorted(p for p in frames["place"].dropna().unique().tolist() if p)
     dates = sorted(d for d in frames["date"].dropna().unique().tolist() if d)
-    sel_sites = st.multiselect("Dive sites", sites, key="f_sites", placeholder="all sites")
-    sel_places = st.multiselect("Places", places, key="f_places", placeholder="all places")
+    sel_sites = st.multiselect("Dive sites", sites, key="f_sites", placeholder="all sites", bind=URL)
+    sel_places = st.multiselect("Places", places, key="f_places", placeholder="all places", bind=URL)
     date_from = date_to = ""
     if dates:
-        date_from = st.selectbox("From (month)", [""] + dates, key="f_from", format_func=lambda d: d or "any")
-        date_to = st.selectbox("To (month)", [""] + dates, key="f_to", format_func=lambda d: d or "any")
+        date_from = st.selectbox("From (month)", [""] + dates, key="f_from", format_func=lambda d: d or "any",
+                                 bind=URL)
+        date_to = st.selectbox("To (month)", [""] + dates, key="f_to", format_func=lambda d: d or "any", bind=URL)
     st.subheader("Ranking")
     fusion = st.selectbox("Fusion of frame and object scores", FUSIONS, index=FUSIONS.index("max"), key="fusion",
                           help="frame: whole-frame similarity; object: best object mask; max: the larger of "
-                               "both; weighted: (1−w)·frame + w·object")
-    weight = st.slider("Object weight w", 0.0, 1.0, 0.5, 0.05, key="weight", disabled=fusion != "weighted")
-    k = st.slider("Results", 4, 100, 20, 4, key="k")
-    group = st.toggle("Group by video", key="group")
+                               "both; weighted: (1−w)·frame + w·object", bind=URL)
+    weight = st.slider("Object weight w", 0.0, 1.0, 0.5, 0.05, key="weight", disabled=fusion != "weighted",
+                       bind=URL)
+    k = st.slider("Results per page", 4, 100, 20, 4, key="k", bind=URL)
+    group = st.toggle("Group by video", key="group", bind=URL)
     overlay = st.radio("Draw the matching object", ["none", "mask", "box"], index=1, horizontal=True,
-                       key="overlay")
+                       key="overlay", bind=URL)
 
 with st.form("query", border=False):
     col_text, col_go = st.columns([6, 1], vertical_alignment="bottom")
     text = col_text.text_input("Describe what you are looking for", key="q_text",
-                               placeholder="a turtle swimming over coral")
+                               placeholder="a turtle swimming over coral", bind=URL)
     submitted = col_go.form_submit_button("Search", type="primary", width="stretch")
     upload = st.file_uploader("…or find frames like an example image", type=["png", "jpg", "jpeg", "webp"],
                               key="q_image")
@@ -53,21 +58,35 @@ with st.form("query", border=False):
         then_text = col_then.text_input("…then this happens", key="q_then", placeholder="a shark swims past",
                                         help="finds pairs of frames of one video: the first description (or "
                                              "the example image), then this one at most N seconds later; "
-                                             "leave empty for an ordinary search")
+                                             "leave empty for an ordinary search", bind=URL)
         within = col_within.number_input("within N seconds", min_value=0.1, value=10.0, step=1.0,
-                                         key="q_within")
+                                         key="q_within", bind=URL)
+
+
+def clear_results() -> None:
+    for name in ("search_results", "search_notes", "selected"):
+        st.session_state.pop(name, None)
+
 
 filters = Filters(sites=tuple(sel_sites), places=tuple(sel_places), date_from=date_from or "",
                   date_to=date_to or "")
+page_no = max(1, int(st.session_state.get("page") or 1))
 # The query box and the uploader live in a form, so their values change only on submit; a change of the
-# filters, the ranking or the index (a rebuilt shard) re-runs the current query at once.
+# filters, the ranking, the page or the index (a rebuilt shard) re-runs the current query at once, and so does
+# opening a link (or reloading) that holds a query.
 then_text = then_text.strip()
 params = (text.strip(), upload.file_id if upload is not None else None, then_text, float(within), filters, fusion,
           float(weight), int(k), index_fingerprint(cfg.index))
 last = st.session_state.get("search_params")
-if submitted or (last is not None and params != last):
+if (last is not None and params[:-1] != last[:-1]) or submitted:
+    page_no = 1                      # a new query or new filters start on the first page
+    st.session_state["page"] = 1
+wanted = min(MAX_RESULTS, int(k) * page_no)
+from_url = last is None and bool(params[0])
+if submitted or from_url or (last is not None and (params != last or st.session_state.get("search_k") != wanted)):
     query = None
     label = ""
+    st.session_state["search_params"] = params
     try:
         if upload is not None:
             from app.security import read_uploaded_image
@@ -80,39 +99,55 @@ if submitted or (last is not None and params != last):
         else:
             st.warning("Type a description or upload an example image."
                        + (" The “then” description needs a first one to follow." if then_text else ""))
-            st.session_state.pop("search_results", None)
-            st.session_state["search_params"] = params
+            clear_results()
         if query is not None:
             encoder = common.encoder(index, cfg)
             started = time.perf_counter()
             if then_text:
-                found = temporal_search(index, encoder, query, then_text, within=float(within), k=int(k),
+                found = temporal_search(index, encoder, query, then_text, within=float(within), k=wanted,
                                         fusion=fusion, weight=float(weight), filters=filters)
                 label += f" then “{then_text}” within {float(within):g} s"
             else:
-                found = search(index, encoder, query, k=int(k), fusion=fusion, weight=float(weight),
-                               filters=filters)
+                found = search(index, encoder, query, k=wanted, fusion=fusion, weight=float(weight), filters=filters)
             competition.log_search(found, kind="temporal" if then_text else "image" if upload is not None else "text",
                                    text=text.strip() or None, image=upload.name if upload is not None else None,
                                    then=then_text or None, within=float(within), filters=filters, fusion=fusion,
-                                   weight=float(weight), k=int(k))
+                                   weight=float(weight), k=wanted)
+            if st.session_state.get("search_k") is None or params != last:
+                st.session_state.pop("selected", None)
             st.session_state["search_results"] = found
+            st.session_state["search_notes"] = [n for n in found.attrs.get("notes", []) if "random weights" not in n]
             st.session_state["search_label"] = label
             st.session_state["search_ms"] = 1000 * (time.perf_counter() - started)
-            st.session_state["search_params"] = params
-            st.session_state.pop("selected", None)
+            st.session_state["search_k"] = wanted
     except MvkError as exc:
-        st.error(str(exc))
+        clear_results()
+        st.error(common.plain(exc), icon=":material/error:")
 
 found: pd.DataFrame | None = st.session_state.get("search_results")
 if found is None:
-    st.caption(f"{len(frames):,} frames from {frames['video_id'].nunique() if len(frames) else 0} videos at "
-               f"{len(sites)} dive sites. Type a query and press Enter.")
+    n_videos = len(frames[["site", "video_id"]].drop_duplicates()) if len(frames) else 0
+    st.caption(f"{len(frames):,} frames from {n_videos:,} videos at {len(sites)} dive sites. "
+               "Type a query and press Enter.")
     st.stop()
 
 pairs = results.is_pairs(found)
-st.caption(f"{len(found)} {'pairs' if pairs else 'frames'} for {st.session_state.get('search_label', '')} · "
-           f"{st.session_state.get('search_ms', 0):.0f} ms · fusion {fusion}")
+first = (page_no - 1) * int(k)
+shown = found.iloc[first:first + int(k)]
+noun = "pairs" if pairs else "frames"
+head, csv_col, json_col = st.columns([6, 1, 1], vertical_alignment="center")
+span = f" · showing {first + 1}–{first + len(shown)}" if page_no > 1 or len(found) > len(shown) else ""
+head.caption(f"{len(found)} {noun} for {common.plain(common.shorten(st.session_state.get('search_label', ''), 100))}"
+             f"{span} · {st.session_state.get('search_ms', 0):.0f} ms · fusion {fusion}")
+export = results.export_table(found)
+csv_col.download_button("CSV", export.to_csv(index=False).encode("utf-8"), file_name="mvk_results.csv",
+                        mime="text/csv", key="export_csv", on_click="ignore", icon=":material/download:",
+                        help="download these results (ranks, scores, videos, times, boxes)", width="stretch")
+json_col.download_button("JSON", export.to_json(orient="records", indent=1).encode("utf-8"),
+                         file_name="mvk_results.json", mime="application/json", key="export_json",
+                         on_click="ignore", icon=":material/download:", width="stretch")
+for note in st.session_state.get("search_notes", []):
+    st.caption(f":material/info: Note: {common.plain(note)}")
 if found.empty:
     st.info("No frame of the second description follows one of the first within that time in the same video "
             "(with these filters)." if pairs else "No frame matches these filters.")
@@ -124,6 +159,11 @@ if selected is not None:
     st.divider()
 
 if pairs:
-    results.pair_list(index, found, group_by_video=group)
+    results.pair_list(index, shown, group_by_video=group)
 else:
-    results.grid(index, found, overlay=overlay, group_by_video=group)
+    results.grid(index, shown, overlay=overlay, group_by_video=group)
+
+more = len(found) >= int(k) * page_no and int(k) * page_no < MAX_RESULTS
+pages = page_no + 1 if more else page_no
+if pages > 1:
+    st.pagination(pages, key="page", default=page_no, bind=URL, max_visible_pages=9)

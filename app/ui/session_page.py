@@ -30,12 +30,14 @@ with st.sidebar:
     limit = st.number_input("Time limit (s)", 30, 1800, sessions.DEFAULT_LIMIT_S, 30, key="s_limit",
                             help="as in interactive KIS tasks; a late query is still saved, with its time")
     fusion = st.selectbox("Ranking", FUSIONS, index=FUSIONS.index("max"), key="s_fusion")
-    st.caption(f"Saved to `{sessions.queryset_path(cfg, kind)}`")
+    st.caption(f"Saved to {common.plain(sessions.queryset_path(cfg, kind))}")
 
 
 def new_target() -> None:
+    """A fresh random target, the clock restarted and the description box emptied."""
     st.session_state["s_target"] = sessions.pick_target(index.frames, np.random.default_rng())
     st.session_state["s_started"] = time.time()
+    st.session_state["s_text"] = ""
     st.session_state.pop("s_outcome", None)
 
 
@@ -53,13 +55,20 @@ with right:
         outcome = st.session_state.get("s_outcome")
         elapsed = (outcome["seconds"] if outcome else time.time() - st.session_state["s_started"])
         remaining = float(st.session_state.get("s_limit", sessions.DEFAULT_LIMIT_S)) - elapsed
-        st.metric("Time", common.fmt_time(elapsed),
-                  delta=("stopped" if outcome else f"{common.fmt_time(remaining)} left") if remaining >= 0
-                  else "time is up", delta_color="off" if outcome or remaining >= 0 else "inverse")
+        if outcome:
+            st.metric("Time taken", common.fmt_clock(elapsed), delta="stopped", delta_color="off",
+                      delta_arrow="off")
+        elif remaining > 0:
+            st.metric("Time left", common.fmt_clock(remaining), delta=f"{common.fmt_clock(elapsed)} so far",
+                      delta_color="off", delta_arrow="off")
+        else:
+            st.metric("Time left", "00:00", delta=f"time is up ({common.fmt_clock(-remaining)} over)",
+                      delta_color="inverse", delta_arrow="off")
 
     timer()
     with st.form("s_form", clear_on_submit=False, border=False):
         text = st.text_area("Your description of this frame", key="s_text", height=110,
+                            max_chars=sessions.MAX_DESCRIPTION_CHARS,
                             placeholder="e.g. a yellow fish swims above a sandy bottom near a rock")
         go = st.form_submit_button("Rank and save", type="primary", width="stretch")
     st.button("New target", on_click=new_target, key="s_new", width="stretch")
@@ -70,9 +79,12 @@ if go:
                                          fusion=fusion, seconds=time.time() - started, limit=float(limit))
         st.session_state["s_outcome"] = outcome
         st.session_state.setdefault("s_history", []).append(
-            {k: outcome[k] for k in ("query_id", "query_type", "rank", "n_frames", "seconds", "text")})
+            {"query_id": outcome["query_id"], "query_type": outcome["query_type"], "rank": outcome["rank"],
+             "n_frames": outcome["n_frames"], "time taken": common.fmt_clock(outcome["seconds"]),
+             "text": common.shorten(outcome["text"], 200)})
     except MvkError as exc:
-        st.error(str(exc))
+        st.session_state.pop("s_outcome", None)
+        st.error(common.plain(exc))
 
 outcome = st.session_state.get("s_outcome")
 if outcome:
@@ -80,8 +92,10 @@ if outcome:
     a, b, c = st.columns(3)
     a.metric("Target rank", f"#{outcome['rank']:,}", help="1 is best; ties count against the target")
     b.metric("Among frames", f"{outcome['n_frames']:,}")
-    c.metric("Time taken", common.fmt_time(outcome["seconds"]))
-    st.success(f"Saved as **{outcome['query_id']}** in `{outcome['path']}`")
+    c.metric("Time taken", common.fmt_clock(outcome["seconds"]))
+    st.success(f"Saved as **{common.plain(outcome['query_id'])}** in {common.plain(outcome['path'])}")
+    for note in outcome.get("notes", []):
+        st.warning(common.plain(note))
     top = outcome["top"]
     if len(top):
         st.markdown("**Your description's top frames** (the target is marked ✓)")
@@ -89,7 +103,8 @@ if outcome:
         for col, (_, row) in zip(cols, results.frame_rows(index, top["gid"]).iterrows()):
             hit = bool(top.loc[top["gid"] == row["gid"], "is_target"].iloc[0])
             col.image(common.decode_jpeg(row["thumbnail"]), width="stretch",
-                      caption=("✓ target · " if hit else "") + f"{row['site']} · {common.fmt_time(row['time'])}")
+                      caption=("✓ target · " if hit else "") + f"{common.plain(row['site'])} · "
+                                                                 f"{common.fmt_time(row['time'])}")
 
 history = st.session_state.get("s_history")
 if history:
