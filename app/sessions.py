@@ -92,8 +92,9 @@ def rank_and_save(index, encoder, cfg: AppConfig, target: dict, text: str, *, ki
 
 
 def _existing_queries(path: Path, notes: list[str]) -> pd.DataFrame | None:
-    """The queries already saved at ``path``; a file that cannot be read any more is moved aside (named in
-    ``notes``) so this and later saves start a new, readable file instead of failing for good."""
+    """The queries already saved at ``path``. A file that cannot be read, or only in part (rows skipped, such as
+    a field too long for CSV readers), is kept aside under a new name (said in ``notes``) and its readable rows
+    are carried over, so this and later saves write a complete, readable file and nothing is lost."""
     import csv
 
     from mvk_tools.querysets import read_queryset
@@ -102,9 +103,15 @@ def _existing_queries(path: Path, notes: list[str]) -> pd.DataFrame | None:
     if not path.exists():
         return None
     try:
-        return read_queryset(path).queries
+        qs = read_queryset(path)
+        skipped = [i for i in qs.issues if i.skipped]
+        if not skipped:
+            return qs.queries
+        why, queries = f"{len(skipped)} row(s) could not be read: {skipped[0].message}", qs.queries
     except (MvkError, csv.Error, OSError, UnicodeDecodeError, ValueError) as exc:
-        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
-        path.replace(aside)
-        notes.append(f"{path.name} could not be read ({exc}); it was moved to {aside.name} and a new file started")
-        return None
+        why, queries = str(exc), None
+    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.replace(aside)
+    notes.append(f"{path.name}: {why}; the file was moved to {aside.name} and a new one started"
+                 + (f" with its {len(queries)} readable queries" if queries is not None and len(queries) else ""))
+    return queries

@@ -556,11 +556,12 @@ def test_kis_session_moves_an_unreadable_file_aside_and_saves_again(app_env):
     path = index / "querysets" / "session_novice.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("query_id,query_type,text,target_site,target_video,target_frame,target_time,source\n"
-                    f"q1,novice,\"{'y' * 140_000}\",{SITES[0]},0001,0,0.0,\n")
+                    f"q1,novice,\"{'y' * 140_000}\",{SITES[0]},0001,0,0.0,\n"
+                    f"q2,novice,a small crab,{SITES[0]},0001,1,0.5,\n")
     at = page("session_page")
     at.text_area(key="s_text").set_value("a red ball")
     click(at, "Rank and save")
     assert not at.exception, [e.value for e in at.exception]
-    assert read_queryset(path).queries["text"].tolist() == ["a red ball"]
+    assert read_queryset(path).queries["text"].tolist() == ["a small crab", "a red ball"]
     assert list(path.parent.glob("session_novice.csv.unreadable-*"))
     assert any("moved to" in shown(w.value) for w in at.warning)
