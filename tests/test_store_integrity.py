@@ -131,23 +131,43 @@ def test_versions_are_immutable_and_a_pointer_names_the_current_one(root: Path) 
     assert json.loads((first / "manifest.json").read_text())["counts"]["frames"] == 5
 
 
-def test_old_versions_go_after_the_grace_period_and_crashed_swaps_leave_nothing(root: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("crash", ["writing files", "before the rename", "before the pointer"])
+def test_a_crash_at_any_point_of_the_swap_leaves_nothing_after_the_next_run(root: Path, monkeypatch,
+                                                                              crash: str) -> None:
     write(root, "A", n=5)
     site = root / "sites" / "A"
-    real = store.shard_layout.publish
+    target, name = {"writing files": (store, "_write_faiss"), "before the rename": (store.shard_layout, "publish"),
+                    "before the pointer": (store.shard_layout, "_write_pointer")}[crash]
 
-    def crash(*args, **kw):
-        raise OSError("killed before the pointer moved (simulated)")
-    monkeypatch.setattr(store.shard_layout, "publish", crash)
-    with pytest.raises(OSError):
-        write(root, "A", n=6)
-    monkeypatch.setattr(store.shard_layout, "publish", real)
+    def killed(*args, **kw):
+        raise KeyboardInterrupt(f"killed {crash} (simulated)")
+    with monkeypatch.context() as m:
+        m.setattr(target, name, killed)
+        with pytest.raises(KeyboardInterrupt):
+            write(root, "A", n=6)
     assert len(store.open_index(root).frames) == 5      # the crash left the old version served
+    (site / ".tmp-v-0123456789abcdef0123").mkdir()      # what a kill -9 leaves where an exception cleans up
+    (site / ".tmp-CURRENT-0123456789ab").write_text("{")
     monkeypatch.setattr(store, "GRACE_SECONDS", 0.0)
-    write(root, "A", n=7)
-    names = sorted(p.name for p in site.iterdir() if not p.name.startswith(".lock"))
+    assert store.recover(root) == []                   # the next mvk index starts with this
+    names = sorted(p.name for p in site.iterdir() if p.name != ".lock")
+    assert names == sorted(["CURRENT", store.shard_folder(root, "A").name])
+    write(root, "A", n=7)                              # and a write after it retires the old version at once
+    names = sorted(p.name for p in site.iterdir() if p.name != ".lock")
     assert names == sorted(["CURRENT", store.shard_folder(root, "A").name])
     assert not [p for p in (root / "sites").iterdir() if p.name.startswith(".")]
+    assert len(store.open_index(root).frames) == 7
+
+
+def test_a_broken_pointer_is_reported_and_the_next_write_replaces_it(root: Path, capsys) -> None:
+    write(root, "A")
+    old = store.shard_folder(root, "A")
+    pointer = root / "sites" / "A" / "CURRENT"
+    pointer.write_text(pointer.read_text()[:20])
+    assert "CURRENT" in store.open_index(root).errors["A"]
+    assert main(["check", str(root)]) == 1 and "CURRENT" in capsys.readouterr().out
+    write(root, "A", n=6)
+    assert not old.exists() and len(store.open_index(root).frames) == 6
 
 
 def test_old_layout_is_read_then_migrated_by_recover(root: Path) -> None:
