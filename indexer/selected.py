@@ -90,3 +90,32 @@ def poor_matches(frames: pd.DataFrame) -> list[str]:
         return []
     poor = frames[frames["match_poor"].fillna(False).astype(bool)]
     return [f"{n} (distance {d:.2f})" for n, d in zip(poor["selected_name"], poor["match_distance"])]
+
+
+def report(frames: pd.DataFrame) -> dict | None:
+    """What a video's selected-frame rows say, for the run's summary: ``images``, ``poor`` (flagged) and
+    ``numbering`` (``mvk_tools.locate.numbering``: what the numbers in the names turned out to be); None
+    when the rows are no selected frames."""
+    from mvk_tools.locate import numbering
+
+    if "selected_number" not in frames:
+        return None
+    rows = frames[frames["selected_number"].fillna(-1).astype(int) >= 0]
+    if not len(rows):
+        return None
+    poor = rows["match_poor"].fillna(False).astype(bool).to_numpy()
+    return {"images": int(len(rows)), "poor": int(poor.sum()),
+            "numbering": numbering(rows["selected_number"].to_numpy(), rows["frame_index"].to_numpy(), poor)}
+
+
+def summary_line(reports: Sequence[dict]) -> str:
+    """One line over the videos' ``report`` dicts: images located, what the numbers were, images flagged."""
+    if not reports:
+        return ""
+    kinds: dict[str, int] = {}
+    for r in reports:
+        kinds[r["numbering"]] = kinds.get(r["numbering"], 0) + 1
+    numbers = ", ".join(f"{k} in {n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    poor = sum(r["poor"] for r in reports)
+    return (f"selected frames: {sum(r['images'] for r in reports)} images of {len(reports)} video(s) located by "
+            f"content; their numbers are {numbers}; {poor} image(s) flagged as not from their video")

@@ -131,18 +131,17 @@ def locate_files(video_path: str | Path, image_paths: Sequence[str | Path], *, s
     return locate(image_thumbs(image_paths, thumbs.size), thumbs, poor=poor)
 
 
-def numbering(numbers: Sequence[int], located: Located) -> str:
-    """What the numbers in the file names turn out to be, judged from the well-located images:
-    ``"frame index"`` (every number is its frame's index), ``"ordinal"`` (1, 2, 3, ... in time order),
-    else ``"other"``; ``"unknown"`` when no image was located well."""
-    ok = ~located.poor
+def numbering(numbers: Sequence[int], frame_index: Sequence[int], poor: Sequence[bool] | None = None) -> str:
+    """What the numbers in a video's selected-frame names turn out to be, judged from the images located
+    well (``poor`` False): ``"frame index"`` (every number is its frame's index), ``"ordinal"`` (they grow
+    with time but are not frame indices: MVK's case), else ``"other"``; ``"unknown"`` when no image was
+    located well."""
+    ok = ~np.asarray(poor, bool) if poor is not None else np.ones(len(numbers), bool)
     nums = np.asarray(numbers, np.int64)[ok]
-    frames = located.frame_index[ok]
+    frames = np.asarray(frame_index, np.int64)[ok]
     if not len(nums):
         return "unknown"
     if np.array_equal(nums, frames):
         return "frame index"
     order = np.argsort(frames, kind="stable")
-    if np.array_equal(np.sort(nums), np.arange(1, len(nums) + 1)) and np.all(np.diff(nums[order]) > 0):
-        return "ordinal"
-    return "other"
+    return "ordinal" if np.all(np.diff(nums[order]) > 0) else "other"

@@ -39,7 +39,7 @@ def test_ordinal_selected_frames_are_located_at_their_true_frames(coll: Path) ->
             true = [s["frame"] for s in meta["selected_frames"]]
             assert found.frame_index.tolist() == true and not found.poor.any()
             assert found.time == pytest.approx([s["time"] for s in meta["selected_frames"]], abs=1e-3)
-            assert locate.numbering([im.number for im in images], found) == "ordinal"
+            assert locate.numbering([im.number for im in images], found.frame_index, found.poor) == "ordinal"
 
 
 def test_numbers_that_are_frame_indices_are_recognised(coll: Path, tmp_path: Path) -> None:
@@ -50,7 +50,9 @@ def test_numbers_that_are_frame_indices_are_recognised(coll: Path, tmp_path: Pat
         shutil.copy(coll / "information" / "selected_frames" / SITE / s["name"], dst)
         renamed.append(dst)
     found = locate.locate_files(coll / "videos" / SITE / "0001.mp4", renamed)
-    assert locate.numbering([s["frame"] for s in meta["selected_frames"]], found) == "frame index"
+    assert locate.numbering([s["frame"] for s in meta["selected_frames"]], found.frame_index) == "frame index"
+    assert locate.numbering([3, 1, 2], [10, 20, 30]) == "other"
+    assert locate.numbering([1, 2], [5, 9], [True, True]) == "unknown"
 
 
 def test_an_image_from_another_video_is_flagged(coll: Path) -> None:
@@ -191,3 +193,13 @@ def test_captions_of_selected_frames_name_them_for_the_exact_rule() -> None:
     q = caption_queryset(targets, ["a reef", "sand"], source="test", random_weights=True)
     assert q["target_selected"].tolist()[0] == 2 and pd.isna(q["target_selected"].iat[1])
     assert q["target_frame"].tolist() == [5, 0]
+
+
+def test_the_run_summary_says_what_the_numbers_were() -> None:
+    from indexer.selected import report, summary_line
+    rows = pd.DataFrame({"selected_number": [1, 2, 3, -1], "frame_index": [5, 20, 31, 0],
+                         "match_poor": [False, False, True, False]})
+    assert report(rows) == {"images": 3, "poor": 1, "numbering": "ordinal"}
+    assert report(rows.assign(selected_number=-1)) is None and report(rows.drop(columns="selected_number")) is None
+    line = summary_line([report(rows), {"images": 2, "poor": 0, "numbering": "frame index"}])
+    assert "5 images of 2 video(s)" in line and "ordinal in 1, frame index in 1" in line and "1 image(s)" in line
