@@ -203,3 +203,14 @@ def test_the_run_summary_says_what_the_numbers_were() -> None:
     assert report(rows.assign(selected_number=-1)) is None and report(rows.drop(columns="selected_number")) is None
     line = summary_line([report(rows), {"images": 2, "poor": 0, "numbering": "frame index"}])
     assert "5 images of 2 video(s)" in line and "ordinal in 1, frame index in 1" in line and "1 image(s)" in line
+
+
+def test_an_unreadable_selected_image_is_named(coll: Path, tmp_path: Path) -> None:
+    from indexer.selected import selected_frames
+    from mvk_tools.layout import SelectedImage
+    from mvk_tools.video import VideoError
+    bad = tmp_path / "0001_00002.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    images = [*selected_images(coll, SITE, "0001")[:1], SelectedImage(bad.name, 2, bad)]
+    with pytest.raises(VideoError, match="0001_00002.jpg"):
+        list(selected_frames(coll / "videos" / SITE / "0001.mp4", images))
