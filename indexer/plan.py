@@ -134,5 +134,5 @@ def plan_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, wor
         plan.settled.append(VideoResult(site, task.video_id, task.rel, "failed" if failed else "resumed",
                                         frames=int(rec.get("frames", 0)), objects=int(rec.get("objects", 0)),
                                         error=rec.get("error"), expected_frames=task.expected_frames,
-                                        note=task.note, lasting=failed))
+                                        note=task.note, lasting=failed, selected=rec.get("selected")))
     return plan

@@ -105,6 +105,7 @@ class VideoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     note: str | None = None
     lasting: bool = False                # a failure remembered until the file changes (else retried next run)
+    selected: dict | None = None         # indexer.selected.report: selected images, flagged ones, numbering
 
 
 @dataclass

@@ -213,8 +213,9 @@ def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", ex
         record.update(frames=len(part.frames), objects=len(part.objects))
         if len(part.frames) == 0:
             raise MvkError(f"{task.rel}: no frame could be decoded")
-        from indexer.selected import poor_matches
+        from indexer.selected import poor_matches, report
         poor = poor_matches(part.frames)
+        vr.selected = record["selected"] = report(part.frames)
         if poor:
             vr.note = "; ".join(n for n in (vr.note, f"{len(poor)} selected frame(s) do not match the video "
                                             f"(kept, flagged match_poor): {', '.join(poor[:5])}"

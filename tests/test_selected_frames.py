@@ -88,6 +88,8 @@ def test_the_index_run_reports_the_stray_image_and_the_unselected_video(mixed: t
                  "none", "--model", "mvk-tiny-vit", "--random-weights", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "1 video(s) have no selected frames: sampled every 1 s" in out
+    assert "selected frames: 10 images of 3 video(s) located by content; their numbers are ordinal in 3; " \
+           "1 image(s) flagged" in out
     assert f"videos/{SITE}/0002.mp4: 1 selected frame(s) do not match the video" in out and "0002_00004.jpg" in out
 
 

@@ -220,6 +220,10 @@ def format_summary(result: "object") -> str:
         if result.engine is not None:
             summed = "; stage seconds are summed over the workers" if result.engine.name != "local" else ""
             out.append(f"{result.engine.describe()}{summed}")
+    from indexer.selected import summary_line
+    selected = summary_line([v.selected for s in result.sites for v in s.videos if v.selected])
+    if selected:
+        out.append(f"\n{selected}")
     notes = [(s.site, v.video_path, v.note) for s in result.sites for v in s.videos if v.note]
     unselected = [n for n in notes if n[2].startswith("no selected frames")]
     if unselected:
