@@ -128,3 +128,15 @@ def test_paths_not_shared_by_every_node_stop_the_run(cluster, collection, tmp_pa
         index_collection(collection, tmp_path / "idx", encoder=encoder, extractor=extractor, config=_config(),
                          executor=RayExecutor(spec, collection=missing))
     assert not list((tmp_path / "idx" / ".work").rglob("*.done.json"))
+
+
+def test_workers_that_cannot_load_the_drivers_models_stop_the_run(cluster, collection, tmp_path, models) -> None:
+    from dataclasses import replace
+
+    from indexer.engines.raydata import EngineError, RayExecutor
+    from indexer.pipeline import index_collection
+    spec, encoder, _ = models
+    other = replace(spec, random_weights=False)          # the workers would need pretrained weights: none here
+    with pytest.raises(EngineError, match="cannot load the models"):
+        index_collection(collection, tmp_path / "idx", encoder=encoder, config=_config(objects="none"),
+                         sites=[SITES[0]], executor=RayExecutor(other))

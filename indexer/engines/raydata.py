@@ -66,16 +66,22 @@ class _Embedder:
         from indexer.pipeline import fingerprint, load_models
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.settings = settings
-        self.encoder, self.extractor = load_models(objects=settings.config.objects, device=self.device,
-                                                   **spec.kwargs())
-        if settings.config.objects == "none":
-            self.extractor = None
-        if fingerprint(self.encoder, self.extractor, settings.config) != settings.fingerprint:
-            raise EngineError(f"the models loaded on worker node {ray.util.get_node_ip_address()} differ from "
-                              "the driver's (other weights or versions there): install the same on every node")
+        self.problem: str | None = None      # raised by the first call: a failed constructor would be retried
+        try:
+            self.encoder, self.extractor = load_models(objects=settings.config.objects, device=self.device,
+                                                       **spec.kwargs())
+            if fingerprint(self.encoder, self.extractor, settings.config) != settings.fingerprint:
+                self.problem = "its models differ from the driver's (other weights or versions there)"
+        except MvkError as exc:
+            self.problem = str(exc)
+        if self.problem is not None:
+            self.problem = (f"worker on node {ray.util.get_node_ip_address()} cannot load the models: "
+                            f"{self.problem}; install the same versions and weights on every node")
 
     def __call__(self, row: dict) -> dict:
         from indexer.work import run_video
+        if self.problem is not None:
+            raise EngineError(self.problem)
         task: VideoTask = pickle.loads(row["task"])
         decoded = pickle.loads(row["decoded"])
         result = run_video(task, self.settings, encoder=self.encoder, extractor=self.extractor,
@@ -198,6 +204,23 @@ class RayExecutor:
                 result: VideoResult = pickle.loads(row["result"])
                 progress.frames_done(result.frames)
                 yield result
-        except ray.exceptions.RayError as exc:
-            cause = getattr(exc, "cause", None)
-            raise EngineError(f"the Ray engine stopped: {cause if isinstance(cause, MvkError) else exc}") from None
+        except Exception as exc:             # Ray wraps what a worker raised; name the cause in one line
+            cause = _cause(exc)
+            raise EngineError(f"the Ray engine stopped: {cause}") from None
+
+
+def _cause(exc: BaseException) -> str:
+    """The message of the MvkError behind a Ray error (found in its chain or in the traceback text Ray
+    carries over from the worker), else the error's first line."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MvkError):
+            return str(seen)
+        seen = getattr(seen, "cause", None) or seen.__cause__ or seen.__context__
+    lines = str(exc).strip().splitlines()
+    names = tuple(f"{cls.__name__}: " for cls in (EngineError, InputError, MvkError))
+    for line in reversed(lines):
+        for name in names:
+            if name in line:
+                return line.split(name, 1)[1]
+    return lines[0] if lines else type(exc).__name__
