@@ -1,15 +1,21 @@
-"""One test in a real browser: headless Chromium opens the running app, types a query, sees result images."""
+"""In a real browser: headless Chromium opens the running app, types a query, sees result images; names from
+files never become links or images that fetch a URL; MPEG-4 Part 2 footage plays; the URL holds the query."""
 from __future__ import annotations
+
+import contextlib
+import http.server
+import threading
+from pathlib import Path
 
 import pytest
 
 from tests.app_fixtures import small_index
-from tests.browser_util import running_app, browser_page, type_query, why_no_browser
+from tests.browser_util import browser_page, free_port, running_app, type_query, why_no_browser
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(why_no_browser() is not None, reason=why_no_browser() or "")]
 
 
-@pytest.mark.skipif(why_no_browser() is not None, reason=why_no_browser() or "")
 def test_typing_a_query_in_chromium_shows_result_images(tmp_path_factory):
     collection, index = small_index(tmp_path_factory)
     with running_app(index, collection) as url, browser_page() as page:
@@ -23,3 +29,116 @@ def test_typing_a_query_in_chromium_shows_result_images(tmp_path_factory):
                                ".every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
         assert page.get_by_text("random weights", exact=False).first.is_visible()
         assert page.get_by_role("button", name="▶ Play").count() >= 16
+        # the URL holds the query: a reload (or a shared link) shows the same results
+        assert "q_text=a+red+striped+fish" in page.url or "q_text=a%20red%20striped%20fish" in page.url
+        page.reload()
+        page.wait_for_function(
+            "document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 16", timeout=90_000)
+
+
+def _to_mpeg4(src: Path, dst: Path) -> None:
+    """Re-encode ``src`` as MPEG-4 Part 2 (the codec of MVK's and Brackish's files) at ``dst``."""
+    import av
+
+    from mvk_tools.video import iter_frames, probe
+
+    info = probe(src)
+    with av.open(str(dst), mode="w") as out:
+        stream = out.add_stream("mpeg4", rate=round(info.fps))
+        stream.width, stream.height, stream.pix_fmt = info.width, info.height, "yuv420p"
+        stream.options = {"qscale": "3"}
+        for i, frame in enumerate(iter_frames(src)):
+            picture = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
+            picture.pts = i
+            for packet in stream.encode(picture):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+@contextlib.contextmanager
+def trap_server():
+    """An HTTP server that records every request it gets (a crafted name must never make the page call it)."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _crafted_collection(base: Path, trap: int) -> tuple[Path, Path, str]:
+    """A collection whose one site and video carry Markdown in their names (a link, an image pointing at
+    the trap server), every video MPEG-4 Part 2; indexed with the tiny models."""
+    from indexer.pipeline import IndexConfig, index_collection, load_models
+    from mvk_tools.synth import make_collection
+
+    collection = make_collection(base / "collection", sites=("Oahu_Jul2022",), videos_per_site=2, n_frames=24,
+                                 size=(160, 96), fps=12.0)
+    site = collection / "videos" / "Oahu_Jul2022"
+    crafted_video = f"![pic](http:127.0.0.1:{trap}\\img.png) **bold** $x$"
+    for i, video in enumerate(sorted(site.glob("*.mp4"))):
+        name = crafted_video if i == 0 else video.stem
+        _to_mpeg4(video, site / f"{name}.tmp.mp4")
+        video.unlink()
+        (site / f"{name}.tmp.mp4").rename(site / f"{name}.mp4")
+    crafted_site = collection / "videos" / f"[site](http:127.0.0.1:{trap}) **s**"
+    site.rename(crafted_site)
+    encoder, extractor = load_models(model="mvk-tiny-vit", pretrained=None, backbone="color", random_weights=True)
+    index = base / "index"
+    result = index_collection(collection, index, encoder=encoder, extractor=extractor,
+                              config=IndexConfig(every_seconds=0.5))
+    assert result.ok and not result.errors, result.errors
+    return collection, index, crafted_video
+
+
+def test_crafted_names_fetch_nothing_and_mpeg4_part2_plays(tmp_path):
+    with trap_server() as (trap, hits):
+        collection, index, crafted = _crafted_collection(tmp_path, trap)
+        with running_app(index, collection) as url, browser_page() as page:
+            outside: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith(url) or r.url.startswith("data:")
+                    else outside.append(r.url))
+            type_query(page, url, "a red striped fish")
+            page.wait_for_function(
+                "document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 8", timeout=60_000)
+            # the crafted name is shown as text, not as a link or an image
+            assert page.get_by_text("**bold** $x$", exact=False).count() >= 1
+            assert page.locator('a[href*="127.0.0.1:%d"]' % trap).count() == 0
+            assert page.locator('img[src*="127.0.0.1:%d"]' % trap).count() == 0
+            # ▶ Play: the MPEG-4 Part 2 file is converted, and the browser decodes and plays it
+            page.get_by_role("button", name="▶ Play").first.click()
+            page.wait_for_selector("video", timeout=90_000)
+            page.wait_for_function("(() => { const v = document.querySelector('video');"
+                                   " return v && v.readyState >= 2 && v.videoWidth > 0; })()", timeout=90_000)
+            assert page.evaluate("document.querySelector('video').error") is None
+            assert page.get_by_text("converted to H.264", exact=False).count() >= 1
+            # Esc closes the player
+            page.keyboard.press("Escape")
+            page.wait_for_selector("video", state="detached", timeout=30_000)
+        assert not hits, hits
+        assert not [u for u in outside if str(trap) in u], outside
+
+
+def test_the_search_page_fits_a_narrow_screen(tmp_path_factory):
+    collection, index = small_index(tmp_path_factory)
+    with running_app(index, collection) as url, browser_page(390, 844) as page:
+        type_query(page, url, "a red striped fish")
+        page.wait_for_function(
+            "document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 4", timeout=60_000)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        box = page.locator('[data-testid="stImage"] img').first.bounding_box()
+        assert box is not None and box["width"] >= 100       # a readable thumbnail, not a 5-column sliver
