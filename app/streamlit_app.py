@@ -19,7 +19,7 @@ import streamlit as st  # noqa: E402
 from app.ui import common  # noqa: E402
 
 st.set_page_config(page_title="mvk · underwater video search", page_icon="🐠", layout="wide",
-                   initial_sidebar_state="expanded")
+                   initial_sidebar_state="auto")   # collapsed on a phone, where it would cover the page
 
 UI = Path(__file__).resolve().parent / "ui"
 PAGES = [

@@ -142,3 +142,6 @@ def test_the_search_page_fits_a_narrow_screen(tmp_path_factory):
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
         box = page.locator('[data-testid="stImage"] img').first.bounding_box()
         assert box is not None and box["width"] >= 100       # a readable thumbnail, not a 5-column sliver
+        # nothing covers the results (the sidebar starts collapsed on a phone): ▶ Play can be pressed
+        page.get_by_role("button", name="▶ Play").first.click(timeout=15_000)
+        page.wait_for_selector("video", timeout=60_000)
