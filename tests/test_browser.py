@@ -12,12 +12,23 @@ import pytest
 from tests.app_fixtures import small_index
 from tests.browser_util import browser_page, free_port, running_app, type_query, why_no_browser
 
+
+def private_index(tmp_path_factory) -> tuple[Path, Path]:
+    """The shared small index copied for one test: the app writes into its index (event log, query sets)."""
+    import shutil
+
+    collection, index = small_index(tmp_path_factory)
+    copy = tmp_path_factory.mktemp("browser") / "index"
+    shutil.copytree(index, copy)
+    return collection, copy
+
+
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(why_no_browser() is not None, reason=why_no_browser() or "")]
 
 
 def test_typing_a_query_in_chromium_shows_result_images(tmp_path_factory):
-    collection, index = small_index(tmp_path_factory)
+    collection, index = private_index(tmp_path_factory)
     with running_app(index, collection) as url, browser_page() as page:
         type_query(page, url, "a red striped fish")
         page.wait_for_function(
@@ -134,7 +145,7 @@ def test_crafted_names_fetch_nothing_and_mpeg4_part2_plays(tmp_path):
 
 
 def test_the_search_page_fits_a_narrow_screen(tmp_path_factory):
-    collection, index = small_index(tmp_path_factory)
+    collection, index = private_index(tmp_path_factory)
     with running_app(index, collection) as url, browser_page(390, 844) as page:
         type_query(page, url, "a red striped fish")
         page.wait_for_function(
