@@ -31,6 +31,8 @@ from search.query import FUSIONS, Filters
 
 log = logging.getLogger("mvk.api")
 ENV_TOKEN = "MVK_API_TOKEN"
+SEGMENT_BEFORE = 2.0     # seconds of video before a result's moment in its segment_url
+SEGMENT_AFTER = 30.0     # and after it
 
 
 # -- response models ---------------------------------------------------------------------------------
@@ -61,6 +63,8 @@ class FrameResult(BaseModel):
     thumbnail_url: str
     mask_url: str | None
     video_url: str = Field(description="the video, with a #t= media fragment at this frame")
+    segment_url: str = Field(description="a browser-playable segment around this frame (H.264 when converted); "
+                                         "seek to time minus its X-Segment-Start header")
 
 
 class PairResult(BaseModel):
@@ -170,6 +174,10 @@ class HealthResponse(BaseModel):
 # -- errors ------------------------------------------------------------------------------------------
 
 def _status_of(exc: MvkError) -> tuple[int, str]:
+    from mvk_tools.playback import PlaybackError
+
+    if isinstance(exc, PlaybackError):
+        return 422, "cannot play"
     if isinstance(exc, NotFoundError):
         return 404, "not found"
     if isinstance(exc, PathNotAllowedError):
@@ -211,6 +219,12 @@ def _video_url(site: str, video_id: str, at: float | None = None) -> str:
     return f"/videos/{_q(site)}/{_q(video_id)}" + (f"#t={float(at):.3f}" if at is not None else "")
 
 
+def _segment_url(site: str, video_id: str, at: float) -> str:
+    """The segment the app plays for a moment: SEGMENT_BEFORE seconds before it to SEGMENT_AFTER after."""
+    return (f"/videos/{_q(site)}/{_q(video_id)}/segment?start={max(0.0, float(at) - SEGMENT_BEFORE):.3f}"
+            f"&end={float(at) + SEGMENT_AFTER:.3f}")
+
+
 def _float(value) -> float | None:
     value = float(value)
     return value if np.isfinite(value) else None
@@ -230,7 +244,8 @@ def _frame_results(page: Page) -> list[FrameResult]:
             mask_rle=str(r["mask_rle"]) if has and r["mask_rle"] else None,
             thumbnail_url=f"/frames/{int(r['gid'])}/thumbnail",
             mask_url=f"/frames/{int(r['gid'])}/objects/{track}/mask.png" if has else None,
-            video_url=_video_url(r["site"], r["video_id"], r["time"])))
+            video_url=_video_url(r["site"], r["video_id"], r["time"]),
+            segment_url=_segment_url(r["site"], r["video_id"], r["time"])))
     return out
 
 
@@ -401,5 +416,18 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
         path = service.video_file(site, video_id)
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media, filename=path.name, content_disposition_type="inline")
+
+    @app.get("/videos/{site}/{video_id}/segment", response_class=FileResponse, tags=["videos"],
+             responses={200: {"content": {"video/mp4": {}}, "description": "a browser-playable file; header "
+                              "X-Segment-Start: the source time of its time 0"}, **ERRORS},
+             summary="Seconds start..end of a video as a file every browser plays (H.264, converted when needed)")
+    def segment(site: str, video_id: str,
+                start: Annotated[float, Query(ge=0, description="seconds into the video")],
+                end: Annotated[float, Query(gt=0, description="seconds into the video (at most start + 120)")],
+                ) -> FileResponse:
+        playable = service.video_segment(site, video_id, start, end)
+        headers = {"X-Segment-Start": f"{playable.start:.3f}", "X-Transcoded": str(playable.transcoded).lower()}
+        return FileResponse(playable.path, media_type=playable.mime, headers=headers,
+                            content_disposition_type="inline")
 
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,16 @@ from search.errors import IndexFormatError, QueryError
 from search.query import Filters
 
 MAX_RESULTS = 1000      # offset + k of one request: a page beyond this is refused (rank deeper with filters)
+MAX_SEGMENT = 120.0     # seconds of video one segment request may convert
+ENV_CACHE = "MVK_CACHE"
+
+
+def default_cache(environ=os.environ) -> Path:
+    """Where converted video segments are kept: ``$MVK_CACHE/playback``, else ``~/.cache/mvk/playback`` (the
+    app's place, so both share the converted files)."""
+    base = Path(environ[ENV_CACHE]).expanduser() if environ.get(ENV_CACHE) else \
+        Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mvk"
+    return base / "playback"
 
 
 class NotFoundError(QueryError):
@@ -102,6 +113,7 @@ class SearchService:
     collection: Path | None = None
     device: str = "cpu"
     encoder: object | None = None             # search.encoder.Encoder; loaded from the index on first use
+    cache: Path | None = None                 # converted video segments (default: default_cache())
     log: EventLog = field(default_factory=lambda: EventLog(None))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _opened: tuple | None = field(default=None, repr=False)
@@ -300,6 +312,18 @@ class SearchService:
         if self.collection is None:
             raise NotFoundError("no collection is configured to play videos from (start with --collection DIR)")
         return collection_file(self.collection, str(hit["video_path"].iloc[0]))
+
+    def video_segment(self, site: str, video_id: str, start: float, end: float):
+        """A browser-playable file for seconds ``start``..``end`` of a video (``mvk_tools.playback.Playable``):
+        the source itself when browsers play its codec, else that segment converted to H.264 and cached."""
+        from mvk_tools.playback import playable_segment
+
+        if not (0 <= start < end) or not np.isfinite(end):
+            raise QueryError(f"a segment needs 0 <= start < end seconds, got {start}..{end}")
+        if end - start > MAX_SEGMENT:
+            raise QueryError(f"a segment may span at most {MAX_SEGMENT:g} s, got {end - start:g} s")
+        path = self.video_file(site, video_id)
+        return playable_segment(path, float(start), float(end), self.cache or default_cache())
 
     def info(self) -> dict:
         """Sites with their counts, skipped shards, the encoder and segmentation the index was built with."""

@@ -76,7 +76,8 @@ def test_docs_describe_every_endpoint(api):
     assert api.get("/docs").status_code == 200
     spec = api.get("/openapi.json").json()
     expected = {"/health", "/info", "/search", "/search/image", "/search/temporal", "/frames/{gid}",
-                "/frames/{gid}/thumbnail", "/frames/{gid}/objects/{track_id}/mask.png", "/videos/{site}/{video_id}"}
+                "/frames/{gid}/thumbnail", "/frames/{gid}/objects/{track_id}/mask.png", "/videos/{site}/{video_id}",
+                "/videos/{site}/{video_id}/segment"}
     assert set(spec["paths"]) == expected
     for path, ops in spec["paths"].items():
         for op in ops.values():
@@ -274,6 +275,26 @@ def test_a_video_is_served_with_range_requests(api, env):
     assert whole.status_code == 200 and whole.content == (collection / r["video_path"]).read_bytes()
     part = api.get(url, headers={"Range": "bytes=0-99"})
     assert part.status_code == 206 and part.content == whole.content[:100]
+
+
+def test_a_segment_plays_in_browsers(api, tmp_path, monkeypatch):
+    import av
+
+    monkeypatch.setenv("MVK_CACHE", str(tmp_path / "cache"))
+    r = api.get("/search", params={"q": "fish", "k": 1}).json()["results"][0]
+    resp = api.get(r["segment_url"])
+    assert resp.status_code == 200 and resp.headers["content-type"] == "video/mp4", resp.text
+    start = float(resp.headers["x-segment-start"])
+    assert 0 <= start <= r["time"]
+    with av.open(io.BytesIO(resp.content)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name in ("h264", "vp9", "av1", "vp8")
+        assert next(container.decode(stream)).width > 0
+    url = r["segment_url"].split("?")[0]
+    assert "at most 120 s" in error_of(api.get(url, params={"start": 0, "end": 500}), 422)
+    assert "0 <= start < end" in error_of(api.get(url, params={"start": 5, "end": 2}), 422)
+    assert "start" in error_of(api.get(url, params={"start": -1, "end": 2}), 422)
+    assert "no video 'nope'" in error_of(api.get(f"/videos/{r['site']}/nope/segment?start=0&end=1"), 404)
 
 
 @pytest.mark.parametrize("path", [
