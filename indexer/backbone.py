@@ -161,6 +161,30 @@ def missing_weights_message(name: str, timm_name: str, hf_hub_id: str) -> str:
             f"(a .pth or .safetensors state dict of {timm_name})")
 
 
+def _hub_id(timm_name: str) -> str:
+    import timm
+    cfg = timm.models.get_pretrained_cfg(timm_name)
+    return cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else f"timm/{timm_name}"
+
+
+def weights_available(name: str = DEFAULT_BACKBONE) -> bool:
+    """Whether ``load_backbone(name)`` can get pretrained weights: in the local cache, or the hub reachable
+    (the colour baseline needs none)."""
+    if name == COLOR_BACKBONE:
+        return True
+    if name not in BACKBONES:
+        return False
+    return _hub_cached_file(_hub_id(BACKBONES[name])) is not None or _hub_reachable()
+
+
+def fetch_instructions(name: str = DEFAULT_BACKBONE) -> str:
+    """How to get a DINO backbone's weights onto an offline machine, in one sentence."""
+    timm_name = BACKBONES[name]
+    return (f"DINO {name} (timm '{timm_name}') comes from the Hugging Face repo {_hub_id(timm_name)} (cached "
+            f"under {_hub_cache_dir()}): on a machine with internet run python3 -c \"import timm; "
+            f"timm.create_model('{timm_name}', pretrained=True)\" and copy that cache folder to the same place here")
+
+
 def build_timm_extractor(timm_name: str, *, name: str | None = None, checkpoint: str | Path | None = None,
                          random_weights: bool = False, device: str = "cpu", batch_size: int = 8,
                          **model_kwargs: Any) -> TimmQK:
@@ -187,8 +211,7 @@ def build_timm_extractor(timm_name: str, *, name: str | None = None, checkpoint:
         model = timm.create_model(timm_name, pretrained=False, **kwargs)
         weights, ckpt = "random", None
     else:
-        cfg = timm.models.get_pretrained_cfg(timm_name)
-        hf_hub_id = (cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else f"timm/{timm_name}")
+        hf_hub_id = _hub_id(timm_name)
         cached = _hub_cached_file(hf_hub_id)
         try:
             if cached is not None:

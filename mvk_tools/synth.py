@@ -34,6 +34,7 @@ PALETTE = (
     (150, 240, 40),    # lime
     (120, 70, 30),     # brown
 )
+COLOUR_NAMES = dict(zip(PALETTE, ("red", "yellow", "magenta", "orange", "white", "violet", "lime", "brown")))
 TEXTURES = ("stripes", "checker", "dots", "rings")
 SHAPES = ("ellipse", "rectangle")
 

@@ -80,6 +80,22 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
+def weights_available(model: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED) -> bool:
+    """Whether ``load_encoder(model, pretrained)`` can get its weights: in the local cache, or the hub reachable."""
+    _register_model_configs()
+    from open_clip.pretrained import get_pretrained_cfg
+    if not get_pretrained_cfg(model, pretrained):
+        return False
+    return _is_cached(model, pretrained) or _hub_reachable()
+
+
+def fetch_instructions(model: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED) -> str:
+    """How to get the weights of an open_clip pretrained tag onto an offline machine, in one sentence."""
+    return (f"CLIP {model} '{pretrained}' comes from {_weights_source(model, pretrained)}: on a machine with "
+            f"internet run python3 -c \"import open_clip; open_clip.create_model_and_transforms('{model}', "
+            f"pretrained='{pretrained}')\" and copy that cache folder to the same place here")
+
+
 def _missing_weights(model: str, pretrained: str, exc: BaseException) -> MissingWeightsError:
     return MissingWeightsError(
         f"pretrained weights for open_clip model {model!r} tag {pretrained!r} are not available offline: "

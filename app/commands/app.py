@@ -24,14 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 serves "
                              "the network, with no authentication)")
-    parser.add_argument("--no-open", action="store_true", help="do not open a browser window (headless server)")
+    parser.add_argument("--no-open", action="store_true",
+                        help="do not open a browser window (the server is headless either way: it never waits "
+                             "on the terminal)")
     add_model_weight_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.launch import check_folders, run_streamlit, streamlit_command
+    from app.launch import app_url, check_folders, check_port, run_streamlit, streamlit_command
 
+    check_port(args.host, args.port)
     index, collection = check_folders(args.index, args.collection)
-    cmd = streamlit_command(index, collection, port=args.port, host=args.host, headless=args.no_open,
+    cmd = streamlit_command(index, collection, port=args.port, host=args.host,
                             random_weights=args.random_weights, device=args.device)
-    return run_streamlit(cmd)
+    return run_streamlit(cmd, url=app_url(args.host, args.port), open_browser=not args.no_open)
