@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 
 def read_root_manifest(index_dir: str | Path) -> dict | None:
@@ -58,3 +59,61 @@ def settings_from_manifest(manifest: dict | None, *, random_weights: bool, objec
                          backbone=(backbone.get("backbone") or backbone.get("name")) if isinstance(backbone, dict) else None,
                          checkpoint=backbone.get("checkpoint") if isinstance(backbone, dict) else None,
                          random_weights=bool(enc.get("random_weights", random_weights)), config=config)
+
+
+# Settings a command line or the app asks for, by IndexConfig field ("segment.<name>" for SegmentParams):
+# only those given explicitly are compared with, or laid over, what an index records.
+PER_RUN_FIELDS = frozenset({"index_type", "batch_size"})   # chosen per run, never recorded for the index
+
+
+def apply_settings(config, requested: dict[str, Any]):
+    """``config`` (an IndexConfig) with ``requested`` laid over it; keys are field names, ``segment.<name>``
+    for segmentation parameters."""
+    from dataclasses import replace
+
+    top = {k: v for k, v in requested.items() if "." not in k}
+    seg = {k.split(".", 1)[1]: v for k, v in requested.items() if k.startswith("segment.")}
+    if seg:
+        top["segment"] = replace(config.segment_params(), **seg)
+    return replace(config, **top)
+
+
+def _flat(config) -> dict[str, Any]:
+    """IndexConfig as ``{field or segment.<name>: value}``."""
+    out = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "segment"}
+    out.update({f"segment.{f.name}": getattr(config.segment_params(), f.name)
+                for f in fields(config.segment_params())})
+    return out
+
+
+def setting_differences(recorded, requested: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, the index's value, the requested value) of every requested setting that differs from what the
+    index records; per-run settings (index type, batch size) and, for an index without objects, segmentation
+    parameters never differ."""
+    have = _flat(recorded)
+    out = []
+    for key, want in requested.items():
+        if key in PER_RUN_FIELDS or key not in have:
+            continue
+        if key.startswith("segment.") and recorded.objects == "none":
+            continue
+        if have[key] != want:
+            out.append((key, have[key], want))
+    return out
+
+
+def model_differences(recorded: BuildSettings, requested: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The same for model names (``model``, ``pretrained``, ``backbone``, checkpoints) given on a command line."""
+    return [(key, getattr(recorded, key), want) for key, want in requested.items()
+            if want is not None and getattr(recorded, key) != want]
+
+
+def mismatch_message(index_dir: str | Path, differences: list[tuple[str, Any, Any]],
+                     names: dict[str, str] | None = None) -> str:
+    """One line naming only the differing keys: ``key: index has X, you asked Y`` (``names``: how to call a
+    key, e.g. the command line flag that sets it)."""
+    names = names or {}
+    parts = "; ".join(f"{names.get(key, key)}: index has {have!r}, you asked {want!r}"
+                      for key, have, want in differences)
+    return (f"index {index_dir} was built with other settings ({parts}): leave these flags out to use the "
+            f"index's own, or index into a new --index folder")

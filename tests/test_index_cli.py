@@ -50,10 +50,10 @@ def test_unknown_site_and_other_settings_are_one_line_errors(collection, tmp_pat
     assert "unknown site(s) Atlantis_Jan2000" in err and SITES[0] in err
     assert main(_args(collection, idx, "--site", SITES[0], "--objects", "none")) == 0
     capsys.readouterr()
-    assert main(_args(collection, idx, "--site", SITES[1])) == 2
+    assert main(_args(collection, idx, "--site", SITES[1], "--objects", "pool")) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("mvk index: error:") and "objects: index has 'none', this run 'pool'" in last
+    assert last.startswith("mvk index: error:") and "--objects: index has 'none', you asked 'pool'" in last
 
 
 def test_some_failed_exit_0_nothing_indexed_exit_1(collection, tmp_path, capsys) -> None:
@@ -113,3 +113,37 @@ def test_new_site_joins_with_the_models_the_index_records(collection, tmp_path, 
     index = open_index(idx)
     assert sorted(index.shards) == sorted(SITES)
     assert index.manifest["encoder"]["model"] == TEST_MODEL
+
+
+def test_a_new_site_takes_every_recorded_setting_and_a_differing_flag_is_named_alone(collection, tmp_path, capsys,
+                                                                                     monkeypatch) -> None:
+    """Sampling, decode size and segmentation recorded by the index are used for the flags left out; a flag
+    that differs is refused before any model loads, and the message names only that flag."""
+    import indexer.pipeline as pipeline
+
+    idx = tmp_path / "idx"
+    assert main(_args(collection, idx, "--site", SITES[0], "--short-side", "96", "--tau", "1.2")) == 0
+    capsys.readouterr()
+    bare = ["index", str(collection), "--index", str(idx), "--site", SITES[1], "--random-weights", "--no-progress"]
+    loaded = []
+    real_load = pipeline.load_models
+    monkeypatch.setattr(pipeline, "load_models", lambda **kw: loaded.append(kw) or real_load(**kw))
+    assert main([*bare, "--every", "2", "--short-side", "96", "--max-side", "0"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--every: index has 0.5, you asked 2.0" in last
+    assert "short-side" not in last and "max-side" not in last and "tau" not in last   # only what differs
+    assert not loaded                                                                   # before any model
+    assert main(bare) == 0
+    from search.store import open_index
+    index = open_index(idx)
+    assert sorted(index.shards) == sorted(SITES)
+    assert index.manifest["segmentation"]["short_side"] == 96 and index.manifest["segmentation"]["tau"] == 1.2
+    assert (index.frames.groupby("site").size() == 4).all()          # every 0.5 s on both sites
+
+
+def test_unknown_sites_are_refused_before_the_models_load(collection, tmp_path, capsys, monkeypatch) -> None:
+    import indexer.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "load_models", lambda **kw: pytest.fail("a model was loaded"))
+    assert main(_args(collection, tmp_path / "idx", "--site", "Oahu")) == 2
+    assert "unknown site(s) Oahu" in capsys.readouterr().err

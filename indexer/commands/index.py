@@ -23,6 +23,10 @@ untouched; a changed video is redone, a broken shard file is rewritten from the 
 --rebuild recomputes the chosen sites from scratch, aside: the old shard is served until the new one
 replaces it (rerun without --rebuild to resume an interrupted rebuild).
 
+Adding a site to an existing index: the index's recorded models and settings (sampling, decode size,
+objects, segmentation, frame fit) are used for every flag left out; a flag that differs from the index is
+refused before any model is loaded, naming only the differing settings.
+
 Videos that cannot be read are listed at the end and recorded in the site's manifest; the other
 videos go on. Exit code 0 when the run completed (even if some videos failed), 1 when nothing could
 be indexed, 2 on a usage or model error.
@@ -41,6 +45,7 @@ Example:
   mvk index MVK --site Oahu_Jul2022 --index idx --objects crop --every 2
   mvk index MVK --all --index idx-448 --dense-size 448
   mvk index /shared/MVK --all --index /shared/idx --engine ray --ray-address auto
+  mvk index MVK --site Tulamben2_Jun2022 --index idx          (a new site joins with idx's settings)
 """
 
 
@@ -61,17 +66,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     sampling = parser.add_argument_group("sampling")
     how = sampling.add_mutually_exclusive_group()
-    how.add_argument("--every", type=positive_float, default=1.0, metavar="SECONDS",
+    how.add_argument("--every", type=positive_float, default=None, metavar="SECONDS",
                      help="sample one frame per SECONDS (default 1.0)")
-    how.add_argument("--selected-frames", action="store_true",
+    how.add_argument("--selected-frames", action="store_true", default=None,
                      help="use MVK's information/selected_frames/ (about one per second); videos without "
                           "them fall back to --every")
-    sampling.add_argument("--max-side", type=int, default=512,
+    sampling.add_argument("--max-side", type=int, default=None,
                           help="decode frames at most this many pixels on the longest side (default 512; "
                                "0: full size); boxes are stored in source pixels")
 
     objects = parser.add_argument_group("objects and segmentation")
-    objects.add_argument("--objects", choices=("pool", "pool-raw", "crop", "none"), default="pool",
+    objects.add_argument("--objects", choices=("pool", "pool-raw", "crop", "none"), default=None,
                          help="object vectors: pool = dense CLIP features (the last block computed the "
                               "ClearCLIP way) of the frame's own CLIP pass averaged inside each mask (default, "
                               "cheap); pool-raw = the same with CLIP's raw last-layer patch tokens; crop = one "
@@ -92,14 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     objects.add_argument("--short-side", type=positive_int, default=None, metavar="PX",
                          help="segmentation input: frames resized so the short side is about PX (default 224; "
                               "160 roughly halves the segmentation cost, coarser masks)")
-    objects.add_argument("--crop-margin", type=float, default=0.1,
+    objects.add_argument("--crop-margin", type=float, default=None,
                          help="crop mode: margin around the object's box, times its longer side (default 0.1)")
 
     clip = parser.add_argument_group("CLIP model")
     clip.add_argument("--model", default=None, help="open_clip model name (default ViT-B-32)")
     clip.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default openai)")
     clip.add_argument("--clip-checkpoint", default=None, metavar="FILE", help="local open_clip checkpoint file")
-    clip.add_argument("--frame-fit", choices=("letterbox", "crop"), default="letterbox",
+    clip.add_argument("--frame-fit", choices=("letterbox", "crop"), default=None,
                       help="how frames meet CLIP's square input: letterbox keeps the sides of 16:9 footage "
                            "(default), crop takes the centre square")
     clip.add_argument("--batch-size", type=positive_int, default=16, help="frames per CLIP batch (default 16)")
@@ -122,12 +127,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_weight_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+# flag (argparse dest) -> the IndexConfig field it sets ("segment.<name>" for segmentation parameters)
+FLAG_SETTINGS = {"every": "every_seconds", "selected_frames": "selected_frames", "max_side": "decode_max_side",
+                 "objects": "objects", "crop_margin": "crop_margin", "frame_fit": "frame_fit",
+                 "tau": "segment.tau", "key_stride": "segment.key_stride", "short_side": "segment.short_side",
+                 "dense_size": "dense_size", "index_type": "index_type", "batch_size": "batch_size"}
+MODEL_FLAGS = {"model": "model", "pretrained": "pretrained", "clip_checkpoint": "clip_checkpoint",
+               "backbone": "backbone", "checkpoint": "checkpoint"}
 
-    from indexer.pipeline import IndexConfig, index_collection, load_models
+
+def requested_settings(args: argparse.Namespace) -> dict:
+    """The settings the command line gives explicitly (flags left out are absent)."""
+    out = {field: getattr(args, dest) for dest, field in FLAG_SETTINGS.items() if getattr(args, dest) is not None}
+    if "decode_max_side" in out:
+        out["decode_max_side"] = out["decode_max_side"] or None          # --max-side 0: full size
+    return out
+
+
+def plan_run(args: argparse.Namespace) -> tuple[object, dict]:
+    """(IndexConfig, model names) of this run, checked against the index before any model is loaded: for an
+    existing index its recorded settings fill every flag left out, and a flag that differs is refused
+    (ModelMismatchError naming only the differing keys)."""
+    from indexer.pipeline import IndexConfig
+    from indexer.settings import (apply_settings, mismatch_message, model_differences, read_root_manifest,
+                                  setting_differences, settings_from_manifest)
+    from search.errors import ModelMismatchError
+
+    requested = requested_settings(args)
+    models = {key: getattr(args, dest) for dest, key in MODEL_FLAGS.items()}
+    manifest = read_root_manifest(args.index)
+    if manifest is None:
+        return apply_settings(IndexConfig(), requested), models
+    built = settings_from_manifest(manifest, random_weights=args.random_weights)
+    differences = setting_differences(built.config, requested) + model_differences(built, models)
+    if differences:
+        flags = {key: "--" + dest.replace("_", "-") for dest, key in (*FLAG_SETTINGS.items(), *MODEL_FLAGS.items())}
+        raise ModelMismatchError(mismatch_message(args.index, differences, flags))
+    recorded = {key: getattr(built, key) for key in MODEL_FLAGS.values()}
+    return apply_settings(built.config, requested), {k: v if v is not None else recorded[k] for k, v in models.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    from indexer.pipeline import index_collection, load_models, select_sites
     from indexer.progress import Progress, TqdmProgress
-    from indexer.segment import SegmentParams
     from mvk_tools.layout import discover
     from search.errors import InputError
 
@@ -137,20 +179,10 @@ def run(args: argparse.Namespace) -> int:
         from indexer.engines.raydata import import_ray
         import_ray()                   # says how to install it, before any model is loaded
 
-    params = SegmentParams()
-    if args.tau is not None:
-        params = replace(params, tau=args.tau)
-    if args.key_stride is not None:
-        params = replace(params, key_stride=args.key_stride)
-    if args.short_side is not None:
-        params = replace(params, short_side=args.short_side)
-    config = IndexConfig(every_seconds=args.every, selected_frames=args.selected_frames, objects=args.objects,
-                         frame_fit=args.frame_fit, crop_margin=args.crop_margin, segment=params,
-                         index_type=args.index_type, batch_size=args.batch_size,
-                         decode_max_side=args.max_side or None, dense_size=args.dense_size)
+    config, models = plan_run(args)
     catalog = discover(args.collection)
-    models = _models(args)
-    encoder, extractor = load_models(objects=args.objects, random_weights=args.random_weights,
+    select_sites(catalog, args.sites)                    # unknown sites: refused before the models load
+    encoder, extractor = load_models(objects=config.objects, random_weights=args.random_weights,
                                      device=args.device, **models)
     if args.random_weights:
         print("note: --random-weights: models are randomly initialised; this index is for tests and "
@@ -180,22 +212,6 @@ def run(args: argparse.Namespace) -> int:
         print("\n" + format_check(check))
         code = code or (0 if check.ok else 1)
     return code
-
-
-def _models(args: argparse.Namespace) -> dict:
-    """Model names from the flags; for an existing index, the ones it was built with fill what the flags leave
-    open, so a new site joins it without repeating them (a flag that differs is refused later, by name)."""
-    from indexer.settings import read_root_manifest, settings_from_manifest
-
-    given = {"model": args.model, "pretrained": args.pretrained, "clip_checkpoint": args.clip_checkpoint,
-             "backbone": args.backbone, "checkpoint": args.checkpoint}
-    manifest = read_root_manifest(args.index)
-    if manifest is None or args.model is not None:
-        return given
-    built = settings_from_manifest(manifest, random_weights=args.random_weights, objects=args.objects)
-    recorded = {"model": built.model, "pretrained": built.pretrained, "clip_checkpoint": built.clip_checkpoint,
-                "backbone": built.backbone, "checkpoint": built.checkpoint}
-    return {k: given[k] if given[k] is not None else recorded[k] for k in given}
 
 
 def format_summary(result: "object") -> str:
