@@ -52,7 +52,7 @@ def running_app(index: Path, collection: Path | None, *, random_weights: bool = 
     from app.launch import streamlit_command
 
     port = free_port()
-    cmd = streamlit_command(index, collection, port=port, headless=True, random_weights=random_weights)
+    cmd = streamlit_command(index, collection, port=port, random_weights=random_weights)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     log = open(Path(index).parent / f"streamlit-{port}.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
