@@ -205,7 +205,10 @@ def select_sites(catalog: pd.DataFrame, sites: Sequence[str] | None) -> list[str
         return known
     unknown = [s for s in sites if s not in known]
     if unknown:
-        raise InputError(f"unknown site(s) {', '.join(unknown)}; the collection has: {', '.join(known)}")
+        places = dict(zip(catalog["site"].astype(str), catalog["place"].astype(str).str.lower()))
+        close = [s for s in known if places.get(s) in {u.lower() for u in unknown}]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise InputError(f"unknown site(s) {', '.join(unknown)}{hint}; the collection has: {', '.join(known)}")
     return list(dict.fromkeys(sites))
 
 

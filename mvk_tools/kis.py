@@ -374,8 +374,9 @@ def query_vectors(queries: pd.DataFrame, *, dim: int, encode: Callable[[list[str
 
 def encoder_for_index(identity: dict, *, checkpoint: str | None = None, random_weights: bool = False,
                       device: str = "cpu"):
-    """The text encoder an index was built with (``Index.encoder``), under the weights rule: an index made
-    with random weights needs ``random_weights=True`` said explicitly, and the reverse; a checkpoint-built
+    """The text encoder an index was built with (``Index.encoder``), as ``mvk search`` and the app choose it:
+    an index made with random weights is queried with the same random weights (the result says so: its ranks
+    mean nothing), ``random_weights`` on an index with pretrained weights is refused; a checkpoint-built
     index needs the ``checkpoint`` file. Raises ModelMismatchError / MissingWeightsError with what to do."""
     from search.encoder import describe, load_encoder, same_space
     from search.errors import ModelMismatchError
@@ -384,11 +385,10 @@ def encoder_for_index(identity: dict, *, checkpoint: str | None = None, random_w
         raise ModelMismatchError("the index records no encoder: it cannot be searched with text; use "
                                  "--use-file-vectors with vectors of its dimension")
     built_random = bool(identity.get("random_weights"))
-    if built_random != bool(random_weights):
-        raise ModelMismatchError(
-            f"the index was built with {describe(identity)}; "
-            + ("pass --random-weights to query it (its ranks mean nothing)" if built_random
-               else "--random-weights cannot query it: drop the flag"))
+    if random_weights and not built_random:
+        raise ModelMismatchError(f"the index was built with {describe(identity)}; --random-weights cannot query "
+                                 "it: drop the flag")
+    random_weights = built_random
     if identity.get("checkpoint") and not random_weights and checkpoint is None:
         raise ModelMismatchError(f"the index was built with {describe(identity)}: pass --checkpoint FILE")
     enc = load_encoder(identity["model"], identity.get("pretrained"), checkpoint=checkpoint,

@@ -10,9 +10,11 @@ initialisation is seeded, so two processes build the same random model (an index
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,6 +107,29 @@ def _missing_weights(model: str, pretrained: str, exc: BaseException) -> Missing
         f"{str(exc)[:200]})")
 
 
+class _NoRandomInitWarning(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" warning: random weights are
+    asked for explicitly here, and the commands and the app say so in their own words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init(random_weights: bool) -> Iterator[None]:
+    """While open_clip builds a model that was asked for with random weights, its warning about them is dropped."""
+    if not random_weights:
+        yield
+        return
+    root = logging.getLogger()
+    quiet = _NoRandomInitWarning()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
 def create_open_clip(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, *,
                      checkpoint: str | Path | None = None, random_weights: bool = False,
                      device: str = "cpu") -> tuple[Any, Any, Any]:
@@ -139,7 +164,7 @@ def create_open_clip(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAUL
         raise InputError(f"no weights given for open_clip model {model!r}: pass a pretrained tag, "
                          f"--checkpoint FILE, or --random-weights (tests and benchmarks only)")
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _quiet_random_init(random_weights):
             torch.manual_seed(RANDOM_SEED)
             net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=weights, device=device)
     except MissingWeightsError:

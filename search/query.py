@@ -290,6 +290,11 @@ def selected_sites(index: Index, filters: Filters) -> list[str]:
         if site not in index.shards:
             if site in index.errors:
                 raise QueryError(f"the shard of site {site!r} could not be read: {index.errors[site]}")
+            at_place = sorted(set(index.frames.loc[index.frames["place"].astype(str).str.lower() == site.lower(),
+                                                   "site"].astype(str)))
+            if at_place:
+                raise QueryError(f"unknown site {site!r}: that is a place; filter by place with --place {site} "
+                                 f"(its sites: {', '.join(at_place)})")
             raise QueryError(f"unknown site {site!r}; the index has: {', '.join(index.shards) or 'no sites'}")
     return [s for s in index.shards if s in set(filters.sites)]
 

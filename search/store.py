@@ -290,6 +290,14 @@ def _encoder_mismatch(on_disk: dict, asked: dict, root: Path) -> ModelMismatchEr
                               f"when no --model is given) or rebuild it into another folder")
 
 
+def check_encoder(index: "Index", identity: dict) -> None:
+    """ModelMismatchError when the encoder ``identity`` does not share the index's embedding space."""
+    from search.encoder import same_space
+    built = (index.manifest or {}).get("encoder")
+    if built and not same_space(built, identity):
+        raise _encoder_mismatch(built, identity, index.root)
+
+
 def init_index(root: str | Path, manifest: dict) -> dict:
     """Create ``root/manifest.json`` or check that the existing one has the same encoder identity and
     segmentation parameters (ModelMismatchError naming both otherwise). Returns the manifest on disk. A

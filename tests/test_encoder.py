@@ -124,3 +124,17 @@ def test_checkpoint_file_loads(tmp_path, tiny):
     assert e.identity()["checkpoint"] == {"name": "tiny.pt", "size": path.stat().st_size}
     assert e.identity()["random_weights"] is False
     assert np.allclose(e.encode_text(["x"]), tiny.encode_text(["x"]), atol=1e-5)
+
+
+def test_open_clips_random_init_warning_gives_way_to_the_projects_own_line(caplog):
+    """Random weights are asked for explicitly; the commands label them in their own words, so open_clip's
+    root-logger warning about them is not printed as well."""
+    import logging
+
+    from search.encoder import TEST_MODEL, create_open_clip
+
+    with caplog.at_level(logging.WARNING):
+        create_open_clip(TEST_MODEL, None, random_weights=True)
+    assert not [r for r in caplog.records if "No pretrained weights loaded" in r.getMessage()]
+    logging.getLogger().warning("No pretrained weights loaded elsewhere")     # only while the model is built
+    assert [r for r in caplog.records if "No pretrained weights loaded" in r.getMessage()]

@@ -146,4 +146,4 @@ def test_unknown_sites_are_refused_before_the_models_load(collection, tmp_path, 
 
     monkeypatch.setattr(pipeline, "load_models", lambda **kw: pytest.fail("a model was loaded"))
     assert main(_args(collection, tmp_path / "idx", "--site", "Oahu")) == 2
-    assert "unknown site(s) Oahu" in capsys.readouterr().err
+    assert "unknown site(s) Oahu (did you mean Oahu_Jul2022?)" in capsys.readouterr().err

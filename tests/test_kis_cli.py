@@ -93,11 +93,34 @@ def test_file_vectors_of_another_dimension_are_refused(hand_index: Path, tmp_pat
     assert "[512] dimensions" in err and "encoder has 4" in err and "without --use-file-vectors" in err
 
 
-def test_random_weight_index_needs_the_flag_said(hand_index: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    qfile = _vector_queryset(tmp_path / "q.csv")
-    assert main(["kis", str(qfile), "--index", str(hand_index), "--out", str(tmp_path / "o")]) == 2
-    assert "pass --random-weights" in capsys.readouterr().err
+def test_random_weight_index_is_queried_with_its_own_random_encoder_as_mvk_search_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """mvk search and mvk kis agree: an index built with random weights is queried with them, flag or not, and
+    says so; --random-weights on an index with pretrained weights is refused by both."""
+    from search.encoder import TEST_MODEL, load_encoder
+
+    enc = load_encoder(TEST_MODEL, random_weights=True)
+    texts = ["a red fish", "a diver", "a wreck", "coral"]
+    for name, identity in (("random", enc.identity()), ("pretrained", {**enc.identity(), "random_weights": False,
+                                                                       "pretrained": "openai"})):
+        root = tmp_path / name
+        store.init_index(root, {"encoder": identity})
+        store.write_shard(root, "Oahu_Jul2022", frame_rows("Oahu_Jul2022", 4, videos=1), enc.encode_text(texts),
+                          object_rows([]), np.zeros((0, enc.dim), np.float32), {})
+    qfile = write_queryset(make_queries([{"query_id": "q", "query_type": "novice", "text": "a diver",
+                                          "target_site": "Oahu_Jul2022", "target_video": "Oahu_Jul2022-v0",
+                                          "target_frame": None, "target_time": 1.0}]), tmp_path / "q.csv")
+    for flag in ([], ["--random-weights"]):
+        assert main(["kis", str(qfile), "--index", str(tmp_path / "random"), "--out", str(tmp_path / "o"),
+                     *flag]) == 0
+        assert "random-weight encoder: these ranks mean nothing" in capsys.readouterr().out
+        assert main(["search", "a diver", "--index", str(tmp_path / "random"), *flag]) == 0
+        assert "random weights" in capsys.readouterr().err
+    assert main(["kis", str(qfile), "--index", str(tmp_path / "pretrained"), "--out", str(tmp_path / "o"),
+                 "--random-weights"]) == 2
+    assert "drop the flag" in capsys.readouterr().err
+    assert main(["search", "a diver", "--index", str(tmp_path / "pretrained"), "--random-weights"]) == 2
+    assert "drop the flag" in capsys.readouterr().err
 
 
 def test_unusable_files_and_bad_options(hand_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -217,3 +240,14 @@ def test_an_all_zero_file_vector_skips_its_row_only(hand_index: Path, tmp_path: 
     assert main(["kis", str(qfile), "--index", str(hand_index), "--out", str(out), "--use-file-vectors"]) == 0
     assert f"{qfile}:2: skipped: query 'z': vector: vector is all zeros" in capsys.readouterr().err
     assert set(pd.read_csv(out / "per_query.csv")["query_id"]) == {"a"}
+
+
+def test_a_missing_query_set_is_reported_once(hand_index: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kis", str(tmp_path / "nofile.csv"), "--index", str(hand_index), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("no such file") == 1 and err.strip().startswith("mvk kis: error:")
+    qfile = _vector_queryset(tmp_path / "q.csv")          # with a usable file beside it, the run goes on
+    assert main(["kis", str(tmp_path / "nofile.csv"), str(qfile), "--index", str(hand_index), "--out",
+                 str(tmp_path / "o"), "--use-file-vectors"]) == 0
+    assert capsys.readouterr().err.count("nofile.csv: no such file") == 1

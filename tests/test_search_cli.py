@@ -70,6 +70,7 @@ def test_temporal(built, capsys):
 @pytest.mark.parametrize("argv,match", [
     (["   "], "empty"),
     (["x", "--site", "Nowhere"], "unknown site 'Nowhere'"),
+    (["x", "--site", "anilao"], "that is a place; filter by place with --place anilao (its sites: Anilao_2019-04)"),
     (["x", "--model", "ViT-B-16", "--random-weights"], "was built with"),
     (["x", "--image", "/no/such.png"], "does not exist"),
     (["x", "--date-from", "April"], "YYYY-MM"),
@@ -108,3 +109,25 @@ def test_a_huge_image_query_is_refused_before_decoding(built, capsys, tmp_path, 
     code, out, err = run_cli(capsys, "--image", str(bomb), "--index", str(root))
     assert code == 2 and err.count("\n") == 1
     assert "bomb.png" in err and "too large" in err
+
+
+@pytest.mark.parametrize("argv", [["x", "--site", "Nowhere"], ["x", "--date-from", "April"],
+                                  ["x", "--date-from", "2020-05", "--date-to", "2019-01"], ["x", "--place", "Mars"]])
+def test_filters_are_checked_before_the_model_loads(built, capsys, monkeypatch, argv):
+    import search.encoder
+
+    monkeypatch.setattr(search.encoder, "load_encoder", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, _, err = run_cli(capsys, *argv, "--index", str(built[0]))
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_the_table_shows_times_alike_and_a_dash_where_a_frame_has_no_object():
+    import pandas as pd
+
+    from search.commands.search import format_table
+
+    df = pd.DataFrame({"rank": [1, 2], "score": [0.5, 0.25], "object_score": [0.5, np.nan], "time": [0.0, 20.0],
+                       "track_id": [3, -1], "x0": [4.0, np.nan], "y0": [1, -1]})
+    rows = [line.split() for line in format_table(df, df.columns).splitlines()]
+    assert rows[1] == ["1", "0.500", "0.500", "0.0", "3", "4", "1"]
+    assert rows[2] == ["2", "0.250", "-", "20.0", "-", "-", "-"]

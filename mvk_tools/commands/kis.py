@@ -101,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
         tolerance=args.tolerance, match=args.match, default_fps=args.fps, encode_batch=args.batch_size,
         encoder=lambda: kis.encoder_for_index(identity, checkpoint=args.checkpoint,
                                               random_weights=args.random_weights, device=args.device),
-        warn=lambda message, what: print(f"error: {message}" if what == "file" else message, file=sys.stderr),
+        # an unusable file is printed once: in the error when no query is left, else after the run
+        warn=lambda message, what: print(message, file=sys.stderr) if what == "row" else None,
         progress=lambda items, desc, total: tqdm(items, desc=desc, total=total, file=sys.stderr,
                                                  unit="batch" if desc.startswith("encoding") else "query"))
+    for message in result.file_errors:
+        print(f"error: {message}", file=sys.stderr)
     per_query, summary = result.per_query, result.summary
     try:
         out.mkdir(parents=True, exist_ok=True)

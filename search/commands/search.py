@@ -57,6 +57,11 @@ def encoder_arguments(args: argparse.Namespace, built: dict) -> dict:
     random_weights = bool(args.random_weights)
     checkpoint = args.checkpoint
     pretrained = args.pretrained
+    if random_weights and not built.get("random_weights") and not args.model and built.get("model"):
+        from search.encoder import describe
+        from search.errors import ModelMismatchError
+        raise ModelMismatchError(f"the index was built with {describe(built)}; --random-weights cannot query it: "
+                                 "drop the flag")
     if not random_weights and checkpoint is None and pretrained is None and not args.model:
         if built.get("checkpoint"):
             raise MissingWeightsError(f"the index was built from checkpoint file {built['checkpoint'].get('name')}: "
@@ -77,16 +82,34 @@ def _read_image(path: str):
     return read_image(path)
 
 
-def _print_table(df, columns) -> None:
+TIME_COLUMNS = ("time", "first_time", "then_time", "gap")                       # seconds, one decimal
+SCORE_COLUMNS = ("score", "frame_score", "object_score", "first_score", "then_score")
+OBJECT_COLUMNS = ("track_id", "x0", "y0", "x1", "y1")                        # -1 / NaN: the frame has no object
+
+
+def format_table(df, columns) -> str:
+    """The results as aligned text: every time in seconds with one decimal, scores with three, and "-" where a
+    frame has no object (no object score, track or box)."""
     import pandas as pd
+
     if df.empty:
-        print("no results")
-        return
+        return "no results"
     show = df.loc[:, [c for c in columns if c in df.columns]].copy()
+
+    def cell(column: str, v) -> str:
+        if v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NA:
+            return "-"
+        if column in TIME_COLUMNS:
+            return f"{float(v):.1f}"
+        if column in SCORE_COLUMNS:
+            return f"{float(v):.3f}"
+        if column in OBJECT_COLUMNS:
+            return "-" if int(v) < 0 else str(int(v))
+        return str(v)
+
     for c in show.columns:
-        if pd.api.types.is_float_dtype(show[c]):
-            show[c] = show[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}")
-    print(show.to_string(index=False))
+        show[c] = [cell(c, v) for v in show[c]]
+    return show.to_string(index=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,17 +119,19 @@ def run(args: argparse.Namespace) -> int:
     from search import query as Q
     from search.encoder import load_encoder
     from search.errors import QueryError
-    from search.store import open_index, read_manifest
+    from search.store import check_encoder, open_index
 
     if args.image and args.then:
         raise QueryError("--image and --then cannot be combined")
     if not args.image and not args.text.strip():
         raise QueryError("the query text is empty (give a text, or --image PATH)")
     image = _read_image(args.image) if args.image else None
-    encoder = load_encoder(**encoder_arguments(args, read_manifest(args.index).get("encoder") or {}))
-    index = open_index(args.index, expect=encoder.identity(), device=args.device)
+    index = open_index(args.index, device=args.device)
     filters = Q.Filters(sites=tuple(args.site), places=tuple(args.place), date_from=args.date_from,
                         date_to=args.date_to)
+    Q.filter_mask(index, filters)                     # unknown sites, places, bad months: before the model loads
+    encoder = load_encoder(**encoder_arguments(args, (index.manifest or {}).get("encoder") or {}))
+    check_encoder(index, encoder.identity())
     if args.then is not None:
         df = Q.temporal_search(index, encoder, args.text, args.then, within=args.within, k=args.k,
                                fusion=args.fusion, weight=args.weight, filters=filters, group_by=args.group_by)
@@ -123,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                           "encoder": encoder.identity(), "notes": notes, "skipped_shards": index.errors,
                           "results": records}, indent=2))
     else:
-        _print_table(df, columns)
+        print(format_table(df, columns))
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
     return 0
