@@ -27,6 +27,24 @@ def shard_table(index) -> pd.DataFrame:
                                        "failed videos", "built"])
 
 
+def without_path(message: str, path: str) -> str:
+    """``message`` with a leading mention of ``path`` (absolute or relative, with ``: ``) taken off, so a table or
+    a line that names the video already does not name it twice."""
+    text = str(message)
+    for prefix in (f"cannot read {path}: ",):
+        if path and text.startswith(prefix):
+            return text[len(prefix):]
+    head, sep, rest = text.partition(": ")
+    if path and sep and (head == path or head.endswith("/" + path.lstrip("/")) or path.endswith("/" + head)):
+        return rest
+    return text
+
+
+def error_line(site: str, path: str, message: str) -> str:
+    """One line per failed video or site, naming the video's path once."""
+    return f"{site}/{path}: {without_path(message, path)}" if path else f"{site}: {message}"
+
+
 def video_errors(index) -> pd.DataFrame:
     """Per-video errors recorded in the shard manifests (the videos that could not be indexed)."""
     rows = []
@@ -34,8 +52,81 @@ def video_errors(index) -> pd.DataFrame:
         errors = (shard.manifest or {}).get("errors") or {}
         items = errors.items() if isinstance(errors, dict) else ((e.get("video", ""), e) for e in errors)
         for video, message in items:
-            rows.append({"site": site, "video": str(video), "error": str(message)})
+            rows.append({"site": site, "video": str(video), "error": without_path(str(message), str(video))})
     return pd.DataFrame(rows, columns=["site", "video", "error"])
+
+
+def settings_lines(manifest: dict) -> list[str]:
+    """The index's models and settings in words (Markdown lines), for people rather than for the code."""
+    enc = manifest.get("encoder") or {}
+    from indexer.pipeline import recorded_indexing
+    indexing = recorded_indexing(manifest) or {}
+    if enc.get("random_weights"):
+        weights = "**random weights** (a smoke run: rankings are meaningless)"
+    elif enc.get("checkpoint"):
+        ckpt = enc["checkpoint"]
+        weights = f"checkpoint file `{ckpt.get('name', ckpt) if isinstance(ckpt, dict) else ckpt}`"
+    else:
+        weights = f"pretrained weights `{enc.get('pretrained')}`"
+    lines = [f"**CLIP**: `{enc.get('model', '?')}`, {weights}; frames fit by {enc.get('fit', 'letterbox')}"]
+    backbone = indexing.get("backbone") or {}
+    objects = indexing.get("objects", "pool")
+    if objects == "none" or not backbone:
+        lines.append("**Objects**: none (frame vectors only, no segmentation)")
+    else:
+        if backbone.get("backbone") == "color":
+            seg = "the colour-statistics baseline (not a learned model: it separates objects by colour)"
+        else:
+            seg = f"DINO `{backbone.get('backbone')}`" + (" with **random weights**" if backbone.get("random_weights")
+                                                         else f" ({backbone.get('weights')})")
+        lines.append(f"**Segmentation**: {seg}")
+        seg_params = manifest.get("segmentation") or {}
+        lines.append(f"**Objects**: `{objects}` vectors; clustering threshold τ {seg_params.get('tau', '?')}, "
+                     f"every {seg_params.get('key_stride', '?')}th sampled frame a key frame, frames resized to a "
+                     f"short side of about {seg_params.get('short_side', '?')} px")
+    sampling = indexing.get("sampling") or {}
+    how = ("MVK's selected frames where a video has them, else " if sampling.get("selected_frames") else "")
+    side = sampling.get("decode_max_side")
+    lines.append(f"**Sampling**: {how}one frame every {sampling.get('every_seconds', 1.0):g} s, decoded "
+                 + (f"at most {side} px on the longer side" if side else "at full size"))
+    versions = manifest.get("versions") or {}
+    if versions:
+        lines.append("**Built with**: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+    return lines
+
+
+def build_refusal(cfg: AppConfig, manifest: dict | None) -> str | None:
+    """Why this app cannot add sites to the index (said before a job starts), or None."""
+    from indexer.settings import settings_from_manifest
+    from search.errors import MvkError
+
+    try:
+        settings_from_manifest(manifest, random_weights=cfg.random_weights)
+    except MvkError:
+        return ("This index was built with random weights (a smoke run): start the app with `--random-weights` "
+                "to add sites to it with the same models.")
+    return None
+
+
+def outside_links(catalog: pd.DataFrame, collection: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The catalog without the videos whose path leads out of the collection (a symbolic link to a file
+    elsewhere), and one line for each video left out. The app reads and serves only files inside the
+    collection, so such a video is refused, and no path outside it is stored in the index."""
+    from app.security import resolve_inside
+    from search.errors import InputError
+
+    keep, refused = [], []
+    for path in catalog["path"].astype(str):
+        try:
+            resolve_inside(path, [collection], must_exist=False)
+            keep.append(True)
+        except InputError:
+            keep.append(False)
+            rel = Path(path).relative_to(collection) if Path(path).is_relative_to(collection) else Path(path)
+            refused.append(f"{rel}: refused: a symbolic link leading out of the collection")
+    out = catalog[keep].copy()
+    out.attrs = dict(catalog.attrs)
+    return out, refused
 
 
 class JobProgress(Progress):
@@ -57,27 +148,38 @@ class JobProgress(Progress):
         if result.status != "indexed":     # resumed or failed: its share of the bar is done
             self.job.update(done=self.job.done + result.expected_frames)
         self.job.update(message=f"{result.site} · video {result.video_id}: {result.status}"
-                                + (f" ({result.error})" if result.error else ""))
+                                + (f" ({without_path(result.error, result.video_path)})" if result.error else ""))
 
     def site_finished(self, result) -> None:
         self.job.update(message=f"{result.site}: {result.status}, {result.frames} frames, {result.objects} objects"
                                 + (f" ({result.error})" if result.error else ""))
 
 
+def progress_text(job: Job, elapsed: float) -> str:
+    """The progress bar's caption: what is happening, then frames done of frames expected once known."""
+    frames = f" · {job.done:,}/{job.total:,} frames" if job.total else ""
+    return f"{job.message}{frames} · {elapsed:.0f} s"
+
+
 def build_sites(cfg: AppConfig, folder: Path, sites: list[str] | None, *, rebuild: bool, job: Job):
     """Index ``sites`` of the collection found in ``folder`` (a security-checked folder inside the collection)
-    into the app's index; returns indexer.pipeline.IndexResult. Runs in the job's thread."""
-    from indexer.pipeline import index_collection, load_models
+    into the app's index; returns indexer.pipeline.IndexResult. Runs in the job's thread. Videos reached
+    through links leading out of the collection are refused (listed in ``job.notes``)."""
+    from indexer.pipeline import index_collection, load_models, select_sites
     from indexer.settings import read_root_manifest, settings_from_manifest
     from mvk_tools.layout import discover
 
     settings = settings_from_manifest(read_root_manifest(cfg.index), random_weights=cfg.random_weights)
     job.update(message="reading the collection")
-    catalog = discover(folder)
+    catalog, refused = outside_links(discover(folder), cfg.collection)
+    for line in refused:
+        job.note(line)
+    select_sites(catalog, sites)
     job.update(message="loading the models")
     encoder, extractor = load_models(objects=settings.config.objects, model=settings.model,
                                      pretrained=settings.pretrained, clip_checkpoint=settings.clip_checkpoint,
                                      backbone=settings.backbone, checkpoint=settings.checkpoint,
                                      random_weights=settings.random_weights, device=cfg.device)
+    job.update(message="models loaded: indexing")
     return index_collection(cfg.collection, cfg.index, encoder=encoder, extractor=extractor, config=settings.config,
                             sites=sites, rebuild=rebuild, catalog=catalog, progress=JobProgress(job))

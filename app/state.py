@@ -21,6 +21,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from search.errors import MvkError
+
 from app.service import index_fingerprint
 
 ENV_INDEX = "MVK_INDEX"
@@ -135,6 +137,7 @@ class Job:
     error: str = ""
     result: object = None
     log: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)     # things the page shows when the job is done
     thread: threading.Thread | None = None
 
     @property
@@ -150,6 +153,11 @@ class Job:
             self.message = str(message)
             self.log.append(message)
             del self.log[:-200]
+
+    def note(self, text: str) -> None:
+        """Something the page shows once the job is done (a video refused, ...), also logged."""
+        self.notes.append(str(text))
+        self.update(message=str(text))
 
 
 class JobRegistry:
@@ -173,6 +181,8 @@ class JobRegistry:
             def target() -> None:
                 try:
                     job.result = work(job)
+                except MvkError as exc:   # bad input or settings: its own message says it all
+                    job.error = str(exc)
                 except Exception as exc:  # reported on the page, the app goes on
                     job.error = f"{type(exc).__name__}: {exc}"
                     job.log.append(traceback.format_exc(limit=3))

@@ -200,7 +200,7 @@ def _check_indexing(on_disk: dict, wanted: dict, root: Path) -> None:
 
 def select_sites(catalog: pd.DataFrame, sites: Sequence[str] | None) -> list[str]:
     """The sites to index, in catalog order; InputError naming unknown ones and listing the known ones."""
-    known = list(dict.fromkeys(catalog["site"].astype(str)))
+    known = list(dict.fromkeys([*catalog["site"].astype(str), *catalog.attrs.get("site_errors", {})]))
     if not sites:
         return known
     unknown = [s for s in sites if s not in known]
@@ -216,7 +216,11 @@ def _plan_sites(root: Path, collection: Path, catalog: pd.DataFrame, chosen: lis
                 *, config: IndexConfig, fp: str, rebuild: bool) -> list[SitePlan | SiteResult]:
     """Lock and plan every chosen site; a site that cannot be planned (locked by another process) fails alone."""
     out: list[SitePlan | SiteResult] = []
+    unreadable = catalog.attrs.get("site_errors", {})
     for site in chosen:
+        if site in unreadable:                 # its folder could not be listed: reported, the others go on
+            out.append(SiteResult(site, "failed", error=unreadable[site]))
+            continue
         videos = catalog[catalog["site"].astype(str) == site]
         work = SiteWork(root, site)
         try:

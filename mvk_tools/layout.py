@@ -14,6 +14,8 @@ site folder are not searched.
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import pandas as pd
 from search.errors import InputError
 
 CATALOG_COLUMNS = (
-    "site", "video_id", "path", "duration", "fps", "frame_count", "width", "height",
+    "site", "video_id", "path", "duration", "fps", "frame_count", "width", "height", "codec",
     "place", "date", "has_metadata", "has_selected_frames", "error",
 )
 
@@ -61,8 +63,36 @@ def parse_site_name(name: str) -> SiteName:
     return SiteName(name, None, None)
 
 
+def _video_name(path: Path) -> bool:
+    return not path.name.startswith(".") and path.suffix.lower() in VIDEO_EXTENSIONS
+
+
 def is_video_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in VIDEO_EXTENSIONS
+    return path.is_file() and _video_name(path)
+
+
+def link_problem(path: Path) -> str | None:
+    """Why a symbolic link cannot be followed (dangling, a loop), or None (not a link, or a good one)."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = os.readlink(path)
+    except OSError as exc:
+        return f"unreadable symbolic link ({exc.strerror or exc})"
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return f"broken symbolic link: its target {target} does not exist"
+    except (RuntimeError, OSError) as exc:      # RuntimeError: a loop (Python < 3.13), OSError ELOOP
+        if isinstance(exc, OSError) and exc.errno not in (errno.ELOOP, None):
+            return f"unreadable symbolic link ({exc.strerror or exc})"
+        return f"symbolic link loop (it points to {target})"
+    return None
+
+
+def _video_entry(path: Path) -> bool:
+    """A video file, or a link named like one that cannot be followed (listed with its error, not dropped)."""
+    return _video_name(path) and (path.is_file() or (path.is_symlink() and link_problem(path) is not None))
 
 
 def split_flat_name(stem: str) -> tuple[str, str] | None:
@@ -89,9 +119,17 @@ def _videos_folder(root: Path) -> Path | None:
     entries = _entries(root)
     if any(is_video_file(p) for p in entries):
         return None
-    if any(p.is_dir() and any(is_video_file(q) for q in _entries(p)) for p in entries if not p.name.startswith(".")):
+    if any(p.is_dir() and _may_hold_videos(p) for p in entries if not p.name.startswith(".")):
         return root
     return None
+
+
+def _may_hold_videos(folder: Path) -> bool:
+    """Whether ``folder`` holds a video, or cannot be listed (then it is reported as a site, not skipped)."""
+    try:
+        return any(_video_entry(q) for q in _entries(folder))
+    except NotACollectionError:
+        return True
 
 
 def information_root(root: str | Path) -> Path:
@@ -102,29 +140,40 @@ def information_root(root: str | Path) -> Path:
     return root / "information"
 
 
-def _listing(root: Path) -> tuple[list[tuple[str, str, Path]], list[Path]]:
-    """(site, video id, path) of every video, and the ignored non-video files."""
+def _listing(root: Path) -> tuple[list[tuple[str, str, Path]], list[Path], dict[str, str]]:
+    """(site, video id, path) of every video, the ignored non-video files, and the site folders that could
+    not be listed (site -> why): one unreadable site does not stop the others."""
     videos: list[tuple[str, str, Path]] = []
     ignored: list[Path] = []
+    site_errors: dict[str, str] = {}
     base = _videos_folder(root)
     if base is not None:
-        folders = [(p.name, p) for p in _entries(base) if p.is_dir() and not p.name.startswith(".")]
-        loose = [p for p in _entries(base) if p.is_file()]
+        entries = _entries(base)
+        folders = [(p.name, p) for p in entries if p.is_dir() and not p.name.startswith(".")]
+        loose = [p for p in entries if p.is_file() or _video_entry(p)]
+        for p in entries:
+            if not p.name.startswith(".") and not p.exists() and not _video_name(p):
+                site_errors[p.name] = f"{p}: {link_problem(p) or 'cannot be read'}"
     else:
-        folders, loose = [], [p for p in _entries(root) if p.is_file()]
+        folders, loose = [], [p for p in _entries(root) if p.is_file() or _video_entry(p)]
     for site, folder in folders:
-        for p in _entries(folder):
-            if is_video_file(p):
+        try:
+            listed = _entries(folder)
+        except NotACollectionError as exc:
+            site_errors[site] = str(exc)
+            continue
+        for p in listed:
+            if _video_entry(p):
                 videos.append((site, p.stem, p))
             elif p.is_file():
                 ignored.append(p)
     for p in loose:
-        if not is_video_file(p):
+        if not _video_entry(p):
             ignored.append(p)
             continue
         flat = split_flat_name(p.stem)
         videos.append(flat + (p,) if flat else (root.name, p.stem, p))
-    return videos, ignored
+    return videos, ignored, site_errors
 
 
 @dataclass(frozen=True)
@@ -154,8 +203,10 @@ def discover(root: str | Path, *, probe_videos: bool = True,
     row with ``error`` set; other files go on. Raises NotACollectionError naming ``root`` if it is not
     a collection at all (missing, a file, or no video in any accepted layout).
 
-    ``probe_videos=False`` only lists files (duration, fps, sizes left empty). ``on_video`` is called
-    with each video's path after it is probed (progress bars). ``attrs["ignored"]`` lists non-video files."""
+    ``probe_videos=False`` only lists files (duration, fps, sizes, codec left empty). ``on_video`` is called
+    with each video's path after it is probed (progress bars). ``attrs["ignored"]`` lists non-video files;
+    ``attrs["site_errors"]`` maps each site folder that could not be listed to why (the other sites go on).
+    A video named link that cannot be followed (dangling, a loop) keeps its row with the reason in ``error``."""
     from mvk_tools.video import VideoError, probe
 
     root = Path(root).expanduser()
@@ -164,7 +215,10 @@ def discover(root: str | Path, *, probe_videos: bool = True,
     if not root.is_dir():
         raise NotACollectionError(f"{root}: is a file, not a collection folder")
     root = root.resolve()
-    videos, ignored = _listing(root)
+    videos, ignored, site_errors = _listing(root)
+    if not videos and site_errors:
+        raise NotACollectionError(f"{root}: no site folder could be read: "
+                                  + "; ".join(site_errors.values()))
     if not videos:
         raise NotACollectionError(
             f"{root}: no videos found (expected videos/<site>/<NNNN>.mp4, a folder of videos, "
@@ -177,19 +231,22 @@ def discover(root: str | Path, *, probe_videos: bool = True,
             selected[site] = _selected_by_video(info_root, site)
         name = parse_site_name(site)
         row = {"site": site, "video_id": video_id, "path": str(path), "duration": float("nan"),
-               "fps": float("nan"), "frame_count": pd.NA, "width": pd.NA, "height": pd.NA,
+               "fps": float("nan"), "frame_count": pd.NA, "width": pd.NA, "height": pd.NA, "codec": "",
                "place": name.place, "date": name.date,
                "has_metadata": (info_root / "metadata" / site / f"{video_id}.json").is_file(),
                "has_selected_frames": video_id in selected[site], "error": ""}
-        if probe_videos:
+        broken = link_problem(path)
+        if broken is not None:
+            row["error"] = f"{path}: {broken}"
+        elif probe_videos:
             try:
                 meta = probe(path)
                 row.update(duration=meta.duration, fps=meta.fps, frame_count=meta.frame_count,
-                           width=meta.width, height=meta.height)
+                           width=meta.width, height=meta.height, codec=meta.codec)
             except VideoError as exc:
                 row["error"] = str(exc)
-            if on_video is not None:
-                on_video(path)
+        if probe_videos and on_video is not None:
+            on_video(path)
         rows.append(row)
     catalog = pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
     for column in ("frame_count", "width", "height"):
@@ -198,6 +255,7 @@ def discover(root: str | Path, *, probe_videos: bool = True,
     catalog["fps"] = catalog["fps"].astype(float)
     catalog.attrs["root"] = str(root)
     catalog.attrs["ignored"] = [str(p) for p in ignored]
+    catalog.attrs["site_errors"] = dict(site_errors)
     return catalog
 
 

@@ -51,6 +51,29 @@ def _av():
     return av
 
 
+# Leading bytes of files that are often misnamed as videos -> what they are
+_NOT_VIDEO_SIGNATURES = (
+    (b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"), (b"\x1f\x8b", "a gzip archive"), (b"7z\xbc\xaf", "a 7-Zip archive"),
+)
+
+
+def sniff_not_video(path: str | Path) -> str | None:
+    """What a file is when its first bytes say it is no video (``"a JPEG image"``), else None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    for signature, what in _NOT_VIDEO_SIGNATURES:
+        if head.startswith(signature):
+            return what
+    return None
+
+
 def _open(path: str | Path):
     """Open ``path`` and return (container, video stream) with decoder threads on; VideoError naming it otherwise."""
     av = _av()
@@ -61,6 +84,9 @@ def _open(path: str | Path):
         raise VideoError(f"{path}: is a folder, not a video file")
     if os.path.getsize(path) == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
+    what = sniff_not_video(path)
+    if what is not None:
+        raise VideoError(f"{path}: not a video file (it is {what})")
     try:
         container = av.open(str(path), mode="r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:

@@ -565,3 +565,53 @@ def test_kis_session_moves_an_unreadable_file_aside_and_saves_again(app_env):
     assert read_queryset(path).queries["text"].tolist() == ["a small crab", "a red ball"]
     assert list(path.parent.glob("session_novice.csv.unreadable-*"))
     assert any("moved to" in shown(w.value) for w in at.warning)
+
+
+def test_index_page_shows_the_settings_in_words(app_env):
+    at = page("index_page")
+    text = "\n".join(m.value for m in at.markdown)
+    assert "`mvk-tiny-vit`, **random weights**" in text
+    assert "colour-statistics baseline" in text and "one frame every 0.5 s" in text
+    assert "pretrained None" not in text and not at.json                     # no raw manifest
+
+
+def test_index_page_disables_the_index_button_while_a_job_runs(app_env):
+    import threading
+
+    from app.state import job_registry
+
+    release = threading.Event()
+    registry = job_registry()
+    registry.start("index", lambda job: release.wait(TIMEOUT))
+    try:
+        at = page("index_page")
+        button = next(b for b in at.get("form_submit_button") if b.label in ("Index", "Indexing…"))
+        assert button.disabled and button.label == "Indexing…"
+    finally:
+        release.set()
+        registry.jobs["index"].thread.join(TIMEOUT)
+    at = page("index_page")
+    assert not next(b for b in at.get("form_submit_button") if b.label == "Index").disabled
+
+
+def test_index_page_of_a_random_weight_index_without_the_flag_says_what_to_do(app_env, monkeypatch):
+    monkeypatch.delenv("MVK_RANDOM_WEIGHTS")
+    at = page("index_page")
+    assert not at.exception
+    assert any("start the app with `--random-weights`" in i.value for i in at.info)
+    assert next(b for b in at.get("form_submit_button") if b.label == "Index").disabled
+    assert not any("ModelMismatchError" in e.value for e in at.error)
+
+
+def test_a_folder_that_is_no_collection_fails_the_job_in_one_line(app_env):
+    from app import indexing
+    from app.state import AppConfig, JobRegistry
+
+    collection, index = app_env
+    cfg = AppConfig(index=index, collection=collection, random_weights=True)
+    empty = collection / "information"                                 # a folder of the collection, no videos
+    registry = JobRegistry()
+    job = registry.start("index", lambda j: indexing.build_sites(cfg, empty, None, rebuild=False, job=j))
+    job.thread.join(TIMEOUT)
+    assert job.error.startswith(f"{empty}") and "no videos found" in job.error
+    assert "Error" not in job.error and not any("Traceback" in line for line in job.log)

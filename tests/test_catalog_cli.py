@@ -89,3 +89,15 @@ def test_help_explains_options(command):
     for word in ({"catalog": ["--format", "--no-probe", "Tulamben2_Jun2022_0016"],
                   "synth": ["--sites", "--size", "--seed", "default"]}[command]):
         assert word in out
+
+
+def test_catalog_reports_an_unreadable_site_and_lists_the_others(tmp_path, monkeypatch):
+    from mvk_tools.synth import make_collection
+    from tests.test_layout import unlistable
+
+    coll = make_collection(tmp_path / "c", sites=("Oahu_Jul2022", "PhuQuoc1_Jun2022"), videos_per_site=1, n_frames=12)
+    unlistable(monkeypatch, coll.resolve() / "videos" / "PhuQuoc1_Jun2022")
+    code, out, err = mvk("catalog", str(coll))
+    assert code == 0
+    assert "error: site PhuQuoc1_Jun2022:" in err and "Permission denied" in err
+    assert "Oahu_Jul2022" in out and "h264" in out and "1 site folder could not be read" in out

@@ -147,3 +147,17 @@ def test_unknown_sites_are_refused_before_the_models_load(collection, tmp_path, 
     monkeypatch.setattr(pipeline, "load_models", lambda **kw: pytest.fail("a model was loaded"))
     assert main(_args(collection, tmp_path / "idx", "--site", "Oahu")) == 2
     assert "unknown site(s) Oahu (did you mean Oahu_Jul2022?)" in capsys.readouterr().err
+
+
+def test_an_unreadable_site_folder_is_reported_and_the_other_sites_are_indexed(collection, tmp_path, capsys,
+                                                                                monkeypatch) -> None:
+    from tests.test_layout import unlistable
+
+    unlistable(monkeypatch, collection.resolve() / "videos" / SITES[1])
+    idx = tmp_path / "idx"
+    assert main(_args(collection, idx, "--site", SITES[0])) == 0            # another site: not even looked at
+    assert "written" in capsys.readouterr().out
+    assert main(_args(collection, idx, "--all")) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith(SITES[1]))
+    assert row[1] == "failed" and f"{SITES[1]}:" in out and "Permission denied" in out

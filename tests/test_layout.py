@@ -64,6 +64,7 @@ def test_mvk_tree(collection):
     assert catalog.frame_count.tolist() == [12] * 4 and catalog.fps.tolist() == [12.0] * 4
     assert catalog.width.tolist() == [160] * 4 and catalog.height.tolist() == [96] * 4
     assert catalog.duration.tolist() == pytest.approx([1.0] * 4)
+    assert catalog.codec.tolist() == ["h264"] * 4
     assert catalog.place.tolist() == ["Oahu", "Oahu", "PhuQuoc1", "PhuQuoc1"]
     assert catalog.date.tolist() == ["2022-07", "2022-07", "2022-06", "2022-06"]
     assert catalog.has_metadata.all() and catalog.has_selected_frames.all() and (catalog.error == "").all()
@@ -162,3 +163,56 @@ def test_not_a_collection(tmp_path):
         with pytest.raises(NotACollectionError, match=why) as err:
             discover(path)
         assert str(path) in str(err.value)
+
+
+def unlistable(monkeypatch, folder: Path) -> None:
+    """Make ``folder`` unlistable as a folder without read permission is (root can list any folder, so the
+    permission error is raised where the listing asks for it)."""
+    real = Path.iterdir
+
+    def iterdir(self):
+        if self == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+
+
+def test_an_unreadable_site_folder_is_reported_and_the_other_sites_go_on(collection, tmp_path, monkeypatch):
+    copy = shutil.copytree(collection, tmp_path / "c")
+    unlistable(monkeypatch, copy.resolve() / "videos" / "PhuQuoc1_Jun2022")
+    catalog = discover(copy)
+    assert set(catalog.site) == {"Oahu_Jul2022"} and len(catalog) == 2
+    why = catalog.attrs["site_errors"]["PhuQuoc1_Jun2022"]
+    assert "PhuQuoc1_Jun2022" in why and "Permission denied" in why
+    folder_of_sites = copy / "videos"                              # the same without the videos/ level
+    assert set(discover(folder_of_sites).attrs["site_errors"]) == {"PhuQuoc1_Jun2022"}
+
+
+def test_broken_and_looping_links_named_like_videos_are_listed_with_their_error(collection, tmp_path):
+    copy = shutil.copytree(collection, tmp_path / "c")
+    site = copy / "videos" / "Oahu_Jul2022"
+    (site / "0003.mp4").symlink_to(tmp_path / "gone.mp4")
+    (site / "0004.mp4").symlink_to(site / "0005.mp4")
+    (site / "0005.mp4").symlink_to(site / "0004.mp4")
+    (site / "0006.mp4").symlink_to(site / "0001.mp4")                  # a good link is a video like any other
+    for probe_videos in (True, False):
+        catalog = discover(copy, probe_videos=probe_videos).set_index("video_id").loc[lambda c: c.site == "Oahu_Jul2022"]
+        errors = catalog.error
+        assert "broken symbolic link" in errors["0003"] and "gone.mp4" in errors["0003"]
+        assert "symbolic link loop" in errors["0004"] and "symbolic link loop" in errors["0005"]
+        assert errors["0006"] == "" and errors["0001"] == ""
+
+
+def test_a_jpeg_named_mp4_says_it_is_a_jpeg_image(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "Oahu_Jul2022"
+    folder.mkdir()
+    write_video(folder / "0001.mp4", n_frames=4)
+    Image.new("RGB", (32, 32)).save(folder / "0002.mp4", format="JPEG")
+    Image.new("RGB", (32, 32)).save(folder / "0003.mp4", format="PNG")
+    errors = discover(folder).set_index("video_id").error
+    assert errors["0002"].endswith("0002.mp4: not a video file (it is a JPEG image)")
+    assert errors["0003"].endswith("0003.mp4: not a video file (it is a PNG image)")
+    assert errors["0001"] == ""

@@ -2,7 +2,6 @@
 while the other pages keep searching the current shards."""
 from __future__ import annotations
 
-import json
 import time
 
 import streamlit as st
@@ -33,15 +32,8 @@ if index is not None:
     if len(errors):
         st.warning(f"{len(errors)} video(s) could not be indexed")
         st.dataframe(errors, hide_index=True, width="stretch")
-    manifest = index.manifest or {}
     with st.expander("Models and settings"):
-        enc = manifest.get("encoder") or {}
-        st.markdown(f"**CLIP**: `{enc.get('model', '?')}` · pretrained `{enc.get('pretrained')}`"
-                    + (" · **random weights**" if enc.get("random_weights") else ""))
-        backbone = (manifest.get("indexing") or {}).get("backbone")
-        if backbone:
-            st.markdown(f"**Segmentation backbone**: `{json.dumps(backbone, default=str)}`")
-        st.json(manifest, expanded=False)
+        st.markdown("\n".join(f"- {line}" for line in indexing.settings_lines(index.manifest or {})))
 
 st.subheader("Add or rebuild a dive site")
 registry = job_registry()
@@ -49,6 +41,10 @@ if cfg.collection is None:
     st.info("Start the app with `--collection DIR` to add or rebuild sites.")
 else:
     known = sorted(index.shards) if index is not None else []
+    refusal = indexing.build_refusal(cfg, index.manifest if index is not None else None)
+    if refusal:
+        st.info(refusal, icon=":material/info:")
+    busy = registry.running("index")
     with st.form("build", border=True):
         typed = st.text_input("Folder inside the collection", key="b_folder", value="videos",
                               help="a site folder (e.g. `videos/Oahu_Jul2022`), a folder of videos, or `videos` "
@@ -57,12 +53,14 @@ else:
                                    placeholder=", ".join(known[:2]) or "e.g. Oahu_Jul2022")
         rebuild = st.checkbox("Rebuild even if up to date", key="b_rebuild",
                               help="recompute aside; searches use the old shard until the new one is swapped in")
-        start = st.form_submit_button("Index", type="primary", disabled=registry.running("index"))
-    if start:
+        start = st.form_submit_button("Indexing…" if busy else "Index", type="primary",
+                                      disabled=busy or refusal is not None)
+    if start and not busy:
         try:
             folder = collection_folder(cfg.collection, typed)
             sites = [s.strip() for s in site_names.split(",") if s.strip()] or None
             registry.start("index", lambda job: indexing.build_sites(cfg, folder, sites, rebuild=rebuild, job=job))
+            st.rerun()                     # the form again, its button disabled while the job runs
         except (MvkError, RuntimeError) as exc:
             st.error(str(exc))
 
@@ -74,8 +72,7 @@ def job_panel() -> None:
         return
     elapsed = time.time() - job.started
     if not job.finished:
-        st.progress(job.fraction, text=f"{job.message} · {job.done}/{job.total or '?'} frames · "
-                                       f"{elapsed:.0f} s")
+        st.progress(job.fraction, text=indexing.progress_text(job, elapsed))
         return
     st.progress(1.0 if not job.error else job.fraction, text=f"finished in {elapsed:.0f} s")
     if job.error:
@@ -85,7 +82,9 @@ def job_panel() -> None:
         lines = [f"{s.site}: {s.status}, {s.frames} frames, {s.objects} objects" for s in getattr(result, "sites", [])]
         st.success("Indexing finished. " + "; ".join(lines))
         for site, path, msg in getattr(result, "errors", []):
-            st.warning(f"{site}/{path}: {msg}" if path else f"{site}: {msg}")
+            st.warning(indexing.error_line(site, path, msg))
+    for note in job.notes:
+        st.warning(note)
     with st.expander("Log"):
         st.code("\n".join(job.log[-50:]) or "(empty)", language=None)
     if st.session_state.get("seen_job") != job.started:

@@ -6,7 +6,7 @@ import argparse
 NAME = "catalog"
 HELP = "list the sites and videos of a collection"
 DESCRIPTION = """\
-List every video of a collection with its site, duration, frame rate, frame count, size, place and
+List every video of a collection with its site, duration, frame rate, frame count, size, codec, place and
 date (from the site name, e.g. PhuQuoc1_Jun2022 -> PhuQuoc1, 2022-06), and whether MVK metadata and
 selected frames exist for it.
 
@@ -16,8 +16,9 @@ Accepted layouts:
   PATH/*.mp4                                               a plain folder of videos: one site named PATH
   PATH/Tulamben2_Jun2022_0016.mp4                          flat names: site and video id from the name
 
-A video that cannot be read (truncated, empty, audio only, not a video) keeps its row with the reason in
-the error column; the others are listed as usual. Files that are not videos (README.txt, images,
+A video that cannot be read (truncated, empty, audio only, not a video, a broken or looping symbolic link)
+keeps its row with the reason in the error column; the others are listed as usual. A site folder that
+cannot be listed (no permission) is reported as an error and the other sites go on. Files that are not videos (README.txt, images,
 hidden files) are skipped and counted.
 
 examples:
@@ -47,6 +48,9 @@ def summary(catalog) -> str:
         text += f"; {bad} unreadable (see the error column)"
     if ignored:
         text += f"; {ignored} non-video file{'s' * (ignored != 1)} skipped"
+    unreadable = len(catalog.attrs.get("site_errors", {}))
+    if unreadable:
+        text += f"; {unreadable} site folder{'s' * (unreadable != 1)} could not be read (listed above)"
     return text
 
 
@@ -63,8 +67,8 @@ def format_table(catalog) -> str:
         metadata=catalog["has_metadata"].map({True: "yes", False: "-"}),
         selected=catalog["has_selected_frames"].map({True: "yes", False: "-"}),
     )
-    columns = ["site", "video_id", "duration", "fps", "frame_count", "size", "place", "date", "metadata", "selected",
-               "path"]
+    columns = ["site", "video_id", "duration", "fps", "frame_count", "size", "codec", "place", "date", "metadata",
+               "selected", "path"]
     if (catalog["error"] != "").any():
         columns.append("error")
     return view[columns].rename(columns={"video_id": "video", "frame_count": "frames"}).to_string(
@@ -80,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     with tqdm(desc="probing", unit="video", disable=None if not args.no_probe else True, leave=False) as bar:
         catalog = discover(args.path, probe_videos=not args.no_probe, on_video=lambda _p: bar.update())
+    for site, why in catalog.attrs.get("site_errors", {}).items():
+        print(f"error: site {site}: {why}", file=sys.stderr)
     if args.format == "table":
         print(format_table(catalog))
         print(summary(catalog))

@@ -1,0 +1,51 @@
+"""The Index page's work without the page: error lines, progress captions, and videos reached through links
+leading out of the collection."""
+from __future__ import annotations
+
+import shutil
+
+from app import indexing
+from app.state import AppConfig, Job
+
+
+def test_a_failed_videos_path_is_named_once():
+    rel = "videos/Oahu_Jul2022/0003.mp4"
+    for message in (f"{rel}: no frame could be decoded", f"/data/c/{rel}: not a video file (it is a JPEG image)",
+                    f"cannot read /data/c/{rel}: [Errno 2] No such file"):
+        line = indexing.error_line("Oahu_Jul2022", rel, message)
+        assert line.count("0003.mp4") == 1, line
+    assert indexing.error_line("Oahu_Jul2022", "", "no video of this site could be indexed") == \
+        "Oahu_Jul2022: no video of this site could be indexed"
+
+
+def test_the_progress_caption_says_models_loading_then_counts_frames():
+    job = Job("index")
+    job.update(message="loading the models")
+    assert indexing.progress_text(job, 3.2) == "loading the models · 3 s"
+    job.update(total=10, done=4, message="Oahu_Jul2022 · video 0001")
+    assert indexing.progress_text(job, 7) == "Oahu_Jul2022 · video 0001 · 4/10 frames · 7 s"
+
+
+def test_videos_linked_from_outside_the_collection_are_refused_and_no_outside_path_is_stored(tmp_path):
+    from mvk_tools.synth import make_collection
+    from search.store import open_index
+
+    collection = make_collection(tmp_path / "c", sites=("Oahu_Jul2022",), videos_per_site=1, n_frames=12)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(collection / "videos" / "Oahu_Jul2022" / "0001.mp4", elsewhere / "private.mp4")
+    from indexer.pipeline import IndexConfig, index_collection, load_models
+    encoder, extractor = load_models(model="mvk-tiny-vit", pretrained=None, backbone="color", random_weights=True)
+    index_collection(collection, tmp_path / "idx", encoder=encoder, extractor=extractor,
+                     config=IndexConfig(every_seconds=0.5))                # the index the app was started on
+    (collection / "videos" / "Oahu_Jul2022" / "0002.mp4").symlink_to(elsewhere / "private.mp4")
+    cfg = AppConfig(index=tmp_path / "idx", collection=collection.resolve(), random_weights=True)
+    job = Job("index")
+    result = indexing.build_sites(cfg, collection.resolve() / "videos", None, rebuild=True, job=job)
+    assert job.notes == ["videos/Oahu_Jul2022/0002.mp4: refused: a symbolic link leading out of the collection"]
+    assert result.ok and not result.errors
+    frames = open_index(cfg.index).frames
+    assert set(frames["video_id"]) == {"0001"}
+    stored = "".join(p.read_text() for p in cfg.index.rglob("*.json"))
+    assert str(elsewhere) not in stored and "private.mp4" not in stored
+    assert not any(str(p).startswith("/") for p in frames["video_path"])
