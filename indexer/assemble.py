@@ -61,6 +61,7 @@ def assemble_site(root: Path, plan: SitePlan, results: list[VideoResult], *, dim
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     result.shard = store.write_shard(root, site, frames_df, fv, objects_df, ov, manifest,
                                      index_type=config.index_type)  # type: ignore[arg-type]
+    result.notes += list((store.shard_manifest(root, site) or {}).get("notes", []))   # e.g. ivf stored as flat
     plan.work.clear_pending()
     plan.work.drop_others({key for _, key in plan.order})
     result.frames, result.objects = len(frames_df), len(objects_df)

@@ -161,3 +161,9 @@ def test_an_unreadable_site_folder_is_reported_and_the_other_sites_are_indexed(c
     out = capsys.readouterr().out
     row = next(line.split() for line in out.splitlines() if line.startswith(SITES[1]))
     assert row[1] == "failed" and f"{SITES[1]}:" in out and "Permission denied" in out
+
+
+def test_an_index_type_fallback_is_said_in_the_output(collection, tmp_path, capsys) -> None:
+    assert main(_args(collection, tmp_path / "idx", "--site", SITES[0], "--index-type", "ivf-flat")) == 0
+    out = capsys.readouterr().out
+    assert f"{SITES[0]}: ivf-flat needs at least" in out and "stored as flat (exact)" in out

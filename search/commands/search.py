@@ -14,7 +14,7 @@ The query is encoded with the index's own CLIP model (recorded in its manifest) 
 frame's similarity with its best object's (--fusion). Examples:
 
   mvk search "a green turtle resting on coral" --index idx
-  mvk search "diver" --index idx --site Anilao_2019-04 --group-by video --json
+  mvk search "diver" --index idx --site RajaAmpat_Jan2017 --group-by video --json
   mvk search "" --image frame.jpg --index idx
   mvk search "a diver" --then "a shark" --within 20 --index idx
 """
