@@ -58,17 +58,13 @@ def video_errors(index) -> pd.DataFrame:
 
 def settings_lines(manifest: dict) -> list[str]:
     """The index's models and settings in words (Markdown lines), for people rather than for the code."""
-    enc = manifest.get("encoder") or {}
     from indexer.pipeline import recorded_indexing
+    from search.encoder import describe
+
+    enc = manifest.get("encoder") or {}
     indexing = recorded_indexing(manifest) or {}
-    if enc.get("random_weights"):
-        weights = "**random weights** (a smoke run: rankings are meaningless)"
-    elif enc.get("checkpoint"):
-        ckpt = enc["checkpoint"]
-        weights = f"checkpoint file `{ckpt.get('name', ckpt) if isinstance(ckpt, dict) else ckpt}`"
-    else:
-        weights = f"pretrained weights `{enc.get('pretrained')}`"
-    lines = [f"**CLIP**: `{enc.get('model', '?')}`, {weights}; frames fit by {enc.get('fit', 'letterbox')}"]
+    smoke = " (**a smoke run**: rankings are meaningless)" if enc.get("random_weights") else ""
+    lines = [f"**CLIP**: {describe(enc)}{smoke}; frames fit by {enc.get('fit', 'letterbox')}"]
     backbone = indexing.get("backbone") or {}
     objects = indexing.get("objects", "pool")
     if objects == "none" or not backbone:

@@ -76,7 +76,8 @@ def synthetic_queryset(collection: str | Path) -> pd.DataFrame:
         site, video = str(meta["site"]), str(meta["video_id"])
         masks = load_masks(collection, site, video)
         fps = float(meta["fps"])
-        for frame in meta.get("selected_frames", []):
+        for entry in meta.get("selected_frames", []):
+            frame = int(entry["frame"] if isinstance(entry, dict) else entry)    # the true frame index
             if not 0 <= frame < masks.shape[0]:
                 continue
             for query_type, text in describe_frame(masks, meta.get("objects", []), int(frame), fps).items():

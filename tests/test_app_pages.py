@@ -570,7 +570,7 @@ def test_kis_session_moves_an_unreadable_file_aside_and_saves_again(app_env):
 def test_index_page_shows_the_settings_in_words(app_env):
     at = page("index_page")
     text = "\n".join(m.value for m in at.markdown)
-    assert "`mvk-tiny-vit`, **random weights**" in text
+    assert "mvk-tiny-vit with random weights" in text and "a smoke run" in text
     assert "colour-statistics baseline" in text and "one frame every 0.5 s" in text
     assert "pretrained None" not in text and not at.json                     # no raw manifest
 

@@ -54,13 +54,17 @@ def test_queries_describe_colour_pattern_shape_and_motion_of_the_shapes_in_view(
 
 
 def test_the_query_set_covers_every_selected_frame_of_the_synthetic_videos_only(tmp_path):
-    from mvk_tools.synth import make_collection, selected_indices
+    import json
+
+    from mvk_tools.synth import make_collection
     from mvk_tools.synth_kis import synthetic_queryset
 
     collection = make_collection(tmp_path / "c", sites=("Oahu_Jul2022",), videos_per_site=2, n_frames=24)
     (collection / "videos" / "Real_Site").mkdir()                        # a real clip has no ground truth
     queries = synthetic_queryset(collection)
-    frames = selected_indices(24, 12.0)
-    assert len(queries) == 2 * 2 * len(frames)
-    assert sorted(set(queries["target_frame"])) == frames
+    for video in ("0001", "0002"):
+        meta = json.loads((collection / "information" / "metadata" / "Oahu_Jul2022" / f"{video}.json").read_text())
+        frames = [s["frame"] for s in meta["selected_frames"]]             # true frame indices
+        mine = queries[queries["target_video"] == video]
+        assert len(mine) == 2 * len(frames) and sorted(set(mine["target_frame"])) == frames
     assert queries["query_id"].is_unique and isinstance(queries, pd.DataFrame)

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         encoder=lambda: kis.encoder_for_index(identity, checkpoint=args.checkpoint,
                                               random_weights=args.random_weights, device=args.device),
         # an unusable file is printed once: in the error when no query is left, else after the run
-        warn=lambda message, what: print(message, file=sys.stderr) if what == "row" else None,
+        warn=lambda message, what: print(message, file=sys.stderr) if what != "file" else None,
         progress=lambda items, desc, total: tqdm(items, desc=desc, total=total, file=sys.stderr,
                                                  unit="batch" if desc.startswith("encoding") else "query"))
     for message in result.file_errors:
