@@ -174,3 +174,74 @@ def test_real_brackish_clip(brackish_dir, name):
     assert full[1].image.shape == (1080, 1920, 3) and full[1].time == pytest.approx(times[30])
     at = read_frame_at(path, 10.0, max_side=96)
     assert (at.index, at.time) == (expected[10], pytest.approx(10.0, abs=1e-3))
+
+
+# --- sparse sampling: only the packets sampled frames depend on are decoded, indices and times stay exact ---
+
+VFR_LONG_MS = [int(i * 1000 / 12 + (i % 3) * 20 + (150 if i > 17 else 0)) for i in range(30)]
+
+
+def _first_at_or_after(frames, every: float) -> list:
+    """The reference rule applied to a full decode: the first frame at or after each multiple of ``every``."""
+    out, next_time = [], 0.0
+    for f in frames:
+        if f.time >= next_time - 1e-3:
+            out.append(f)
+            next_time = (int((f.time + 1e-3) // every) + 1) * every
+    return out
+
+
+@pytest.mark.parametrize("codec,size,bframes,pts_ms", [
+    ("libx264", (64, 48), 2, VFR_LONG_MS),       # variable frame rate, B-frames (decode order != display order)
+    ("mpeg4", (64, 48), 0, VFR_LONG_MS),
+    ("libx264", (65, 47), 2, None),               # odd size
+    ("mpeg4", (48, 96), 0, None),
+    ("mpeg4", (16, 30), 1, None),                 # tiny, B-frames
+])
+def test_sparse_sampling_matches_full_decoding(tmp_path, codec, size, bframes, pts_ms):
+    from mvk_tools import video
+    path = write_video(tmp_path / "v.mp4", n_frames=30, size=size, codec=codec, gop=8, bframes=bframes,
+                       pts_ms=pts_ms)
+    full = list(iter_frames(path))
+    assert [index_of(f.image) for f in full] == list(range(30))
+    plan = video._plan(path.resolve(), video._Sampler(0.5, None, []), None)
+    assert plan is not None and 0 < plan.needed.sum() < 30        # the sparse path runs and skips packets
+    for kwargs, expected in (({"every_seconds": 0.5}, _first_at_or_after(full, 0.5)),
+                             ({"every_seconds": 0.7}, _first_at_or_after(full, 0.7)),
+                             ({"every_nth": 7}, full[::7]),
+                             ({"indices": [29, 5, 13]}, [full[5], full[13], full[29]])):
+        for threads in (1, 3):
+            got = list(iter_frames(path, threads=threads, **kwargs))
+            assert [(f.index, f.time) for f in got] == [(f.index, f.time) for f in expected], (kwargs, threads)
+            assert [index_of(f.image) for f in got] == [f.index for f in expected], (kwargs, threads)
+            assert all(np.array_equal(a.image, b.image) for a, b in zip(got, expected))
+
+
+def test_sparse_sampling_of_a_truncated_file_yields_what_it_can(media, tmp_path):
+    cut = write_truncated(media["cfr"], tmp_path / "cut.mp4", keep=0.7)
+    got = []
+    with pytest.raises(VideoError, match=r"cut\.mp4.*truncated"):
+        for f in iter_frames(cut, every_seconds=0.5):
+            got.append(f.index)
+    assert got and got == [0, 6, 12, 18][:len(got)]
+
+
+def test_decoder_threads_follow_the_cpu_affinity(monkeypatch, media):
+    from mvk_tools import video
+    monkeypatch.setattr(video.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert video.decoder_threads() == 3
+    container, stream = video._open(media["cfr"])
+    try:
+        assert stream.codec_context.thread_count == 3
+    finally:
+        container.close()
+    with pytest.raises(ValueError):
+        next(iter_frames(media["cfr"], threads=0))
+
+
+@pytest.mark.parametrize("name", ["cfr", "h264", "vfr"])
+def test_reduced_resolution_decoding_keeps_sizes_and_content(media, name):
+    frames = list(iter_frames(media[name], size=(16, 12)))
+    assert all(f.image.shape == (12, 16, 3) for f in frames)
+    assert [index_of(f.image) for f in frames] == list(range(len(frames)))
+    assert read_frame_at(media[name], frames[3].time, size=(16, 12)).image.shape == (12, 16, 3)

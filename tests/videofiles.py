@@ -20,10 +20,11 @@ def index_of(image: np.ndarray) -> int:
 
 def write_video(path: Path, n_frames: int = 24, size: tuple[int, int] = (64, 48), fps: int = 12, *,
                 pts_ms: list[int] | None = None, codec: str = "mpeg4", gop: int = 6,
-                faststart: bool = False) -> Path:
+                faststart: bool = False, bframes: int = 0) -> Path:
     """Write a video whose frame i is flat grey ``level(i)``. ``pts_ms`` gives every frame's time in ms
     (variable frame rate); otherwise frames are 1/fps apart. Odd sizes need a codec/pixel format that
-    takes them (yuv444p with libx264). ``faststart`` puts the index first, so a truncated copy still opens."""
+    takes them (yuv444p with libx264). ``faststart`` puts the index first, so a truncated copy still opens.
+    ``bframes``: at most this many B-frames in a row (frames decoded out of presentation order)."""
     import av
 
     w, h = size
@@ -37,8 +38,12 @@ def write_video(path: Path, n_frames: int = 24, size: tuple[int, int] = (64, 48)
             stream.codec_context.time_base = Fraction(1, 1000)
         if codec == "libx264":
             stream.options = {"preset": "ultrafast", "crf": "10"}
+            if bframes:
+                stream.options = {**stream.options, "x264-params": f"bframes={bframes}:b-pyramid=normal:"
+                                  f"keyint={gop}:min-keyint={gop}:scenecut=0"}
         else:
             stream.options = {"qscale": "2"}
+            stream.codec_context.max_b_frames = bframes
         for i in range(n_frames):
             frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), level(i), np.uint8), format="rgb24")
             if pts_ms is not None:
