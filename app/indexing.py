@@ -10,6 +10,12 @@ from app.state import AppConfig, Job
 from indexer.progress import Progress
 
 
+def memory_line(index) -> str:
+    """The opened index's resident memory (rows in memory + resident pages of its memory-mapped files)."""
+    from search.store import memory_use
+    return f"Memory: {memory_use(index).describe()}"
+
+
 def shard_table(index) -> pd.DataFrame:
     """One row per readable shard (counts, index type, errors) and one per skipped shard (its error)."""
     rows = []

@@ -267,7 +267,7 @@ class SearchService:
         if overlay not in ("none", "mask", "box"):
             raise QueryError(f"overlay must be none, mask or box, got {overlay!r}")
         frame = self.frame(gid)
-        data = bytes(frame["thumbnail"] or b"")
+        data = self.index().thumbnail(int(gid))
         if not data:
             raise NotFoundError(f"frame {gid} has no stored thumbnail")
         if overlay == "none":

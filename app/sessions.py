@@ -45,9 +45,7 @@ def target_image(index, cfg: AppConfig, target: dict) -> np.ndarray:
             return read_frame_at(path, target["time"], max_side=960).image
         except (MvkError, NotImplementedError):
             pass
-    frames = index.frames
-    row = frames[frames["gid"] == target["gid"]].iloc[0]
-    return decode_jpeg(row["thumbnail"])
+    return decode_jpeg(index.thumbnail(int(target["gid"])))
 
 
 def rank_and_save(index, encoder, cfg: AppConfig, target: dict, text: str, *, kind: str, fusion: str = "max",

@@ -203,3 +203,102 @@ def to_device(index: Any, device: str) -> tuple[Any, list[str]]:
     moved = faiss.index_cpu_to_gpu(res, gpu, index, co)
     moved.referenced_resources = res
     return moved, []
+
+
+# -- reading memory-mapped and scoring in blocks ---------------------------------------------------
+
+SCORE_BLOCK = 16384      # stored vectors converted to float32 at a time by ``inner_products`` (32 MiB at d = 512)
+
+
+def read(path: str, *, mmap: bool = True) -> tuple[Any, bool]:
+    """A FAISS index read from ``path``: memory-mapped when ``mmap`` (the codes stay in the file and the
+    OS pages them in as searches touch them), else loaded. Returns (index, whether it is mapped). Every
+    type written here maps (FAISS 1.15: flat and HNSW storage through IO_FLAG_MMAP_IFC, IVF inverted
+    lists through IO_FLAG_MMAP); a FAISS that refuses the flags loads the file, and says so by False."""
+    import faiss
+    if not mmap:
+        return faiss.read_index(path), False
+    flags = getattr(faiss, "IO_FLAG_MMAP", 0) | getattr(faiss, "IO_FLAG_MMAP_IFC", 0) | \
+        getattr(faiss, "IO_FLAG_READ_ONLY", 0)
+    if not flags:
+        return faiss.read_index(path), False
+    try:
+        return faiss.read_index(path, flags), True
+    except RuntimeError:
+        return faiss.read_index(path), False
+
+
+def _fp16_codes(index: Any) -> np.ndarray | None:
+    """The (n, d) float16 codes of a flat fp16 scalar quantizer as a view (no copy), else None."""
+    import faiss
+    n, d = index.ntotal, index.d
+    if not isinstance(index, faiss.IndexScalarQuantizer) or index.sa_code_size() != 2 * d or n == 0:
+        return None
+    return faiss.rev_swig_ptr(index.codes.data(), n * 2 * d).view(np.float16).reshape(n, d)
+
+
+def _blocks(index: Any, queries: np.ndarray, block: int):
+    """(ids, (m, d) stored vectors, (q, m) score offset or None) covering every stored vector once."""
+    import faiss
+    n, d = index.ntotal, index.d
+    storage = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
+    codes = _fp16_codes(storage)
+    if codes is not None:
+        for start in range(0, n, block):
+            yield slice(start, min(n, start + block)), codes[start:start + block], None
+        return
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        ivf = None
+    if ivf is not None and isinstance(ivf, faiss.IndexIVFScalarQuantizer) and ivf.code_size == 2 * d:
+        lists = ivf.invlists
+        if ivf.by_residual:
+            centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+            offsets = np.asarray(queries, np.float32) @ centroids.T          # (q, nlist): q . centroid
+        ids, vecs, which, size = [], [], [], 0
+        for lst in range(ivf.nlist):
+            m = lists.list_size(lst)
+            if m == 0:
+                continue
+            ptr = lists.get_codes(lst)
+            vecs.append(faiss.rev_swig_ptr(ptr, m * 2 * d).view(np.float16).reshape(m, d).copy())
+            lists.release_codes(lst, ptr)
+            ptr = lists.get_ids(lst)
+            ids.append(faiss.rev_swig_ptr(ptr, m).copy())
+            lists.release_ids(lst, ptr)
+            which.append(np.full(m, lst, np.int64))
+            size += m
+            if size >= block or lst == ivf.nlist - 1:
+                rows = np.concatenate(which)
+                yield (np.concatenate(ids), np.concatenate(vecs),
+                       offsets[:, rows] if ivf.by_residual else None)
+                ids, vecs, which, size = [], [], [], 0
+        if size:
+            rows = np.concatenate(which)
+            yield np.concatenate(ids), np.concatenate(vecs), offsets[:, rows] if ivf.by_residual else None
+        return
+    if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+        ivf.make_direct_map()
+    for start in range(0, n, block):
+        m = min(block, n - start)
+        yield slice(start, start + m), index.reconstruct_n(start, m), None
+
+
+def inner_products(index: Any, queries: np.ndarray, *, block: int = SCORE_BLOCK) -> np.ndarray:
+    """(q, n) float32 inner products of ``queries`` (q, d) with every stored vector, in id order, computed
+    block by block from the stored codes (memory-mapped or not): no float32 copy of the table is kept.
+    float16 blocks are converted by torch (numpy's float16 conversion is ten times slower than the matmul)."""
+    import torch
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    out = np.empty((len(q), index.ntotal), np.float32)
+    if index.ntotal == 0:
+        return out
+    qt = torch.from_numpy(q)
+    for ids, vecs, offset in _blocks(index, q, block):
+        v = torch.from_numpy(np.asarray(vecs))
+        s = (qt @ v.float().T).numpy()
+        if offset is not None:
+            s += offset
+        out[:, ids] = s
+    return out

@@ -5,8 +5,8 @@ Fusion of a frame's score s_f with its best object's score s_o (max over its non
 ``weighted``: (1 - w) * s_f + w * s_o (frames without objects: s_o = s_f).
 
 Small indexes (or flat ones) are scored exactly: one matmul over all stored frame vectors, one over all
-object vectors and a per-frame max, on float32 copies of the stored float16 vectors made once per shard
-(``Shard.vectors32``); ``score_frames_batch`` scores many queries and fusion modes per matmul. Big
+object vectors and a per-frame max, block by block over the stored (memory-mapped) float16 codes
+(``Shard.scores``: no float32 copy of the vectors is kept); ``score_frames_batch`` scores many queries and fusion modes per matmul. Big
 approximate indexes (IVF, HNSW) first take top candidates from FAISS (frames and objects), then score the
 union of candidate frames exactly as above; when filters leave fewer than k candidates, the exact path
 runs instead.
@@ -80,14 +80,12 @@ def _check_fusion(fusion: str, weight: float) -> None:
 
 def _shard_exact(shard: Shard, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frame sims, best object sims and best object rows of every frame of one shard."""
-    fs = shard.vectors32("frames") @ q
-    fs[shard.invalid_rows("frames")] = -np.inf
+    fs = shard.scores("frames", q[None, :])[0]
     objects = shard.objects
     if len(objects) == 0:
         return fs, np.full(len(fs), -np.inf, np.float32), np.full(len(fs), -1, np.int64)
-    os_ = shard.vectors32("objects") @ q
-    valid = ~objects["is_background"].to_numpy(dtype=bool)
-    valid[shard.invalid_rows("objects")] = False
+    os_ = shard.scores("objects", q[None, :])[0]
+    valid = ~objects["is_background"].to_numpy(dtype=bool) & (os_ > -np.inf)
     best, arg = _best_objects(len(fs), objects["frame_row"].to_numpy(np.int64), os_, valid,
                               np.arange(len(objects), dtype=np.int64))
     return fs, best, arg
@@ -120,36 +118,29 @@ def _object_runs(shard: Shard) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _shard_batch(shard: Shard, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Frame sims and best non-background object sims (-inf when none), each (B, n_frames), of one shard
     for B normalised queries (B, d). Frames and objects whose stored vector is invalid score -inf."""
-    fs = q @ shard.vectors32("frames").T
-    fs[:, shard.invalid_rows("frames")] = -np.inf
+    fs = shard.scores("frames", q)
     best = np.full(fs.shape, -np.inf, np.float32)
     if len(shard.objects):
         background, starts, frame_rows = _object_runs(shard)
-        sims = q @ shard.vectors32("objects").T
+        sims = shard.scores("objects", q)
         sims[:, background] = -np.inf
-        sims[:, shard.invalid_rows("objects")] = -np.inf
         best[:, frame_rows] = np.maximum.reduceat(sims, starts, axis=1)
     return fs, best
-
-
-def _invalid_frames(index: Index) -> np.ndarray:
-    """Global rows (gids) of the frames whose stored vector holds NaN or infinity."""
-    parts = [shard.invalid_rows("frames") + index.frame_offset(site) for site, shard in index.shards.items()]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _score_batch(index: Index, q: np.ndarray, fusions: list[str], weight: float) -> dict[str, np.ndarray]:
     n = sum(len(shard.frames) for shard in index.shards.values())
     out = {f: np.empty((len(q), n), np.float32) for f in fusions}
-    invalid = _invalid_frames(index)
     for start in range(0, len(q), QUERY_BLOCK):
         block = q[start:start + QUERY_BLOCK]
         parts = [_shard_batch(shard, block) for shard in index.shards.values()]
         fs = np.concatenate([p[0] for p in parts], axis=1) if parts else np.zeros((len(block), 0), np.float32)
         best = np.concatenate([p[1] for p in parts], axis=1) if parts else fs
+        invalid = fs == -np.inf          # an invalid stored frame vector (Shard.scores)
         for f in fusions:
-            out[f][start:start + len(block)] = fuse(fs, best, f, weight)
-            out[f][start:start + len(block), invalid] = -np.inf    # never NaN, never scored by objects alone
+            fused = fuse(fs, best, f, weight)
+            fused[invalid] = -np.inf     # never NaN, never scored by objects alone
+            out[f][start:start + len(block)] = fused
     return out
 
 

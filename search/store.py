@@ -74,6 +74,8 @@ OBJECT_COLUMNS = (
 
 IndexType = Literal["flat", "ivf-flat", "ivf-pq", "hnsw"]
 
+LAZY_COLUMNS = {"frames": ("thumbnail",), "objects": ()}   # left in the file when opened memory-mapped
+ROW_GROUP_ROWS = {"frames": 256, "objects": 8192}   # small row groups: one thumbnail reads ~1-2 MiB, not the table
 SHARD_FILES = ("manifest.json", "frames.parquet", "objects.parquet", "frames.faiss", "objects.faiss")
 DATA_FILES = SHARD_FILES[1:]
 ROOT_MANIFEST = "manifest.json"
@@ -101,37 +103,54 @@ class Shard:
         return str(self.manifest.get("index_type", "flat"))
 
     def vectors(self, table: Literal["frames", "objects"]) -> np.ndarray:
-        """The stored (n, d) float16 vectors of one table, decoded once and kept."""
+        """The stored (n, d) float16 vectors of one table, decoded whole (a copy: for tests and tools; the
+        query path scores in blocks with ``scores`` instead)."""
         from search.faiss_index import reconstruct_all
-        if table not in self._vectors:
-            idx = self.cpu_frame_index if table == "frames" else self.cpu_object_index
-            self._vectors[table] = reconstruct_all(idx)
-        return self._vectors[table]
+        return reconstruct_all(self.cpu_frame_index if table == "frames" else self.cpu_object_index)
 
-    def vectors32(self, table: Literal["frames", "objects"]) -> np.ndarray:
-        """The stored vectors of one table as (n, d) float32, converted once and kept (twice the memory of
-        float16): exact scoring multiplies them for every query, and converting float16 on each call cost
-        more than the matmul itself (numpy and torch have no fast float16 matmul on a CPU). Rows that hold
-        NaN or infinity are zeroed here and listed by ``invalid_rows``."""
-        from search.faiss_index import reconstruct_all
-        key = f"{table}:float32"
-        if key not in self._vectors:
-            if table in self._vectors:
-                half = self._vectors[table]
-            else:
-                half = reconstruct_all(self.cpu_frame_index if table == "frames" else self.cpu_object_index)
-            full = np.ascontiguousarray(half, dtype=np.float32)
-            bad = np.flatnonzero(~np.isfinite(full).all(axis=1)) if len(full) else np.zeros(0, np.int64)
-            full[bad] = 0.0
-            self._vectors[key] = full
-            self._vectors[f"{table}:invalid"] = bad
-        return self._vectors[key]
+    def scores(self, table: Literal["frames", "objects"], queries: np.ndarray) -> np.ndarray:
+        """(q, n) float32 inner products of L2-normalised ``queries`` with the stored vectors of ``table``,
+        block by block over the (memory-mapped) stored float16 codes; a row whose stored vector holds NaN
+        or infinity (never written so: a corrupt file whose checksum was not checked, or an old index) scores
+        -inf, so scoring leaves it out instead of returning NaN."""
+        from search.faiss_index import inner_products
+        out = inner_products(self.cpu_frame_index if table == "frames" else self.cpu_object_index, queries)
+        out[~np.isfinite(out)] = -np.inf
+        return out
 
-    def invalid_rows(self, table: Literal["frames", "objects"]) -> np.ndarray:
-        """Rows of ``table`` whose stored vector holds NaN or infinity (never written so: a corrupt file whose
-        checksum was not checked, or an old index); scoring leaves them out instead of returning NaN."""
-        self.vectors32(table)
-        return self._vectors[f"{table}:invalid"]
+    def column(self, table: Literal["frames", "objects"], name: str, rows: np.ndarray) -> list:
+        """Values of one column for ``rows`` of ``table``: from memory when the column was loaded, else read
+        from the parquet file by row group (thumbnails are read this way, on demand)."""
+        loaded = self.frames if table == "frames" else self.objects
+        rows = np.asarray(rows, dtype=np.int64)
+        if name in loaded.columns:
+            return loaded[name].to_numpy()[rows].tolist()
+        return _read_rows(self.path / f"{table}.parquet", name, rows)
+
+
+def _read_rows(path: Path, name: str, rows: np.ndarray) -> list:
+    """``rows`` of column ``name`` of a parquet file, reading only the row groups that hold them."""
+    import pyarrow.parquet as pq
+    try:
+        pf = pq.ParquetFile(path, memory_map=True)
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path} is gone (a newer version of the shard replaced it): reopen the "
+                               f"index") from None
+    except Exception as exc:
+        raise IndexFormatError(f"{path} is not a readable parquet file: {exc}") from exc
+    sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= starts[-1]):
+        raise IndexFormatError(f"{path} has {starts[-1]} rows, asked for row {int(rows.max())}")
+    out: list = [None] * len(rows)
+    groups = np.searchsorted(starts, rows, side="right") - 1
+    for g in np.unique(groups):
+        where = np.flatnonzero(groups == g)
+        column = pf.read_row_group(int(g), columns=[name]).column(0)
+        values = column.take(rows[where] - starts[g]).to_pylist()
+        for i, v in zip(where, values):
+            out[i] = v
+    return out
 
 
 @dataclass
@@ -152,6 +171,37 @@ class Index:
         """The encoder identity recorded at build time."""
         return dict(self.manifest.get("encoder") or {})
 
+    def locate(self, gids: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Global frame rows grouped by shard: (site, positions in ``gids``, rows in that shard)."""
+        gids = np.asarray(gids, dtype=np.int64)
+        sites = list(self.shards)
+        starts = np.array([self.frame_offset(site) for site in sites] + [len(self.frames)], np.int64)
+        if len(gids) and (gids.min() < 0 or gids.max() >= starts[-1]):
+            raise IndexError(f"frame gid out of range 0..{starts[-1] - 1}")
+        which = np.searchsorted(starts, gids, side="right") - 1
+        return [(sites[k], np.flatnonzero(which == k), gids[which == k] - starts[k]) for k in np.unique(which)]
+
+    def thumbnails(self, gids) -> list[bytes]:
+        """The stored JPEG thumbnails of frames ``gids`` (b"" where none), read on demand from the shards'
+        parquet files (a few row groups), not kept in ``frames``."""
+        gids = np.asarray(list(gids) if not isinstance(gids, np.ndarray) else gids, dtype=np.int64)
+        out: list[bytes] = [b""] * len(gids)
+        for site, positions, rows in self.locate(gids):
+            for i, value in zip(positions, self.shards[site].column("frames", "thumbnail", rows)):
+                out[i] = bytes(value or b"")
+        return out
+
+    def thumbnail(self, gid: int) -> bytes:
+        return self.thumbnails([int(gid)])[0]
+
+    def with_thumbnails(self, rows: pd.DataFrame, gid_column: str = "gid") -> pd.DataFrame:
+        """``rows`` (of frames, or joined with them) with a ``thumbnail`` column, read for these rows only."""
+        if "thumbnail" in rows.columns:
+            return rows
+        out = rows.copy()
+        out["thumbnail"] = self.thumbnails(rows[gid_column].to_numpy(np.int64)) if len(rows) else []
+        return out
+
     def frame_offset(self, site: str) -> int:
         """Global row (gid) of the first frame of ``site``'s shard."""
         return self._offsets()[site][0]
@@ -166,6 +216,60 @@ class Index:
             f += len(shard.frames)
             o += len(shard.objects)
         return out
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """Resident memory of an opened index, in bytes: ``tables`` (the frame and object rows held in memory),
+    ``mapped`` (pages of the index's memory-mapped files resident in this process, of ``mapped_total``
+    mapped), and ``process`` (this process's whole resident set, libraries included). None where the OS
+    does not say (no /proc)."""
+    tables: int
+    mapped: int | None
+    mapped_total: int | None
+    process: int | None
+
+    @property
+    def index(self) -> int:
+        """The index's own resident memory: its tables plus its resident mapped pages."""
+        return self.tables + (self.mapped or 0)
+
+    def describe(self) -> str:
+        mib = 2 ** 20
+        text = f"index resident memory {self.index / mib:,.0f} MiB (rows {self.tables / mib:,.0f} MiB"
+        if self.mapped is not None:
+            text += f", memory-mapped files {self.mapped / mib:,.0f} of {self.mapped_total / mib:,.0f} MiB"
+        text += ")"
+        if self.process is not None:
+            text += f"; process {self.process / mib:,.0f} MiB"
+        return text
+
+
+def memory_use(index: "Index") -> MemoryUse:
+    """How much memory the opened ``index`` holds resident (see MemoryUse); Linux reads /proc/self/smaps."""
+    frames = [index.frames, index.objects] + [t for s in index.shards.values() for t in (s.frames, s.objects)]
+    tables = int(sum(t.memory_usage(index=True, deep=True).sum() for t in frames))
+    mapped = total = process = None
+    root = str(Path(index.root).resolve())
+    try:
+        text = Path("/proc/self/smaps").read_text()
+    except OSError:
+        return MemoryUse(tables, None, None, None)
+    mapped = total = 0
+    inside = False
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            inside = len(head) == 6 and head[5].startswith(root + os.sep)
+        elif inside and line.startswith("Rss:"):
+            mapped += int(line.split()[1]) * 1024
+        elif inside and line.startswith("Size:"):
+            total += int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                process = int(line.split()[1]) * 1024
+    return MemoryUse(tables, mapped, total, process)
 
 
 # -- manifests -------------------------------------------------------------------------------------
@@ -355,8 +459,8 @@ def _normalise(vectors: np.ndarray, n: int, what: str, dim: int | None) -> np.nd
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12))
 
 
-def _write_table(df: pd.DataFrame, path: Path) -> None:
-    df.to_parquet(path, index=False)
+def _write_table(df: pd.DataFrame, path: Path, row_group_rows: int) -> None:
+    df.to_parquet(path, index=False, row_group_size=row_group_rows)
 
 
 def _write_faiss(index: Any, path: Path) -> None:
@@ -426,8 +530,8 @@ def write_shard(root: str | Path, site: str, frames: pd.DataFrame, frame_vectors
         shard_layout.collect(site_dir, GRACE_SECONDS)
         tmp = shard_layout.begin(site_dir)
         try:
-            _write_table(frames, tmp / "frames.parquet")
-            _write_table(objects, tmp / "objects.parquet")
+            _write_table(frames, tmp / "frames.parquet", ROW_GROUP_ROWS["frames"])
+            _write_table(objects, tmp / "objects.parquet", ROW_GROUP_ROWS["objects"])
             _write_faiss(built_f.index, tmp / "frames.faiss")
             _write_faiss(built_o.index, tmp / "objects.faiss")
             shard_manifest = dict(manifest)
@@ -639,11 +743,14 @@ def verify_shard(root: str | Path, site: str, *, full: bool = True) -> list[str]
     return _file_problems(folder, manifest, full=full)
 
 
-def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, verify: Verify = "quick") -> Shard:
+def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, verify: Verify = "quick",
+               mmap: bool = True) -> Shard:
     """One shard from its version folder; IndexFormatError naming the file when a part is missing, corrupt or
     does not match its checksum. ``verify="full"`` checksums every file; ``"quick"`` only the manifest and
-    files but SIZE_ONLY_WHEN_QUICK (the thumbnails: their size only)."""
-    import faiss
+    files but SIZE_ONLY_WHEN_QUICK (the thumbnails: their size only); checksums are streamed. ``mmap`` (the
+    default) memory-maps the FAISS files and leaves the frames' thumbnails in their parquet file
+    (``Index.thumbnails`` reads them on demand); ``mmap=False`` loads everything."""
+    from search.faiss_index import read as read_faiss
     manifest = _read_shard_manifest(path, manifest_record)
     problems = _file_problems(path, manifest, full=verify == "full")
     if problems:
@@ -652,7 +759,7 @@ def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, ve
     for name in ("frames", "objects"):
         p = path / f"{name}.parquet"
         try:
-            tables[name] = pd.read_parquet(p)
+            tables[name] = _read_table(p, LAZY_COLUMNS[name] if mmap else ())
         except FileNotFoundError:
             raise IndexFormatError(f"{p} is missing") from None
         except Exception as exc:   # pyarrow raises several types for broken files
@@ -663,25 +770,37 @@ def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, ve
         if not p.exists():
             raise IndexFormatError(f"{p} is missing")
         try:
-            indexes[name] = faiss.read_index(str(p))
+            indexes[name], mapped = read_faiss(str(p), mmap=mmap)
         except Exception as exc:
             raise IndexFormatError(f"{p} is not a readable FAISS index: {str(exc).splitlines()[0][:200]}") from exc
         if indexes[name].ntotal != len(tables[name]):
             raise IndexFormatError(f"{p} holds {indexes[name].ntotal} vectors for {len(tables[name])} rows "
                                    f"of {name}.parquet")
+        if mmap and not mapped:
+            manifest = {**manifest, "notes": [*manifest.get("notes", []),
+                                              f"{name}.faiss: this FAISS cannot memory-map it: loaded whole"]}
     return Shard(site=site, path=path, manifest=manifest, frames=tables["frames"], objects=tables["objects"],
                  frame_index=indexes["frames"], object_index=indexes["objects"],
                  cpu_frame_index=indexes["frames"], cpu_object_index=indexes["objects"])
 
 
-def open_shard(root: str | Path, site: str, *, verify: Verify = "quick") -> Shard:
+def _read_table(path: Path, lazy: tuple[str, ...]) -> pd.DataFrame:
+    """A parquet table without its ``lazy`` columns (those stay in the file, read by ``Shard.column``)."""
+    if not lazy:
+        return pd.read_parquet(path)
+    import pyarrow.parquet as pq
+    names = pq.ParquetFile(path).schema_arrow.names
+    return pd.read_parquet(path, columns=[c for c in names if c not in lazy])
+
+
+def open_shard(root: str | Path, site: str, *, verify: Verify = "quick", mmap: bool = True) -> Shard:
     """``site``'s current shard: the version is resolved once and every file opened through it; when a file
     vanished because a writer published a newer version meanwhile (and the old one went), it resolves again."""
     root = Path(root)
     for attempt in range(3):
         folder, record = _resolve(root, site)
         try:
-            return read_shard(folder, site, manifest_record=record, verify=verify)
+            return read_shard(folder, site, manifest_record=record, verify=verify, mmap=mmap)
         except IndexFormatError:
             if attempt == 2 or _resolve(root, site)[0] == folder:
                 raise
@@ -765,11 +884,13 @@ def check_index(root: str | Path, *, full: bool = True) -> IndexCheck:
 
 
 def open_index(root: str | Path, *, expect: dict | None = None, device: str = "cpu",
-               verify: Verify = "quick") -> Index:
+               verify: Verify = "quick", mmap: bool = True) -> Index:
     """Open every shard; a missing or corrupt shard (a file that does not match its size or checksum) is
     skipped and reported in ``Index.errors``. ``verify="quick"`` (default) checksums every file but the
     thumbnails (SIZE_ONLY_WHEN_QUICK: their size only; ``check_index`` and ``mvk index`` check them in full),
-    ``"full"`` every file. Raises IndexFormatError when ``root`` is no index,
+    ``"full"`` every file. ``mmap`` (the default) memory-maps the FAISS files and reads thumbnails on demand,
+    so an index larger than memory can be served; ``mmap=False`` loads it whole. Raises IndexFormatError
+    when ``root`` is no index,
     ModelMismatchError when ``expect`` (an encoder identity) differs from the manifest's. A broken root
     manifest is rebuilt in memory from the shard manifests, with a note."""
     from search.encoder import same_space
@@ -791,7 +912,7 @@ def open_index(root: str | Path, *, expect: dict | None = None, device: str = "c
     errors: dict[str, str] = {}
     for site in list_sites(root, manifest):
         try:
-            shard = open_shard(root, site, verify=verify)
+            shard = open_shard(root, site, verify=verify, mmap=mmap)
         except IndexFormatError as exc:
             errors[site] = str(exc)
             continue

@@ -26,6 +26,7 @@ if index is not None:
     b.metric("Videos", f"{index.frames[['site', 'video_id']].drop_duplicates().shape[0]:,}" if len(index.frames) else 0)
     c.metric("Frames", f"{len(index.frames):,}")
     d.metric("Objects", f"{len(index.objects):,}")
+    st.caption(indexing.memory_line(index))
     st.subheader("Shards")
     st.dataframe(indexing.shard_table(index), hide_index=True, width="stretch")
     errors = indexing.video_errors(index)

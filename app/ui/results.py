@@ -20,8 +20,8 @@ def frame_rows(index, gids) -> pd.DataFrame:
     gids = np.asarray(list(gids), dtype=np.int64)
     if len(frames) and "gid" in frames and np.array_equal(frames["gid"].to_numpy()[: len(frames)],
                                                           np.arange(len(frames))):
-        return frames.iloc[gids]
-    return frames.set_index("gid", drop=False).loc[gids]
+        return index.with_thumbnails(frames.iloc[gids])
+    return index.with_thumbnails(frames.set_index("gid", drop=False).loc[gids])
 
 
 def export_table(found: pd.DataFrame) -> pd.DataFrame:
@@ -204,9 +204,9 @@ def track_rows(index, row: dict) -> pd.DataFrame:
     video = frames[(frames["site"] == row["site"]) & (frames["video_id"] == row["video_id"])]
     objects = index.objects
     obj = objects[objects["frame_gid"].isin(video["gid"]) & (objects["track_id"] == int(track_id))]
-    joined = obj.merge(video[["gid", "time", "frame_index", "thumbnail", "width", "height"]],
+    joined = obj.merge(video[["gid", "time", "frame_index", "width", "height"]],
                        left_on="frame_gid", right_on="gid", how="inner")
-    return joined.sort_values("time").reset_index(drop=True)
+    return index.with_thumbnails(joined.sort_values("time").reset_index(drop=True))
 
 
 def track(index, row: dict, overlay: str) -> None:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: shard {site} skipped: {why}", file=sys.stderr)
     if not len(index.frames):
         raise InputError(f"index {args.index} holds no readable frame")
-    targets = captions.pick_targets(index.frames, args.n, args.seed)
+    targets = index.with_thumbnails(captions.pick_targets(index.frames, args.n, args.seed))
     if len(targets) < args.n:
         print(f"warning: the index has {len(targets)} frames, fewer than --n {args.n}: captioning all", file=sys.stderr)
     captioner = captions.load_captioner(args.model, args.pretrained, checkpoint=args.checkpoint,

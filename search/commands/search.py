@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--within", type=positive_float, default=10.0, help="seconds allowed between the two texts of --then "
                         "(default 10)")
     parser.add_argument("--exact", action="store_true", help="score every frame exactly even in an approximate index")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also say how long the index took to open and how much memory it holds resident")
     parser.add_argument("--json", action="store_true", help="print JSON (results, notes, skipped shards) instead of a table")
     parser.add_argument("--model", default=None, help="open_clip model (default: the one recorded in the index)")
     parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default: the index's)")
@@ -126,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.image and not args.text.strip():
         raise QueryError("the query text is empty (give a text, or --image PATH)")
     image = _read_image(args.image) if args.image else None
+    import time
+    started = time.perf_counter()
     index = open_index(args.index, device=args.device)
+    opened = time.perf_counter() - started
     filters = Q.Filters(sites=tuple(args.site), places=tuple(args.place), date_from=args.date_from,
                         date_to=args.date_to)
     Q.filter_mask(index, filters)                     # unknown sites, places, bad months: before the model loads
@@ -142,6 +147,11 @@ def run(args: argparse.Namespace) -> int:
         columns = ("rank", "score", "frame_score", "object_score", "site", "video_id", "frame_index", "time",
                    "track_id", "x0", "y0", "x1", "y1")
     notes = list(df.attrs.get("notes", []))
+    if args.verbose:
+        from search.store import memory_use
+        print(f"index {args.index}: {len(index.frames):,} frames, {len(index.objects):,} objects in "
+              f"{len(index.shards)} shards, opened memory-mapped in {opened:.2f} s; "
+              f"{memory_use(index).describe()}", file=sys.stderr)
     if args.json:
         records = json.loads(df.to_json(orient="records"))
         print(json.dumps({"query": args.text, "image": args.image, "then": args.then,
