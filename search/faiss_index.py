@@ -212,20 +212,20 @@ SCORE_BLOCK = 16384      # stored vectors converted to float32 at a time by ``in
 
 def read(path: str, *, mmap: bool = True) -> tuple[Any, bool]:
     """A FAISS index read from ``path``: memory-mapped when ``mmap`` (the codes stay in the file and the
-    OS pages them in as searches touch them), else loaded. Returns (index, whether it is mapped). Every
-    type written here maps (FAISS 1.15: flat and HNSW storage through IO_FLAG_MMAP_IFC, IVF inverted
-    lists through IO_FLAG_MMAP); a FAISS that refuses the flags loads the file, and says so by False."""
+    OS pages them in as searches touch them), else loaded. Returns (index, whether it is mapped). FAISS
+    1.15 maps flat and HNSW storage with IO_FLAG_MMAP_IFC and IVF inverted lists with IO_FLAG_MMAP (which
+    refuses IO_FLAG_MMAP_IFC), so both are tried in turn; a FAISS that refuses both loads the file (False)."""
     import faiss
-    if not mmap:
-        return faiss.read_index(path), False
-    flags = getattr(faiss, "IO_FLAG_MMAP", 0) | getattr(faiss, "IO_FLAG_MMAP_IFC", 0) | \
-        getattr(faiss, "IO_FLAG_READ_ONLY", 0)
-    if not flags:
-        return faiss.read_index(path), False
-    try:
-        return faiss.read_index(path, flags), True
-    except RuntimeError:
-        return faiss.read_index(path), False
+    if mmap:
+        read_only = getattr(faiss, "IO_FLAG_READ_ONLY", 0)
+        for flags in (getattr(faiss, "IO_FLAG_MMAP_IFC", 0), getattr(faiss, "IO_FLAG_MMAP", 0)):
+            if not flags:
+                continue
+            try:
+                return faiss.read_index(path, flags | read_only), True
+            except RuntimeError:
+                continue
+    return faiss.read_index(path), False
 
 
 def _fp16_codes(index: Any) -> np.ndarray | None:
@@ -248,7 +248,7 @@ def _blocks(index: Any, queries: np.ndarray, block: int):
             yield slice(start, min(n, start + block)), codes[start:start + block], None
         return
     try:
-        ivf = faiss.extract_index_ivf(index)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     except RuntimeError:
         ivf = None
     if ivf is not None and isinstance(ivf, faiss.IndexIVFScalarQuantizer) and ivf.code_size == 2 * d:

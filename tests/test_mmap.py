@@ -41,6 +41,9 @@ def test_mapped_opening_gives_the_same_results_as_full_loading(built):
     mapped, loaded = store.open_index(root), store.open_index(root, mmap=False)
     assert not mapped.errors and not loaded.errors
     assert mapped.shards["Bali_2021-05"].manifest["tables"]["objects"]["type"] == kind
+    use = store.memory_use(mapped)
+    if use.mapped_total is not None:      # every FAISS file of every type is mapped, not loaded
+        assert use.mapped_total >= 0.9 * sum(p.stat().st_size for p in root.rglob("*.faiss"))
     queries = random_unit(12, D, 99)
     a = score_frames_batch(mapped, queries, fusions=("frame", "max", "weighted"))
     b = score_frames_batch(loaded, queries, fusions=("frame", "max", "weighted"))
