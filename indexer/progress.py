@@ -49,7 +49,8 @@ class TqdmProgress(Progress):
         self._video_bar: Any = None
 
     def engine_started(self, info: "EngineInfo") -> None:
-        print(info.describe(), file=self.file, flush=True)
+        from tqdm import tqdm
+        tqdm.write(info.describe(), file=self.file)   # above any open bar, not inside it
 
     def site_started(self, site: str, n_videos: int, expected_frames: int) -> None:
         from tqdm import tqdm
