@@ -117,9 +117,16 @@ def load_encoder_for(index, config: AppConfig):
     when the pretrained weights are not available offline."""
     ident = encoder_identity(index)
     from search.encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED
+    from search.errors import MissingWeightsError
 
+    checkpoint = ident.get("checkpoint")
+    if checkpoint:   # the manifest records the checkpoint's name and size, not where the file lives
+        name = checkpoint.get("name") if isinstance(checkpoint, dict) else checkpoint
+        raise MissingWeightsError(
+            f"this index was built from the CLIP checkpoint file {name}; the app cannot load a checkpoint file "
+            f"yet: search it with `mvk search --checkpoint PATH` or serve it with `mvk serve --checkpoint PATH`")
     return _load_encoder(ident.get("model", DEFAULT_MODEL), ident.get("pretrained", DEFAULT_PRETRAINED),
-                         ident.get("checkpoint"), bool(ident.get("random_weights", False)), config.device)
+                         None, bool(ident.get("random_weights", False)), config.device)
 
 
 # ---- background jobs (index rebuilds) ---------------------------------------------------------------
