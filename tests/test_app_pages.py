@@ -229,6 +229,18 @@ def test_kis_benchmark_runs_on_a_query_set_file(app_env):
     assert at.get("download_button")
 
 
+def test_kis_benchmark_preselects_the_few_query_sets_found(app_env):
+    from search.store import open_index
+
+    _, index = app_env
+    path = _write_queries(index, open_index(index).frames)
+    second = path.with_name("also.csv")
+    second.write_bytes(path.read_bytes())
+    at = page("kis_page")
+    assert {Path(p).name for p in at.multiselect(key="kis_files").value} >= {"mine.csv", "also.csv"}
+    assert not at.button(key="kis_run").disabled
+
+
 def test_kis_benchmark_takes_an_upload_and_names_a_bad_one(app_env):
     from search.store import open_index
 

@@ -28,10 +28,11 @@ st.caption("Each query describes one target frame; its rank is where that frame 
            f"{len(index.frames):,} indexed frames (1 is best; ties count against the target).")
 
 files = kis_run.find_querysets(cfg.roots)
+MAX_PRESELECTED = 4   # a few files found beside the index are all chosen, so the benchmark runs at once
 left, right = st.columns([3, 2])
 with left:
     chosen = st.multiselect("Query sets found beside the index and the collection", files,
-                            default=files[:1] if len(files) == 1 else [], key="kis_files",
+                            default=files if len(files) <= MAX_PRESELECTED else [], key="kis_files",
                             format_func=lambda p: kis_run.short_name(p, cfg.roots),
                             placeholder="choose query-set files")
     uploads = st.file_uploader("…or upload query sets (tidy CSV, or MVK's semicolon files)", type=["csv", "txt"],
