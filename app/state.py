@@ -23,14 +23,13 @@ import streamlit as st
 
 from search.errors import MvkError
 
-from app.service import index_fingerprint
+from app.service import ENV_CACHE, default_cache, index_fingerprint
 
 ENV_INDEX = "MVK_INDEX"
 ENV_COLLECTION = "MVK_COLLECTION"
 ENV_RANDOM_WEIGHTS = "MVK_RANDOM_WEIGHTS"
 ENV_DEVICE = "MVK_DEVICE"
 ENV_DEMO = "MVK_DEMO"
-ENV_CACHE = "MVK_CACHE"
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,7 @@ class AppConfig:
     @property
     def playback_cache(self) -> Path:
         """Where video segments converted for the browser are cached (bounded in size)."""
-        base = self.cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mvk"
-        return base / "playback"
+        return self.cache / "playback" if self.cache else default_cache()
 
     @property
     def roots(self) -> tuple[Path, ...]:
