@@ -60,13 +60,26 @@ def test_mapped_opening_gives_the_same_results_as_full_loading(built):
 def test_block_scores_equal_the_stored_vectors_times_the_query(built):
     kind, root = built
     index = store.open_index(root)
-    queries = random_unit(3, D, 5)
-    for shard in index.shards.values():
-        for table, faiss_idx in (("frames", shard.cpu_frame_index), ("objects", shard.cpu_object_index)):
-            reference = queries @ shard.vectors(table).astype(np.float32).T
-            for block in (7, 100, faiss_index.SCORE_BLOCK):
-                got = faiss_index.inner_products(faiss_idx, queries, block=block)
-                np.testing.assert_allclose(got, reference, atol=2e-3 if kind.startswith("ivf") else 1e-5)
+    for n_queries in (1, faiss_index.RANGE_QUERIES, faiss_index.RANGE_QUERIES + 5):   # IVF: scanner, blocks
+        queries = random_unit(n_queries, D, 5)
+        for shard in index.shards.values():
+            for table, faiss_idx in (("frames", shard.cpu_frame_index), ("objects", shard.cpu_object_index)):
+                reference = queries @ shard.vectors(table).astype(np.float32).T
+                for block in (7, 100, faiss_index.SCORE_BLOCK):
+                    got = faiss_index.inner_products(faiss_idx, queries, block=block)
+                    assert got.shape == reference.shape and np.isfinite(got).all()
+                    np.testing.assert_allclose(got, reference, atol=2e-3 if kind.startswith("ivf") else 1e-5)
+
+
+def test_ivf_files_carry_their_direct_map(built):
+    """Re-scoring candidates by id must not make FAISS walk every list of a mapped file to build the map."""
+    import faiss
+    kind, root = built
+    if not kind.startswith("ivf"):
+        pytest.skip("only IVF indexes have a direct map")
+    shard = store.open_index(root).shards["Bali_2021-05"]
+    for faiss_idx in (shard.cpu_frame_index, shard.cpu_object_index):
+        assert faiss.extract_index_ivf(faiss_idx).direct_map.type == faiss.DirectMap.Array
 
 
 def test_exact_search_ranks_by_the_reconstructed_vectors(built):
