@@ -3,6 +3,11 @@ query, and query latency (p50/p99, approximate ivf-flat candidates and exact sco
 
     python3 benchmarks/bench_serving.py generate ROOT [--frames 1e6 --objects 3e6 --sites 10]
     python3 benchmarks/bench_serving.py measure ROOT [--queries 50 --threads 2] [--verify quick]
+    python3 benchmarks/bench_serving.py blocks [--vectors 3e5 --threads 1]
+
+``blocks`` times exact scoring of one generated table (flat and ivf-flat, memory-mapped) by block size and
+number of queries: the float32 blocks of ``search.faiss_index.inner_products`` against FAISS's IVF list
+scanner (a range search probing every list).
 
 ``generate`` writes an index through ``search.store.write_shard`` (one site at a time, so it never holds
 more than one site's vectors): clustered random unit vectors (d = 512, 2000 topics plus noise, a stand-in
@@ -122,6 +127,50 @@ def measure_here(args) -> dict:
     return out
 
 
+def blocks(args) -> None:
+    import tempfile
+
+    import faiss
+    import numpy as np
+    import torch
+
+    from search import faiss_index
+    faiss.omp_set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    faiss_index.MAX_TRAIN = 20000
+    rng = np.random.default_rng(0)
+    n = int(float(args.vectors))
+    centres = rng.standard_normal((2000, args.dim), dtype=np.float32)
+    x = clustered(rng, centres, n)
+    q = clustered(np.random.default_rng(1), centres, 64)
+    with tempfile.TemporaryDirectory() as tmp:
+        tables = {}
+        for kind in ("flat", "ivf-flat"):
+            path = f"{tmp}/{kind}.faiss"
+            faiss.write_index(faiss_index.build(x, kind).index, path)
+            tables[kind] = faiss_index.read(path)[0]
+        del x
+
+        def median_ms(f, repeat=args.repeat):
+            f()
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                f()
+                times.append(time.perf_counter() - t0)
+            return round(float(np.median(times)) * 1000, 1)
+
+        print(f"{n} vectors, d = {args.dim}, {args.threads} thread(s), medians of {args.repeat} (ms per call)")
+        print("| table | queries | " + " | ".join(f"blocks of {b}" for b in args.block_sizes) + " | IVF list scanner |")
+        print("|---|---|" + "---|" * (len(args.block_sizes) + 1))
+        for kind, idx in tables.items():
+            for nq in (1, 4, 16, 64):
+                qq = q[:nq]
+                row = [median_ms(lambda b=b: faiss_index.scores_by_blocks(idx, qq, b)) for b in args.block_sizes]
+                scan = median_ms(lambda: faiss_index.scores_by_list_scan(idx, qq)) if kind != "flat" else "-"
+                print(f"| {kind} | {nq} | " + " | ".join(map(str, row)) + f" | {scan} |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -141,7 +190,16 @@ def main() -> int:
     m.add_argument("--modes", default="ivf,exact")
     m.add_argument("--verify", default=None, help="open_index(verify=...): full or quick (default: open_index's)")
     m.add_argument("--here", action="store_true", help=argparse.SUPPRESS)
+    b = sub.add_parser("blocks")
+    b.add_argument("--vectors", default="3e5")
+    b.add_argument("--dim", type=int, default=512)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--repeat", type=int, default=5)
+    b.add_argument("--block-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1024, 4096, 16384])
     args = ap.parse_args()
+    if args.cmd == "blocks":
+        blocks(args)
+        return 0
     if args.cmd == "generate":
         generate(args)
         return 0

@@ -292,7 +292,7 @@ def _blocks(index: Any, queries: np.ndarray, block: int):
         yield slice(start, start + m), index.reconstruct_n(start, m), None
 
 
-def _scan_all_lists(index: Any, queries: np.ndarray) -> np.ndarray | None:
+def scores_by_list_scan(index: Any, queries: np.ndarray) -> np.ndarray | None:
     """(q, n) inner products of an IVF table from FAISS's list scanner, probing every list with a range
     search of unbounded radius (vectors whose code gives no finite score are left at -inf); None for other
     types. One SIMD pass over the codes: about 15x faster than converting the lists to float32 blocks for
@@ -314,17 +314,24 @@ def _scan_all_lists(index: Any, queries: np.ndarray) -> np.ndarray | None:
 def inner_products(index: Any, queries: np.ndarray, *, block: int = SCORE_BLOCK) -> np.ndarray:
     """(q, n) float32 inner products of ``queries`` (q, d) with every stored vector, in id order, computed
     from the stored codes (memory-mapped or not): no float32 copy of the table is kept. An IVF table and a
-    few queries: FAISS's list scanner (``_scan_all_lists``); else block by block, float16 blocks converted
+    few queries: FAISS's list scanner (``scores_by_list_scan``); else block by block, float16 blocks converted
     by torch (numpy's float16 conversion is ten times slower than the matmul)."""
-    import torch
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if index.ntotal == 0:
         return np.empty((len(q), 0), np.float32)
     if len(q) <= RANGE_QUERIES:
-        scanned = _scan_all_lists(index, q)
+        scanned = scores_by_list_scan(index, q)
         if scanned is not None:
             return scanned
+    return scores_by_blocks(index, q, block)
+
+
+def scores_by_blocks(index: Any, q: np.ndarray, block: int) -> np.ndarray:
+    """``inner_products`` by float32 blocks of ``block`` stored vectors (any index type)."""
+    import torch
     out = np.empty((len(q), index.ntotal), np.float32)
+    if index.ntotal == 0:
+        return out
     qt = torch.from_numpy(q)
     for ids, vecs, offset in _blocks(index, q, block):
         v = torch.from_numpy(np.asarray(vecs))

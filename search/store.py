@@ -247,8 +247,7 @@ class MemoryUse:
 
 def memory_use(index: "Index") -> MemoryUse:
     """How much memory the opened ``index`` holds resident (see MemoryUse); Linux reads /proc/self/smaps."""
-    frames = [index.frames, index.objects] + [t for s in index.shards.values() for t in (s.frames, s.objects)]
-    tables = int(sum(t.memory_usage(index=True, deep=True).sum() for t in frames))
+    tables = int(sum(t.memory_usage(index=True, deep=True).sum() for t in (index.frames, index.objects)))
     mapped = total = process = None
     root = str(Path(index.root).resolve())
     try:
@@ -910,15 +909,12 @@ def open_index(root: str | Path, *, expect: dict | None = None, device: str = "c
         raise _encoder_mismatch(manifest["encoder"], expect, root)
     shards: dict[str, Shard] = {}
     errors: dict[str, str] = {}
-    for site in list_sites(root, manifest):
-        try:
-            shard = open_shard(root, site, verify=verify, mmap=mmap)
-        except IndexFormatError as exc:
-            errors[site] = str(exc)
+    sites = list_sites(root, manifest)
+    for site, got in zip(sites, _open_shards(root, sites, verify=verify, mmap=mmap)):
+        if isinstance(got, str):
+            errors[site] = got
             continue
-        except Exception as exc:
-            errors[site] = f"{type(exc).__name__}: {exc}"
-            continue
+        shard = got
         if shard.path.name == site:
             notes.append(f"site {site}: old layout without checksums (sizes checked only); mvk index migrates it")
         for attr in ("frame_index", "object_index"):
@@ -926,22 +922,59 @@ def open_index(root: str | Path, *, expect: dict | None = None, device: str = "c
             setattr(shard, attr, moved)
             notes.extend(f"{site}: {w}" for w in why_not)
         shards[site] = shard
+    frames, objects = _join_rows(shards)
+    return Index(root=root, manifest=manifest, shards=shards, frames=frames, objects=objects,
+                 errors=errors, notes=notes, device=device)
+
+
+def _open_shards(root: Path, sites: list[str], *, verify: Verify, mmap: bool) -> list["Shard | str"]:
+    """Every site's shard, or why it could not be opened, in the order of ``sites``. Shards open in threads
+    (one per core): checksumming and parquet decoding release the GIL, and hashing the FAISS files is
+    most of an open."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(site: str) -> "Shard | str":
+        try:
+            return open_shard(root, site, verify=verify, mmap=mmap)
+        except IndexFormatError as exc:
+            return str(exc)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    workers = max(1, min(len(sites), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                         else os.cpu_count() or 1))
+    if workers == 1:
+        return [one(site) for site in sites]
+    with ThreadPoolExecutor(workers, thread_name_prefix="open-shard") as pool:
+        return list(pool.map(one, sites))
+
+
+def _join_rows(shards: dict[str, Shard]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The index-wide frame and object tables (with gid, row, site, frame_gid), and each shard's tables
+    replaced by slices of them: pandas' copy-on-write shares the data, so every row is held once (a
+    shard's own copy doubled the memory of the rows)."""
     frames_parts, object_parts = [], []
     gid = 0
-    for site, shard in shards.items():
-        f = shard.frames.copy()
-        f["row"] = np.arange(len(f), dtype=np.int64)
-        f["gid"] = np.arange(gid, gid + len(f), dtype=np.int64)
-        o = shard.objects.copy()
-        o["site"] = site
-        o["row"] = np.arange(len(o), dtype=np.int64)
-        o["frame_gid"] = o["frame_row"].to_numpy(dtype=np.int64) + gid
+    sites = list(shards)
+    for k, (site, shard) in enumerate(shards.items()):
+        n, m = len(shard.frames), len(shard.objects)
+        f = shard.frames.assign(row=np.arange(n, dtype=np.int64), gid=np.arange(gid, gid + n, dtype=np.int64))
+        o = shard.objects.assign(site=pd.Categorical.from_codes(np.full(m, k, np.int32), categories=sites),
+                                 row=np.arange(m, dtype=np.int64),
+                                 frame_gid=shard.objects["frame_row"].to_numpy(dtype=np.int64) + gid)
         frames_parts.append(f)
         object_parts.append(o)
         gid += len(f)
-    frames = pd.concat(frames_parts, ignore_index=True) if frames_parts else \
-        pd.DataFrame({c: [] for c in (*FRAME_COLUMNS, "row", "gid")})
-    objects = pd.concat(object_parts, ignore_index=True) if object_parts else \
-        pd.DataFrame({c: [] for c in (*OBJECT_COLUMNS, "site", "row", "frame_gid")})
-    return Index(root=root, manifest=manifest, shards=shards, frames=frames, objects=objects,
-                 errors=errors, notes=notes, device=device)
+    if not shards:
+        return (pd.DataFrame({c: [] for c in (*FRAME_COLUMNS, "row", "gid")}),
+                pd.DataFrame({c: [] for c in (*OBJECT_COLUMNS, "site", "row", "frame_gid")}))
+    frames = pd.concat(frames_parts, ignore_index=True)
+    objects = pd.concat(object_parts, ignore_index=True)
+    f0 = o0 = 0
+    for shard, f, o in zip(shards.values(), frames_parts, object_parts):
+        own_f = [c for c in f.columns if c not in ("row", "gid")]
+        own_o = [c for c in o.columns if c not in ("site", "row", "frame_gid")]
+        shard.frames = frames.iloc[f0:f0 + len(f)][own_f].reset_index(drop=True)
+        shard.objects = objects.iloc[o0:o0 + len(o)][own_o].reset_index(drop=True)
+        f0, o0 = f0 + len(f), o0 + len(o)
+    return frames, objects

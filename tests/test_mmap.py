@@ -145,3 +145,21 @@ def test_search_verbose_prints_the_memory_figure(tmp_path, capsys):
     assert main(["search", "a turtle", "--index", str(root), "--verbose"]) == 0
     err = capsys.readouterr().err
     assert "4 frames" in err and "resident memory" in err and "memory-mapped files" in err
+
+
+def test_rows_are_held_once(tmp_path):
+    """A shard's tables are slices of the index-wide tables, not copies, and keep their own columns and
+    row numbers (0..n-1), so code reading a shard sees what was written."""
+    root = _build(tmp_path / "index", "flat", seed=6)
+    index = store.open_index(root)
+    alone = store.open_shard(root, "Oahu_2022-07")
+    shard = index.shards["Oahu_2022-07"]
+    pd.testing.assert_frame_equal(shard.frames, alone.frames)
+    pd.testing.assert_frame_equal(shard.objects, alone.objects)
+    for table, shared in (("frames", "frame_index"), ("objects", "frame_row")):
+        mine = getattr(shard, table)[shared].to_numpy()
+        whole = getattr(index, table)[shared].to_numpy()
+        assert np.shares_memory(mine, whole)
+    assert set(index.objects["site"]) == set(index.shards)
+    assert (index.objects.loc[index.objects["site"] == "Oahu_2022-07", "frame_gid"]
+            >= index.frame_offset("Oahu_2022-07")).all()
