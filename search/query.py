@@ -13,6 +13,7 @@ runs instead.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -167,39 +168,77 @@ def score_frames(index: Index, query: np.ndarray, *, fusion: Fusion = "max", wei
 
 
 def _candidates(index: Index, q: np.ndarray, sites: list[str], n_cand: int) -> tuple[np.ndarray, ...]:
-    """Like ``_exact`` but only for the union of FAISS's top frames and the frames of its top objects."""
-    from search.faiss_index import reconstruct_ids, search_candidates
-    parts = []
-    qq = q[None, :].astype(np.float32)
-    for site in sites:
-        shard = index.shards[site]
-        nf, no = len(shard.frames), len(shard.objects)
-        rows = []
-        if nf:
-            ids = search_candidates(shard.frame_index, qq, min(nf, n_cand))
-            rows.append(ids[0][ids[0] >= 0])
-        fr_all = shard.objects["frame_row"].to_numpy(np.int64)
-        if no:
-            ids = search_candidates(shard.object_index, qq, min(no, n_cand))
-            rows.append(fr_all[ids[0][ids[0] >= 0]])
-        cand = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
-        if cand.size == 0:
-            continue
-        fs = _finite(reconstruct_ids(shard.cpu_frame_index, cand) @ q)
-        # objects are stored sorted by frame row: each candidate frame's objects are one slice
-        lo = np.searchsorted(fr_all, cand, side="left")
-        hi = np.searchsorted(fr_all, cand, side="right")
-        counts = hi - lo
-        obj = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-        local = np.repeat(np.arange(cand.size), counts)
-        os_ = _finite(reconstruct_ids(shard.cpu_object_index, obj) @ q) if obj.size else np.zeros(0, np.float32)
-        valid = ~shard.objects["is_background"].to_numpy(bool)[obj]
-        best, arg = _best_objects(cand.size, local, os_.astype(np.float32), valid, obj)
-        parts.append((cand + index.frame_offset(site), fs.astype(np.float32), best,
-                      np.where(arg >= 0, arg + index.object_offset(site), -1)))
+    """Like ``_exact`` but only for the union of FAISS's top frames and the frames of its top objects, shard
+    by shard in threads (FAISS and numpy release the GIL; re-scoring reads scattered codes of
+    memory-mapped files, so it waits on page faults as much as on arithmetic)."""
+    from concurrent.futures import ThreadPoolExecutor
+    work = [(site, index.frame_offset(site), index.object_offset(site)) for site in sites]
+    if len(work) > 1 and _THREADS > 1:
+        with ThreadPoolExecutor(min(_THREADS, len(work)), thread_name_prefix="candidates") as pool:
+            parts = list(pool.map(lambda w: _shard_candidates(index.shards[w[0]], q, n_cand, w[1], w[2]), work))
+    else:
+        parts = [_shard_candidates(index.shards[site], q, n_cand, f0, o0) for site, f0, o0 in work]
+    parts = [p for p in parts if p is not None]
     if not parts:
         return (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
     return tuple(np.concatenate(p) for p in zip(*parts))
+
+
+_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _shard_candidates(shard: Shard, q: np.ndarray, n_cand: int, frame_offset: int,
+                      object_offset: int) -> tuple[np.ndarray, ...] | None:
+    """(gids, frame sims, best object sims, best object global rows) of one shard's candidate frames. Scores
+    FAISS returned with its hits are kept (the CPU index scores the stored codes, as re-scoring does);
+    only the other candidate frames and objects are re-scored from their stored vectors."""
+    from search.faiss_index import search_scored
+    nf, no = len(shard.frames), len(shard.objects)
+    qq = q[None, :].astype(np.float32)
+    fr_all = shard.objects["frame_row"].to_numpy(np.int64)
+    hits = {}
+    for table, faiss_idx, cpu_idx, n in (("frames", shard.frame_index, shard.cpu_frame_index, nf),
+                                         ("objects", shard.object_index, shard.cpu_object_index, no)):
+        if n:
+            scores, ids = search_scored(faiss_idx, qq, min(n, n_cand))
+            found = ids[0] >= 0
+            trusted = faiss_idx is cpu_idx           # a GPU copy may score with other rounding
+            hits[table] = (ids[0][found], scores[0][found] if trusted else None)
+    rows = [hits["frames"][0]] if "frames" in hits else []
+    if "objects" in hits:
+        rows.append(fr_all[hits["objects"][0]])
+    cand = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+    if cand.size == 0:
+        return None
+    fs = _rescore(shard.cpu_frame_index, cand, q, hits.get("frames"))
+    # objects are stored sorted by frame row: each candidate frame's objects are one slice
+    lo = np.searchsorted(fr_all, cand, side="left")
+    hi = np.searchsorted(fr_all, cand, side="right")
+    counts = hi - lo
+    obj = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    local = np.repeat(np.arange(cand.size), counts)
+    os_ = _rescore(shard.cpu_object_index, obj, q, hits.get("objects")) if obj.size \
+        else np.zeros(0, np.float32)
+    valid = ~shard.objects["is_background"].to_numpy(bool)[obj]
+    best, arg = _best_objects(cand.size, local, os_, valid, obj)
+    return (cand + frame_offset, fs, best, np.where(arg >= 0, arg + object_offset, -1))
+
+
+def _rescore(faiss_idx, ids: np.ndarray, q: np.ndarray, hit: tuple | None) -> np.ndarray:
+    """Scores of the sorted ``ids``: FAISS's own where ``hit`` (ids, scores) has them, else the stored
+    vectors times ``q``; NaN (an invalid stored vector) becomes -inf."""
+    out = np.empty(ids.size, np.float32)
+    known = np.zeros(ids.size, bool)
+    if hit is not None and hit[1] is not None and hit[0].size:
+        pos = np.searchsorted(ids, hit[0])
+        inside = pos < ids.size
+        inside[inside] &= ids[pos[inside]] == hit[0][inside]
+        out[pos[inside]] = hit[1][inside]
+        known[pos[inside]] = True
+    if not known.all():
+        from search.faiss_index import scores_of_ids
+        out[~known] = scores_of_ids(faiss_idx, ids[~known], q)
+    return _finite(out)
 
 
 def _finite(scores: np.ndarray) -> np.ndarray:
