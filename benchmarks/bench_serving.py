@@ -33,12 +33,25 @@ sys.path.insert(0, str(ROOT))
 
 def rss_mib() -> tuple[float, float]:
     """(resident, peak resident) MiB of this process."""
+    got = status_mib()
+    return got.get("VmRSS", float("nan")), got.get("VmHWM", float("nan"))
+
+
+def status_mib() -> dict[str, float]:
+    """VmRSS, VmHWM, RssAnon (memory the process owns) and RssFile (pages of mapped files: clean page
+    cache the kernel can drop and read again) in MiB, from /proc/self/status."""
     got = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
             got[key] = int(value.split()[0]) / 1024
-    return got.get("VmRSS", float("nan")), got.get("VmHWM", float("nan"))
+    return got
+
+
+def split_mib() -> str:
+    """'anon + file' of the resident set, rounded."""
+    got = status_mib()
+    return f"{got.get('RssAnon', float('nan')):.0f} + {got.get('RssFile', float('nan')):.0f}"
 
 
 def clustered(rng, centres, n: int):
@@ -96,6 +109,7 @@ def measure_here(args) -> dict:
     index = store.open_index(args.root, **kwargs)
     t_open = time.perf_counter() - t0
     rss_open = rss_mib()[0]
+    split_open = split_mib()
     n_frames = sum(len(s.frames) for s in index.shards.values())
     n_objects = sum(len(s.objects) for s in index.shards.values())
     rng = np.random.default_rng(7)
@@ -104,11 +118,13 @@ def measure_here(args) -> dict:
     qs = clustered(rng, centres, args.queries + 1)
     out = {"frames": n_frames, "objects": n_objects, "sites": len(index.shards), "errors": len(index.errors),
            "threads": args.threads, "verify": args.verify or "default", "rss_after_imports_mib": round(base),
-           "open_s": round(t_open, 2), "rss_after_open_mib": round(rss_open)}
+           "open_s": round(t_open, 2), "rss_after_open_mib": round(rss_open),
+           "anon_plus_file_after_open_mib": split_open}
     t0 = time.perf_counter()
     query.search(index, None, qs[0], k=20, exact=False)
     out["first_query_ivf_s"] = round(time.perf_counter() - t0, 3)
     out["rss_after_first_query_mib"] = round(rss_mib()[0])
+    out["anon_plus_file_after_first_query_mib"] = split_mib()
     for mode, exact in (("ivf", False), ("exact", True)):
         if mode not in args.modes.split(","):
             continue
@@ -123,6 +139,7 @@ def measure_here(args) -> dict:
         out[f"{mode}_p50_ms"] = round(float(np.percentile(a, 50)), 1)
         out[f"{mode}_p99_ms"] = round(float(np.percentile(a, 99)), 1)
         out[f"rss_after_{mode}_mib"] = round(rss_mib()[0])
+        out[f"anon_plus_file_after_{mode}_mib"] = split_mib()
     out["peak_rss_mib"] = round(rss_mib()[1])
     return out
 

@@ -4,12 +4,13 @@ Fusion of a frame's score s_f with its best object's score s_o (max over its non
 ``frame``: s_f; ``object``: s_o (frames without objects fall back to s_f); ``max``: max(s_f, s_o);
 ``weighted``: (1 - w) * s_f + w * s_o (frames without objects: s_o = s_f).
 
-Small indexes (or flat ones) are scored exactly: one matmul over all stored frame vectors, one over all
-object vectors and a per-frame max, block by block over the stored (memory-mapped) float16 codes
-(``Shard.scores``: no float32 copy of the vectors is kept); ``score_frames_batch`` scores many queries and fusion modes per matmul. Big
-approximate indexes (IVF, HNSW) first take top candidates from FAISS (frames and objects), then score the
-union of candidate frames exactly as above; when filters leave fewer than k candidates, the exact path
-runs instead.
+Small indexes (or flat ones) are scored exactly: every stored frame vector and every object vector against
+the query and a per-frame max, read from the stored (memory-mapped) float16 codes (``Shard.scores``: blocks
+for flat tables, FAISS's list scanner for IVF ones; no float32 copy of the vectors is kept);
+``score_frames_batch`` scores many queries and fusion modes per matmul. Big approximate indexes (IVF, HNSW)
+first take top candidates from FAISS (frames and objects) per shard, then score the union of candidate
+frames and their objects exactly (FAISS's own scores for its hits, the stored codes for the rest); when
+filters leave fewer than k candidates, the exact path runs instead.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ FUSIONS: tuple[str, ...] = ("frame", "object", "max", "weighted")
 
 EXACT_LIMIT = 200_000        # vectors (frames + objects) of the searched shards scored exactly
 CANDIDATES = 1024            # FAISS candidates per table and shard, at least (more for bigger k)
+_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 QUERY_BLOCK = 64             # queries per matmul in score_frames_batch: bounds the (queries, objects) matrix
 RESULT_COLUMNS = ("rank", "score", "frame_score", "object_score", "gid", "site", "video_id", "video_path",
                   "frame_index", "time", "place", "date", "track_id", "x0", "y0", "x1", "y1", "mask_rle")
@@ -182,9 +184,6 @@ def _candidates(index: Index, q: np.ndarray, sites: list[str], n_cand: int) -> t
     if not parts:
         return (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
     return tuple(np.concatenate(p) for p in zip(*parts))
-
-
-_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _shard_candidates(shard: Shard, q: np.ndarray, n_cand: int, frame_offset: int,

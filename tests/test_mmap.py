@@ -84,12 +84,11 @@ def test_scores_of_some_ids_equal_the_stored_vectors_times_the_query(built):
     assert faiss_index.scores_of_ids(shard.cpu_frame_index, np.zeros(0, np.int64), q).shape == (0,)
 
 
-def test_ivf_files_carry_their_direct_map(built):
-    """Re-scoring candidates by id must not make FAISS walk every list of a mapped file to build the map."""
+@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-pq"])
+def test_ivf_files_carry_their_direct_map(tmp_path, kind):
+    """Reconstructing vectors by id must not make FAISS walk every list of a mapped file to build the map."""
     import faiss
-    kind, root = built
-    if not kind.startswith("ivf"):
-        pytest.skip("only IVF indexes have a direct map")
+    root = _build(tmp_path / "index", kind)
     shard = store.open_index(root).shards["Bali_2021-05"]
     for faiss_idx in (shard.cpu_frame_index, shard.cpu_object_index):
         assert faiss.extract_index_ivf(faiss_idx).direct_map.type == faiss.DirectMap.Array
@@ -176,3 +175,25 @@ def test_rows_are_held_once(tmp_path):
     assert set(index.objects["site"]) == set(index.shards)
     assert (index.objects.loc[index.objects["site"] == "Oahu_2022-07", "frame_gid"]
             >= index.frame_offset("Oahu_2022-07")).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_approximate_search_with_every_frame_a_candidate_equals_exact(built, monkeypatch, threads):
+    """Re-scoring candidates (FAISS's scores for its hits, the stored codes for the rest, shards in
+    threads) gives the exact scores: with every list probed and candidates for every row, same ranking."""
+    from search import query
+    kind, root = built
+    index = store.open_index(root)
+    for shard in index.shards.values():
+        faiss_index.set_search_params(shard.frame_index, nprobe=10_000)
+        faiss_index.set_search_params(shard.object_index, nprobe=10_000)
+    monkeypatch.setattr(query, "CANDIDATES", 10 * N_FRAMES)
+    monkeypatch.setattr(query, "_THREADS", threads)
+    for q in random_unit(5, D, 21):
+        for fusion in ("max", "weighted", "object"):
+            exact = search(index, None, q, k=25, fusion=fusion, exact=True)
+            approx = search(index, None, q, k=25, fusion=fusion, exact=False)
+            assert approx["gid"].tolist() == exact["gid"].tolist()
+            for column in ("score", "frame_score", "object_score"):
+                np.testing.assert_allclose(approx[column], exact[column], atol=1e-5)
+            assert approx["track_id"].tolist() == exact["track_id"].tolist()
