@@ -235,14 +235,22 @@ class MemoryUse:
         return self.tables + (self.mapped or 0)
 
     def describe(self) -> str:
-        mib = 2 ** 20
-        text = f"index resident memory {self.index / mib:,.0f} MiB (rows {self.tables / mib:,.0f} MiB"
+        text = f"index resident memory {_size(self.index)} (rows {_size(self.tables)}"
         if self.mapped is not None:
-            text += f", memory-mapped files {self.mapped / mib:,.0f} of {self.mapped_total / mib:,.0f} MiB"
+            text += f", memory-mapped files {_size(self.mapped)} of {_size(self.mapped_total or 0)}"
         text += ")"
         if self.process is not None:
-            text += f"; process {self.process / mib:,.0f} MiB"
+            text += f"; process {_size(self.process)}"
         return text
+
+
+def _size(n: int) -> str:
+    """Bytes for people: KiB under 1 MiB (a small index is not "0 MiB"), MiB under 10 GiB, GiB above."""
+    if n < 2 ** 20:
+        return f"{n / 2 ** 10:,.0f} KiB"
+    if n < 10 * 2 ** 30:
+        return f"{n / 2 ** 20:,.0f} MiB"
+    return f"{n / 2 ** 30:,.1f} GiB"
 
 
 def memory_use(index: "Index") -> MemoryUse:

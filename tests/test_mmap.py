@@ -139,7 +139,9 @@ def test_memory_figure_counts_the_mapped_files(tmp_path):
     if use.mapped_total is None:
         pytest.skip("no /proc on this system")
     assert use.mapped_total >= faiss_bytes * 0.9 and use.tables > 0 and use.process >= use.index
-    assert "MiB" in use.describe() and "memory-mapped" in use.describe()
+    assert "memory-mapped" in use.describe() and " 0 MiB" not in use.describe()
+    assert store.MemoryUse(300_000, 5 * 2 ** 20, 6 * 2 ** 20, 2 ** 31).describe() == (
+        "index resident memory 5 MiB (rows 293 KiB, memory-mapped files 5 MiB of 6 MiB); process 2,048 MiB")
     loaded = store.open_index(root, mmap=False)
     del mapped
     assert store.memory_use(loaded).tables > 0
