@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from search.cpus import usable_cores
 from search.errors import MvkError
 
 TIME_TOLERANCE = 1e-3   # seconds
@@ -90,10 +91,7 @@ def sniff_not_video(path: str | Path) -> str | None:
 def decoder_threads() -> int:
     """Decoder threads: the cores this process may run on (its CPU affinity, as a Ray worker or a
     container gets), not the machine's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def _open(path: str | Path, threads: int | None = None):

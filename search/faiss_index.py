@@ -156,11 +156,9 @@ def reconstruct_all(index: Any) -> np.ndarray:
     if isinstance(index, faiss.IndexScalarQuantizer) and index.sa_code_size() == 2 * d:
         codes = faiss.vector_to_array(index.codes)
         return codes.view(np.float16).reshape(n, d).copy()
-    try:
-        ivf = faiss.extract_index_ivf(index)
+    ivf = _ivf(index)
+    if ivf is not None:
         ivf.make_direct_map()
-    except RuntimeError:
-        pass
     out = np.empty((n, d), np.float16)
     step = 65536
     for start in range(0, n, step):
@@ -175,13 +173,19 @@ def reconstruct_ids(index: Any, ids: np.ndarray) -> np.ndarray:
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if ids.size == 0:
         return np.zeros((0, index.d), np.float32)
-    try:
-        ivf = faiss.extract_index_ivf(index)
-        if ivf.direct_map.type == faiss.DirectMap.NoMap:
-            ivf.make_direct_map()
-    except RuntimeError:
-        pass
+    ivf = _ivf(index)
+    if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+        ivf.make_direct_map()
     return index.reconstruct_batch(ids)
+
+
+def _ivf(index: Any) -> Any | None:
+    """The IVF index inside ``index`` (itself, or under a pre-transform), None when it has none."""
+    import faiss
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
 
 
 def scores_of_ids(index: Any, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -202,10 +206,7 @@ def scores_of_ids(index: Any, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
     if codes is not None:
         import torch
         return (torch.from_numpy(codes[ids]).float() @ torch.from_numpy(q)).numpy()
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except RuntimeError:
-        ivf = None
+    ivf = _ivf(index)
     if ivf is None or (ids.size * 128 < index.ntotal and ivf.direct_map.type != faiss.DirectMap.NoMap):
         return reconstruct_ids(index, ids) @ q
     selector = faiss.IDSelectorBatch(ids)
@@ -339,9 +340,8 @@ def scores_by_list_scan(index: Any, queries: np.ndarray) -> np.ndarray | None:
     types. One SIMD pass over the codes: about 15x faster than converting the lists to float32 blocks for
     one query, slower for batches (each query rescans the codes), hence ``RANGE_QUERIES``."""
     import faiss
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except RuntimeError:
+    ivf = _ivf(index)
+    if ivf is None:
         return None
     params = faiss.SearchParametersIVF()
     params.nprobe = int(ivf.nlist)

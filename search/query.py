@@ -14,7 +14,6 @@ filters leave fewer than k candidates, the exact path runs instead.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +21,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from search.cpus import usable_cores
 from search.encoder import Encoder
 from search.errors import IndexFormatError, ModelMismatchError, QueryError
 from search.store import Index, Shard
@@ -31,7 +31,7 @@ FUSIONS: tuple[str, ...] = ("frame", "object", "max", "weighted")
 
 EXACT_LIMIT = 200_000        # vectors (frames + objects) of the searched shards scored exactly
 CANDIDATES = 1024            # FAISS candidates per table and shard, at least (more for bigger k)
-_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_THREADS = usable_cores()      # shards whose candidates are re-scored at once
 QUERY_BLOCK = 64             # queries per matmul in score_frames_batch: bounds the (queries, objects) matrix
 RESULT_COLUMNS = ("rank", "score", "frame_score", "object_score", "gid", "site", "video_id", "video_path",
                   "frame_index", "time", "place", "date", "track_id", "x0", "y0", "x1", "y1", "mask_rle")

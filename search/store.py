@@ -46,6 +46,7 @@ import pandas as pd
 
 from search import shard_layout
 from search.checksums import ALGORITHM, bytes_digest, file_problem, file_record, json_digest
+from search.cpus import usable_cores
 from search.errors import IndexFormatError, InputError, ModelMismatchError
 
 FORMAT_VERSION = 1
@@ -974,8 +975,7 @@ def _open_shards(root: Path, sites: list[str], *, verify: Verify, mmap: bool) ->
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
 
-    workers = max(1, min(len(sites), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                         else os.cpu_count() or 1))
+    workers = max(1, min(len(sites), usable_cores()))
     if workers == 1:
         return [one(site) for site in sites]
     with ThreadPoolExecutor(workers, thread_name_prefix="open-shard") as pool:
