@@ -184,7 +184,7 @@ def main() -> int:
                                  "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_ready(url, proc)
-            load(url, 1, 3.0, 20, args.k)                      # warm-up: float32 copies, first matmuls
+            load(url, 1, 3.0, 20, args.k)                      # warm-up: first touch of the mapped files, first matmuls
             phases = []
             if args.baseline > 0:
                 phases.append(load(url, 1, args.baseline, args.max_requests, args.k, seed=100))

@@ -6,8 +6,9 @@ recall@10 against exact search. Not a test: results go to BENCHMARKS.md.
 
 Vectors are clustered random unit vectors (a stand-in for CLIP embeddings: 2000 topics plus noise).
 Search runs one query at a time (the interactive case) with ``--threads`` threads; builds may use more
-(``--build-threads``) to keep the run short. 'exact' is the score_frames path: a float32 matmul over all
-vectors in numpy (float32 copies of the stored float16 vectors, made once per shard).
+(``--build-threads``) to keep the run short. 'exact' is a float32 matmul over all vectors in numpy, on a
+float32 copy of the stored float16 vectors: score_frames' path until the index was memory-mapped; it now
+reads the float16 codes instead (``bench_serving.py blocks`` times that path).
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def main() -> int:
         for kind in args.types.split(","):
             row: dict = {"n": n, "type": kind}
             if kind == "exact":
-                x32 = x16.astype(np.float32)        # score_frames' path: float32 kept per shard (Shard.vectors32)
+                x32 = x16.astype(np.float32)        # the reference: a float32 copy (score_frames kept one until mmap)
                 times = []
                 for qi in q:
                     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ import pytest
 
 from app.cli import main
 from search.encoder import TEST_MODEL
-from tests.test_pipeline import TEST_BACKBONE
+from tests.test_index_cli import index_args
 
 SITES = ("Oahu_Jul2022", "PhuQuoc1_Jun2022")
 
@@ -24,8 +24,7 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _index(collection: Path, index: Path, *extra: str, model: str = TEST_MODEL) -> list[str]:
-    return ["index", str(collection), "--index", str(index), "--model", model, "--backbone", TEST_BACKBONE,
-            "--random-weights", "--every", "0.5", "--max-side", "0", "--batch-size", "4", "--no-progress", *extra]
+    return index_args(collection, index, *extra, model=model)
 
 
 def _last_error(capsys) -> str:

@@ -306,11 +306,11 @@ def test_no_nan_score_reaches_a_result(root: Path, monkeypatch) -> None:
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A one-site collection and its index, built once; tests damage copies of the index."""
     from mvk_tools.synth import make_collection
-    from tests.test_index_cli import _args
+    from tests.test_index_cli import index_args
     base = tmp_path_factory.mktemp("built")
     coll = make_collection(base / "coll", sites=("Oahu_Jul2022",), videos_per_site=1, n_frames=24, size=(96, 64),
                            fps=12.0, n_objects=2, seed=5)
-    assert main(_args(coll, base / "idx")) == 0
+    assert main(index_args(coll, base / "idx")) == 0
     return coll, base / "idx"
 
 
@@ -318,7 +318,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_bit_flip_found_by_check_and_repaired_by_the_next_index_run(built, tmp_path: Path, name: str,
                                                                       capsys) -> None:
     import shutil
-    from tests.test_index_cli import _args
+    from tests.test_index_cli import index_args
     coll, pristine = built
     idx = Path(shutil.copytree(pristine, tmp_path / "idx"))
     before = store.open_index(idx).shards["Oahu_Jul2022"].vectors("frames")
@@ -327,25 +327,25 @@ def test_bit_flip_found_by_check_and_repaired_by_the_next_index_run(built, tmp_p
     assert main(["check", str(idx)]) == 1
     assert name in capsys.readouterr().out
     assert "Oahu_Jul2022" in store.open_index(idx, verify="full").errors
-    assert main(_args(coll, idx, "--verify")) == 0
+    assert main(index_args(coll, idx, "--verify")) == 0
     out = capsys.readouterr().out
     assert "written" in out and "up-to-date" not in out and f"repaired: " in out and name in out
     assert "every file matches its checksum" in out                       # --verify after the run
     idx_after = store.open_index(idx)
     assert not idx_after.errors
     np.testing.assert_array_equal(idx_after.shards["Oahu_Jul2022"].vectors("frames"), before)
-    assert main(_args(coll, idx)) == 0 and "up-to-date" in capsys.readouterr().out
+    assert main(index_args(coll, idx)) == 0 and "up-to-date" in capsys.readouterr().out
 
 
 def test_truncated_root_manifest_does_not_stop_mvk_index(built, tmp_path: Path, capsys) -> None:
     import shutil
-    from tests.test_index_cli import _args
+    from tests.test_index_cli import index_args
     coll, pristine = built
     idx = Path(shutil.copytree(pristine, tmp_path / "idx"))
     path = idx / "manifest.json"
     path.write_text(path.read_text()[:40])
     capsys.readouterr()
-    assert main(_args(coll, idx)) == 0
+    assert main(index_args(coll, idx)) == 0
     out = capsys.readouterr().out
     assert "rebuilt from the manifests of 1 shard(s)" in out and "up-to-date" in out
     assert json.loads(path.read_text())["shards"]["Oahu_Jul2022"]["frames"] == 4
