@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search import store
+from search import store, writer
 from search.errors import IndexFormatError, InputError, ModelMismatchError
 from search.testing import encoder_identity, frame_rows, object_rows, random_unit
 
@@ -60,7 +60,7 @@ def test_vectors_are_normalised_on_write(root):
 
 def test_failed_rewrite_keeps_old_shard(root, monkeypatch):
     _, _, fv, _ = make(root)
-    real = store._write_faiss
+    real = writer._write_faiss
     calls = []
 
     def failing(index, path):
@@ -69,7 +69,7 @@ def test_failed_rewrite_keeps_old_shard(root, monkeypatch):
             raise OSError("disk full (simulated)")
         real(index, path)
 
-    monkeypatch.setattr(store, "_write_faiss", failing)
+    monkeypatch.setattr(writer, "_write_faiss", failing)
     with pytest.raises(OSError, match="disk full"):
         make(root, n=9, seed=42)
     assert calls                                          # the new shard was half written
@@ -77,7 +77,7 @@ def test_failed_rewrite_keeps_old_shard(root, monkeypatch):
     assert not idx.errors and len(idx.frames) == 6
     assert np.allclose(idx.shards["Anilao_2019-04"].vectors("frames").astype(np.float32), fv, atol=1e-3)
     assert [p.name for p in (root / "sites").iterdir()] == ["Anilao_2019-04"]   # no temporary left over
-    monkeypatch.setattr(store, "_write_faiss", real)
+    monkeypatch.setattr(writer, "_write_faiss", real)
     make(root, n=9, seed=42)
     assert len(store.open_index(root).frames) == 9
 

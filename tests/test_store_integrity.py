@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from search import store
+from search import schema, shard_layout, store, writer
 from search.testing import encoder_identity, frame_rows, object_rows, random_unit
 
 D = 16
@@ -136,8 +136,8 @@ def test_a_crash_at_any_point_of_the_swap_leaves_nothing_after_the_next_run(root
                                                                               crash: str) -> None:
     write(root, "A", n=5)
     site = root / "sites" / "A"
-    target, name = {"writing files": (store, "_write_faiss"), "before the rename": (store.shard_layout, "publish"),
-                    "before the pointer": (store.shard_layout, "_write_pointer")}[crash]
+    target, name = {"writing files": (writer, "_write_faiss"), "before the rename": (shard_layout, "publish"),
+                    "before the pointer": (shard_layout, "_write_pointer")}[crash]
 
     def killed(*args, **kw):
         raise KeyboardInterrupt(f"killed {crash} (simulated)")
@@ -148,7 +148,7 @@ def test_a_crash_at_any_point_of_the_swap_leaves_nothing_after_the_next_run(root
     assert len(store.open_index(root).frames) == 5      # the crash left the old version served
     (site / ".tmp-v-0123456789abcdef0123").mkdir()      # what a kill -9 leaves where an exception cleans up
     (site / ".tmp-CURRENT-0123456789ab").write_text("{")
-    monkeypatch.setattr(store, "GRACE_SECONDS", 0.0)
+    monkeypatch.setattr(schema, "GRACE_SECONDS", 0.0)
     assert store.recover(root) == []                   # the next mvk index starts with this
     names = sorted(p.name for p in site.iterdir() if p.name != ".lock")
     assert names == sorted(["CURRENT", store.shard_folder(root, "A").name])
@@ -277,16 +277,16 @@ def test_no_nan_score_reaches_a_result(root: Path, monkeypatch) -> None:
     """A stored vector that holds NaN (a corrupt write that still matches its checksum) never yields a NaN
     score: search leaves that frame out, the batch scorer (KIS) ranks it last."""
     from search import query as Q
-    real = store._normalise
+    real = writer._normalise
 
     def keep_nan(vectors, n, what, dim):
         out = real(np.nan_to_num(vectors), n, what, dim)
         out[1] = np.nan
         return out
-    monkeypatch.setattr(store, "_normalise", keep_nan)
+    monkeypatch.setattr(writer, "_normalise", keep_nan)
     frames = frame_rows("S", 4)
     store.write_shard(root, "S", frames, random_unit(4, D), object_rows([1, 2]), random_unit(2, D, 3), {})
-    monkeypatch.setattr(store, "_normalise", real)
+    monkeypatch.setattr(writer, "_normalise", real)
     idx = store.open_index(root)
     q = random_unit(3, D, 9)
     for fusion in Q.FUSIONS:
