@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -40,6 +40,7 @@ from indexer.progress import Progress
 from indexer.tasks import (SELECTED_SOURCE, STAGES, Clock, FrameSource, IndexConfig, SiteResult, VideoResult,
                            WorkSettings)
 from search.errors import InputError, ModelMismatchError, MvkError
+from search.manifest import differences, mismatch_message
 
 if TYPE_CHECKING:
     from indexer.backbone import QKExtractor
@@ -169,30 +170,18 @@ def recorded_indexing(manifest: dict) -> dict | None:
     return {**have, "objects": "pool-raw", "pool_features": {"variant": "raw", "size": size}}
 
 
-def _setting(key: str, value: Any) -> str:
-    """A recorded indexing setting in a mismatch message."""
-    if key == "pool_features" and isinstance(value, dict):
-        return f"{value.get('variant')} features at {value.get('size')} px"
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def _check_indexing(on_disk: dict, wanted: dict, root: Path) -> None:
     """Refuse to extend an index whose objects (and their dense features), sampling or backbone differ
     from this run's."""
     have = recorded_indexing(on_disk)
     if have is None:
         return
-    have = json.loads(json.dumps(have, default=str))
-    want = json.loads(json.dumps(wanted, default=str))
-    diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-    if diff:
-        parts = "; ".join(f"{k}: index has {_setting(k, have.get(k))}, this run {_setting(k, want.get(k))}"
-                          for k in diff)
-        if "pool_features" in diff:
-            parts += " (clearclip: --objects pool, raw: --objects pool-raw, px: --dense-size)"
-        raise ModelMismatchError(f"index {root} was built with other settings ({parts}); "
-                                 "index into a new --index folder or use the same settings")
+    diffs = differences(have, wanted)
+    if diffs:
+        what = "index into a new --index folder or use the same settings"
+        if any(k == "pool_features" for k, _, _ in diffs):
+            what += " (clearclip: --objects pool, raw: --objects pool-raw, px: --dense-size)"
+        raise ModelMismatchError(mismatch_message(root, diffs, what=what))
 
 
 # --------------------------------------------------------------------------------------------------------

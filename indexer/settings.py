@@ -111,9 +111,6 @@ def model_differences(recorded: BuildSettings, requested: dict[str, Any]) -> lis
 def mismatch_message(index_dir: str | Path, differences: list[tuple[str, Any, Any]],
                      names: dict[str, str] | None = None) -> str:
     """One line naming only the differing keys: ``key: index has X, you asked Y`` (``names``: how to call a
-    key, e.g. the command line flag that sets it)."""
-    names = names or {}
-    parts = "; ".join(f"{names.get(key, key)}: index has {have!r}, you asked {want!r}"
-                      for key, have, want in differences)
-    return (f"index {index_dir} was built with other settings ({parts}): leave these flags out to use the "
-            f"index's own, or index into a new --index folder")
+    key, e.g. the command line flag that sets it); the index's one message format (``search.manifest``)."""
+    from search.manifest import mismatch_message as message
+    return message(index_dir, differences, names)

@@ -87,3 +87,43 @@ def add_model_weight_arguments(parser: argparse.ArgumentParser) -> None:
                         help="initialise the real architectures randomly instead of loading pretrained weights "
                              "(tests and speed benchmarks only: results are meaningless and are labelled so)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda[:N]")
+
+
+class _Deprecated(argparse.Action):
+    """A flag kept for one release under its old name: stores into the new flag's destination and says which
+    flag to use instead."""
+
+    def __init__(self, option_strings, dest, new_flag: str = "", **kwargs) -> None:
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"note: {option_string} is deprecated and will be removed; use {self.new_flag}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str) -> None:
+    """Accept ``old`` as a hidden alias of ``new`` (same ``dest``) with a deprecation line when used."""
+    parser.add_argument(old, dest=dest, action=_Deprecated, new_flag=new, metavar="FILE", help=argparse.SUPPRESS)
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser, *, models: bool = True) -> None:
+    """The flags that choose the CLIP encoder searching an index, the same in every command (``search.identity``
+    applies them): ``--model``/``--pretrained`` (``models``), ``--clip-checkpoint`` (``--checkpoint`` kept one
+    release), ``--random-weights``, ``--device``."""
+    if models:
+        parser.add_argument("--model", default=None, help="open_clip model (default: the one recorded in the index)")
+        parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default: the index's)")
+    parser.add_argument("--clip-checkpoint", dest="clip_checkpoint", default=None, metavar="FILE",
+                        help="local open_clip checkpoint file, for an index built from one (default: the index's "
+                             "model with its pretrained tag)")
+    add_deprecated_alias(parser, "--checkpoint", "--clip-checkpoint", "clip_checkpoint")
+    add_model_weight_arguments(parser)
+
+
+def encoder_choice(args: argparse.Namespace):
+    """The ``search.identity.EncoderChoice`` of parsed ``add_encoder_arguments`` flags."""
+    from search.identity import EncoderChoice
+    return EncoderChoice(model=getattr(args, "model", None), pretrained=getattr(args, "pretrained", None),
+                         checkpoint=getattr(args, "clip_checkpoint", None),
+                         random_weights=bool(getattr(args, "random_weights", False)))

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from search.errors import InputError, MissingWeightsError
+from search.identity import IDENTITY_KEYS, describe, same_space  # noqa: F401  (re-exported: the one identity rule)
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "openai"
@@ -28,8 +29,6 @@ TEST_MODEL = "mvk-tiny-vit"   # a tiny ViT CLIP registered from search/model_con
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 RANDOM_SEED = 0
 
-# The keys of ``Encoder.identity()`` that decide whether two encoders share one embedding space.
-IDENTITY_KEYS = ("model", "pretrained", "checkpoint", "dim", "random_weights")
 
 Fit = Literal["letterbox", "crop"]
 FITS: tuple[str, ...] = ("letterbox", "crop")
@@ -368,23 +367,6 @@ class Encoder:
         return {"model": self.model_name, "pretrained": self.pretrained, "checkpoint": ckpt, "dim": self.dim,
                 "random_weights": self.random_weights, "fit": fit, "image_size": self.image_size,
                 "mean": list(self.mean), "std": list(self.std), "context_length": self.context_length}
-
-
-def same_space(a: dict, b: dict) -> bool:
-    """True when two encoder identities embed into the same space (model, weights, dim)."""
-    return all(a.get(k) == b.get(k) for k in IDENTITY_KEYS)
-
-
-def describe(identity: dict) -> str:
-    """One line naming an encoder identity, for messages."""
-    if identity.get("random_weights"):
-        weights = "random weights"
-    elif identity.get("checkpoint"):
-        ck = identity["checkpoint"]
-        weights = f"checkpoint {ck.get('name')} ({ck.get('size')} bytes)"
-    else:
-        weights = f"pretrained {identity.get('pretrained')!r}"
-    return f"{identity.get('model')} with {weights}, dim {identity.get('dim')}"
 
 
 @functools.lru_cache(maxsize=8)

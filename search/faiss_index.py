@@ -132,17 +132,35 @@ def search_candidates(index: Any, queries: np.ndarray, n: int) -> np.ndarray:
     return search_scored(index, queries, n)[1]
 
 
-def search_scored(index: Any, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def search_params(index: Any, n: int, *, nprobe: int | None = None, ef_search: int | None = None):
+    """Per-call FAISS search parameters (the shared index is not modified, so concurrent searches stay safe):
+    ``nprobe`` lists of an IVF table; HNSW explores ``ef_search`` nodes, by default at least ``n`` (a graph
+    returns at most efSearch results). None where the defaults stored with the index apply."""
+    import faiss
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+    params = None
+    if hasattr(inner, "hnsw"):
+        ef = int(ef_search) if ef_search is not None else max(int(inner.hnsw.efSearch), int(n))
+        if ef != inner.hnsw.efSearch:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = ef
+    elif nprobe is not None and _ivf(index) is not None:
+        params = faiss.SearchParametersIVF()
+        params.nprobe = int(nprobe)
+    if params is not None and inner is not index:
+        wrapped = faiss.SearchParametersPreTransform()
+        wrapped.index_params = params
+        wrapped.referenced = params       # keep the inner parameters alive with the wrapper
+        params = wrapped
+    return params
+
+
+def search_scored(index: Any, queries: np.ndarray, n: int, *, nprobe: int | None = None,
+                  ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scores, ids) of the top-``n`` stored vectors of every query, each (q, n); ids -1 where the index
     holds fewer. Inner products for the types built here (exact over the stored float16 codes for flat,
-    ivf-flat and hnsw; PQ's approximation for ivf-pq). An HNSW graph returns at most efSearch results, so
-    its search explores at least ``n`` nodes for this call (per-call parameters: the shared index is not
-    modified, so concurrent searches stay safe)."""
-    import faiss
-    params = None
-    if hasattr(index, "hnsw") and index.hnsw.efSearch < n:
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = int(n)
+    ivf-flat and hnsw; PQ's approximation for PQ types). ``nprobe``/``ef_search``: ``search_params``."""
+    params = search_params(index, n, nprobe=nprobe, ef_search=ef_search)
     scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), int(n), params=params)
     return scores, ids
 

@@ -9,11 +9,14 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from search import shard_layout
 from search.checksums import ALGORITHM, bytes_digest, json_digest
 from search.errors import IndexFormatError, ModelMismatchError
+from search.identity import check_space
 from search.schema import FORMAT_VERSION, ROOT_MANIFEST, check_site_name
 from search.shard import Index
 
@@ -143,28 +146,57 @@ def load_root_manifest(root: str | Path) -> tuple[dict | None, list[str]]:
 
 
 
-def encoder_mismatch(on_disk: dict, asked: dict, root: Path) -> ModelMismatchError:
-    from search.encoder import describe
-    return ModelMismatchError(f"the index at {root} was built with {describe(on_disk)}, but "
-                              f"{describe(asked)} was asked for: search it with the index's model (the default "
-                              f"when no --model is given) or rebuild it into another folder")
+def differences(have: dict, want: dict, keys: Iterable[str] | None = None) -> list[tuple[str, Any, Any]]:
+    """``(key, recorded, asked)`` for every key whose values differ (``keys``: only these; default: all keys
+    of either side), compared as they read back from JSON (so a tuple equals the list it was written as)."""
+    have = json.loads(json.dumps(have, default=str))
+    want = json.loads(json.dumps(want, default=str))
+    names = sorted(set(have) | set(want)) if keys is None else list(keys)
+    return [(k, have.get(k), want.get(k)) for k in names if have.get(k) != want.get(k)]
 
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict) and "variant" in value and "size" in value:   # dense pooling features
+        return f"{value.get('variant')} features at {value.get('size')} px"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def mismatch_message(root: str | Path, diffs: list[tuple[str, Any, Any]], names: dict[str, str] | None = None,
+                     *, what: str = "leave these flags out to use the index's own, or index into a new --index "
+                                    "folder") -> str:
+    """The one message of every "does this match the index" check: ``index R was built with other settings
+    (key: index has X, you asked Y; ...): what to do`` (``names``: how to call a key, e.g. its flag)."""
+    names = names or {}
+    parts = "; ".join(f"{names.get(key, key)}: index has {_shown(have)}, you asked {_shown(want)}"
+                      for key, have, want in diffs)
+    return f"index {root} was built with other settings ({parts}): {what}"
+
+
+def check_compatible(disk: dict, asked: dict, root: str | Path) -> None:
+    """The compatibility check of a run against an index's root manifest: the encoder's embedding space, its
+    frame fit and the segmentation parameters (ModelMismatchError naming what differs)."""
+    have_enc, want_enc = disk.get("encoder"), asked.get("encoder")
+    diffs = []
+    if have_enc and want_enc:
+        check_space(have_enc, want_enc, root)
+        diffs += [("frame fit", have, want) for _, have, want in differences(have_enc, want_enc, ["fit"])]
+    if asked.get("segmentation") is not None and disk.get("segmentation") is not None:
+        diffs += differences(disk, asked, ["segmentation"])
+    if diffs:
+        raise ModelMismatchError(mismatch_message(root, diffs, what="use the same settings or another index "
+                                                                    "folder"))
 
 
 def check_encoder(index: "Index", identity: dict) -> None:
     """ModelMismatchError when the encoder ``identity`` does not share the index's embedding space."""
-    from search.encoder import same_space
-    built = (index.manifest or {}).get("encoder")
-    if built and not same_space(built, identity):
-        raise encoder_mismatch(built, identity, index.root)
-
+    check_space((index.manifest or {}).get("encoder") or {}, identity, index.root)
 
 
 def init_index(root: str | Path, manifest: dict) -> dict:
     """Create ``root/manifest.json`` or check that the existing one has the same encoder identity and
     segmentation parameters (ModelMismatchError naming both otherwise). Returns the manifest on disk. A
     broken root manifest is rebuilt from the shard manifests first (see ``recover`` for the notes)."""
-    from search.encoder import same_space
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sites").mkdir(exist_ok=True)
@@ -177,17 +209,7 @@ def init_index(root: str | Path, manifest: dict) -> dict:
             if disk.get("format") != FORMAT_VERSION:
                 raise IndexFormatError(f"{path} has format {disk.get('format')!r}; this version reads "
                                        f"format {FORMAT_VERSION}: rebuild the index")
-            if "encoder" in manifest and "encoder" in disk and not same_space(disk["encoder"], manifest["encoder"]):
-                raise encoder_mismatch(disk["encoder"], manifest["encoder"], root)
-            if "encoder" in manifest and "encoder" in disk and \
-                    disk["encoder"].get("fit") != manifest["encoder"].get("fit"):
-                raise ModelMismatchError(f"the index at {root} was built with {disk['encoder'].get('fit')} "
-                                         f"frames, this run asks for {manifest['encoder'].get('fit')}")
-            if manifest.get("segmentation") is not None and disk.get("segmentation") is not None and \
-                    manifest["segmentation"] != disk["segmentation"]:
-                raise ModelMismatchError(f"the index at {root} was built with segmentation parameters "
-                                         f"{disk['segmentation']}, this run asks for {manifest['segmentation']}: "
-                                         f"use the same parameters or another index folder")
+            check_compatible(disk, manifest, root)
             return disk
         data = dict(manifest)
         data["format"] = FORMAT_VERSION

@@ -11,7 +11,8 @@ import pandas as pd
 from search.checksums import file_problem
 from search.cpus import usable_cores
 from search.errors import IndexFormatError
-from search.manifest import encoder_mismatch, list_sites, load_root_manifest, read_shard_manifest, resolve
+from search.identity import check_space
+from search.manifest import list_sites, load_root_manifest, read_shard_manifest, resolve
 from search.schema import (
     DATA_FILES,
     FORMAT_VERSION,
@@ -133,7 +134,6 @@ def open_index(root: str | Path, *, expect: dict | None = None, device: str = "c
     when ``root`` is no index,
     ModelMismatchError when ``expect`` (an encoder identity) differs from the manifest's. A broken root
     manifest is rebuilt in memory from the shard manifests, with a note."""
-    from search.encoder import same_space
     from search.faiss_index import to_device
     root = Path(root)
     if not root.is_dir():
@@ -146,8 +146,8 @@ def open_index(root: str | Path, *, expect: dict | None = None, device: str = "c
     if manifest.get("format") != FORMAT_VERSION:
         raise IndexFormatError(f"{root / ROOT_MANIFEST} has format {manifest.get('format')!r}; this version "
                                f"reads format {FORMAT_VERSION}: rebuild the index")
-    if expect is not None and manifest.get("encoder") and not same_space(manifest["encoder"], expect):
-        raise encoder_mismatch(manifest["encoder"], expect, root)
+    if expect is not None:
+        check_space(manifest.get("encoder") or {}, expect, root)
     shards: dict[str, Shard] = {}
     errors: dict[str, str] = {}
     sites = list_sites(root, manifest)

@@ -1,41 +1,37 @@
-"""Text or image -> ranked frames, fusing frame and object evidence.
-
-Fusion of a frame's score s_f with its best object's score s_o (max over its non-background objects):
-``frame``: s_f; ``object``: s_o (frames without objects fall back to s_f); ``max``: max(s_f, s_o);
-``weighted``: (1 - w) * s_f + w * s_o (frames without objects: s_o = s_f).
-
-Small indexes (or flat ones) are scored exactly: every stored frame vector and every object vector against
-the query and a per-frame max, read from the stored (memory-mapped) float16 codes (``Shard.scores``: blocks
-for flat tables, FAISS's list scanner for IVF ones; no float32 copy of the vectors is kept);
-``score_frames_batch`` scores many queries and fusion modes per matmul. Big approximate indexes (IVF, HNSW)
-first take top candidates from FAISS (frames and objects) per shard, then score the union of candidate
-frames and their objects exactly (FAISS's own scores for its hits, the stored codes for the rest); when
-filters leave fewer than k candidates, the exact path runs instead.
+"""Queries: a text, an image or a vector (and sequences of them) -> ranked frames, with filters, grouping and
+position constraints. Scoring itself (vectors in, fused frame scores out) is ``search.scoring``; the query
+types a front end sends, and the service that runs them, are ``search.queries`` and ``search.service``.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from search.cpus import usable_cores
 from search.encoder import Encoder
-from search.errors import IndexFormatError, ModelMismatchError, QueryError
-from search.store import Index, Shard
+from search.errors import QueryError
+from search.identity import check_space
+from search.scoring import (CANDIDATES, EXACT_LIMIT, FUSIONS, Fusion, SearchParams, _as_query_vector,
+                            _candidates, _check_fusion, _exact, fuse, score_frames, score_frames_batch)
 
-Fusion = Literal["frame", "object", "max", "weighted"]
-FUSIONS: tuple[str, ...] = ("frame", "object", "max", "weighted")
+__all__ = ["FUSIONS", "RESULT_COLUMNS", "TEMPORAL_COLUMNS", "Filters", "Fusion", "SearchParams", "encode_query",
+           "filter_mask", "fuse", "parse_cells", "score_frames", "score_frames_batch", "search", "selected_sites",
+           "sequence_search", "temporal_search"]
+from search.shard import Index
 
-EXACT_LIMIT = 200_000        # vectors (frames + objects) of the searched shards scored exactly
-CANDIDATES = 1024            # FAISS candidates per table and shard, at least (more for bigger k)
-_THREADS = usable_cores()      # shards whose candidates are re-scored at once
-QUERY_BLOCK = 64             # queries per matmul in score_frames_batch: bounds the (queries, objects) matrix
 RESULT_COLUMNS = ("rank", "score", "frame_score", "object_score", "gid", "site", "video_id", "video_path",
                   "frame_index", "time", "place", "date", "track_id", "x0", "y0", "x1", "y1", "mask_rle")
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+# Position queries: the frame is cut into a 3x3 grid, cells numbered row by row (0 = top left, 8 = bottom right).
+GRID = 3
+CELL_NAMES = {"top-left": 0, "top": 1, "top-right": 2, "left": 3, "center": 4, "right": 5,
+              "bottom-left": 6, "bottom": 7, "bottom-right": 8}
+POSITION_PENALTY = 0.1      # subtracted from the fused score of a frame with no matching object in the cells
 
 
 @dataclass(frozen=True)
@@ -46,249 +42,21 @@ class Filters:
     date_to: str = ""        # "YYYY-MM", inclusive
 
 
-# -- scoring ---------------------------------------------------------------------------------------
-
-def _best_objects(n_frames: int, frame_row: np.ndarray, sims: np.ndarray, valid: np.ndarray,
-                  obj_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: the max object similarity (-inf when none) and the id of that object (-1 when none)."""
-    best = np.full(n_frames, -np.inf, np.float32)
-    fr, s, ids = frame_row[valid], sims[valid], obj_ids[valid]
-    np.maximum.at(best, fr, s)
-    arg = np.full(n_frames, -1, np.int64)
-    win = s >= best[fr]
-    arg[fr[win][::-1]] = ids[win][::-1]        # first object wins among equals
-    return best, arg
-
-
-def fuse(frame_scores: np.ndarray, object_scores: np.ndarray, fusion: Fusion = "max",
-         weight: float = 0.5) -> np.ndarray:
-    """Fused scores; ``object_scores`` is -inf where a frame has no object."""
-    _check_fusion(fusion, weight)
-    s_o = np.where(np.isfinite(object_scores), object_scores, frame_scores)
-    if fusion == "frame":
-        return frame_scores.astype(np.float32, copy=True)
-    if fusion == "object":
-        return s_o.astype(np.float32)
-    if fusion == "max":
-        return np.maximum(frame_scores, s_o).astype(np.float32)
-    return ((1.0 - weight) * frame_scores + weight * s_o).astype(np.float32)
-
-
-def _check_fusion(fusion: str, weight: float) -> None:
-    if fusion not in FUSIONS:
-        raise QueryError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
-    if not 0.0 <= float(weight) <= 1.0:
-        raise QueryError(f"fusion weight must lie in [0, 1], got {weight}")
-
-
-def _shard_exact(shard: Shard, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frame sims, best object sims and best object rows of every frame of one shard."""
-    fs = shard.scores("frames", q[None, :])[0]
-    objects = shard.objects
-    if len(objects) == 0:
-        return fs, np.full(len(fs), -np.inf, np.float32), np.full(len(fs), -1, np.int64)
-    os_ = shard.scores("objects", q[None, :])[0]
-    valid = ~objects["is_background"].to_numpy(dtype=bool) & (os_ > -np.inf)
-    best, arg = _best_objects(len(fs), objects["frame_row"].to_numpy(np.int64), os_, valid,
-                              np.arange(len(objects), dtype=np.int64))
-    return fs, best, arg
-
-
-def _exact(index: Index, q: np.ndarray, sites: list[str]) -> tuple[np.ndarray, ...]:
-    """(gids, frame sims, object sims, best object global rows) over every frame of ``sites``."""
-    parts = []
-    for site in sites:
-        shard = index.shards[site]
-        fs, best, arg = _shard_exact(shard, q)
-        gids = np.arange(len(fs), dtype=np.int64) + index.frame_offset(site)
-        parts.append((gids, fs, best, np.where(arg >= 0, arg + index.object_offset(site), -1)))
-    if not parts:
-        return (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    return tuple(np.concatenate(p) for p in zip(*parts))
-
-
-def _object_runs(shard: Shard) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For one reduceat over a shard's objects (stored sorted by frame row): the background objects, the
-    first object of each frame that has objects, and that frame's row."""
-    rows = shard.objects["frame_row"].to_numpy(np.int64)
-    if np.any(np.diff(rows) < 0):
-        raise IndexFormatError(f"{shard.path / 'objects.parquet'}: objects are not sorted by frame_row "
-                               f"(rewrite the shard with mvk index)")
-    starts = np.flatnonzero(np.r_[True, np.diff(rows) > 0])
-    return shard.objects["is_background"].to_numpy(dtype=bool), starts, rows[starts]
-
-
-def _shard_batch(shard: Shard, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Frame sims and best non-background object sims (-inf when none), each (B, n_frames), of one shard
-    for B normalised queries (B, d). Frames and objects whose stored vector is invalid score -inf."""
-    fs = shard.scores("frames", q)
-    best = np.full(fs.shape, -np.inf, np.float32)
-    if len(shard.objects):
-        background, starts, frame_rows = _object_runs(shard)
-        sims = shard.scores("objects", q)
-        sims[:, background] = -np.inf
-        best[:, frame_rows] = np.maximum.reduceat(sims, starts, axis=1)
-    return fs, best
-
-
-def _score_batch(index: Index, q: np.ndarray, fusions: list[str], weight: float) -> dict[str, np.ndarray]:
-    n = sum(len(shard.frames) for shard in index.shards.values())
-    out = {f: np.empty((len(q), n), np.float32) for f in fusions}
-    for start in range(0, len(q), QUERY_BLOCK):
-        block = q[start:start + QUERY_BLOCK]
-        parts = [_shard_batch(shard, block) for shard in index.shards.values()]
-        fs = np.concatenate([p[0] for p in parts], axis=1) if parts else np.zeros((len(block), 0), np.float32)
-        best = np.concatenate([p[1] for p in parts], axis=1) if parts else fs
-        invalid = fs == -np.inf          # an invalid stored frame vector (Shard.scores)
-        for f in fusions:
-            fused = fuse(fs, best, f, weight)
-            fused[invalid] = -np.inf     # never NaN, never scored by objects alone
-            out[f][start:start + len(block)] = fused
-    return out
-
-
-def score_frames_batch(index: Index, queries: np.ndarray, *, fusions: tuple[str, ...] | list[str] = ("max",),
-                       weight: float = 0.5) -> dict[str, np.ndarray]:
-    """Exact fused scores of every frame of ``index`` for many queries and fusion modes at once:
-    ``{fusion: (q, N) float32}``, row i for ``queries[i]`` (rows L2-normalised here; a zero or non-finite
-    row is a QueryError naming it), columns in ``index.frames.gid`` order. Per shard and block of
-    QUERY_BLOCK queries: one matmul over the frame vectors, one over the object vectors and each frame's
-    best non-background object by ``np.maximum.reduceat``. ``score_frames`` is the one-query case."""
-    fusions = list(dict.fromkeys(fusions))
-    for f in fusions:
-        _check_fusion(f, weight)
-    return _score_batch(index, _as_query_matrix(index, queries), fusions, weight)
-
-
-def score_frames(index: Index, query: np.ndarray, *, fusion: Fusion = "max", weight: float = 0.5) -> np.ndarray:
-    """Exact fused score of every frame of ``index`` (length N, in ``index.frames.gid`` order) for one
-    L2-normalised query vector. The KIS benchmark ranks targets with this (``score_frames_batch`` for
-    many queries)."""
-    _check_fusion(fusion, weight)
-    q = _as_query_vector(index, query)
-    return _score_batch(index, q[None, :], [fusion], weight)[fusion][0]
-
-
-def _candidates(index: Index, q: np.ndarray, sites: list[str], n_cand: int) -> tuple[np.ndarray, ...]:
-    """Like ``_exact`` but only for the union of FAISS's top frames and the frames of its top objects, shard
-    by shard in threads (FAISS and numpy release the GIL; re-scoring reads scattered codes of
-    memory-mapped files, so it waits on page faults as much as on arithmetic)."""
-    from concurrent.futures import ThreadPoolExecutor
-    work = [(site, index.frame_offset(site), index.object_offset(site)) for site in sites]
-    if len(work) > 1 and _THREADS > 1:
-        with ThreadPoolExecutor(min(_THREADS, len(work)), thread_name_prefix="candidates") as pool:
-            parts = list(pool.map(lambda w: _shard_candidates(index.shards[w[0]], q, n_cand, w[1], w[2]), work))
-    else:
-        parts = [_shard_candidates(index.shards[site], q, n_cand, f0, o0) for site, f0, o0 in work]
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    return tuple(np.concatenate(p) for p in zip(*parts))
-
-
-def _shard_candidates(shard: Shard, q: np.ndarray, n_cand: int, frame_offset: int,
-                      object_offset: int) -> tuple[np.ndarray, ...] | None:
-    """(gids, frame sims, best object sims, best object global rows) of one shard's candidate frames. Scores
-    FAISS returned with its hits are kept (the CPU index scores the stored codes, as re-scoring does);
-    only the other candidate frames and objects are re-scored from their stored vectors."""
-    from search.faiss_index import search_scored
-    nf, no = len(shard.frames), len(shard.objects)
-    qq = q[None, :].astype(np.float32)
-    fr_all = shard.objects["frame_row"].to_numpy(np.int64)
-    hits = {}
-    for table, faiss_idx, cpu_idx, n in (("frames", shard.frame_index, shard.cpu_frame_index, nf),
-                                         ("objects", shard.object_index, shard.cpu_object_index, no)):
-        if n:
-            scores, ids = search_scored(faiss_idx, qq, min(n, n_cand))
-            found = ids[0] >= 0
-            trusted = faiss_idx is cpu_idx           # a GPU copy may score with other rounding
-            hits[table] = (ids[0][found], scores[0][found] if trusted else None)
-    rows = [hits["frames"][0]] if "frames" in hits else []
-    if "objects" in hits:
-        rows.append(fr_all[hits["objects"][0]])
-    cand = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
-    if cand.size == 0:
-        return None
-    fs = _rescore(shard.cpu_frame_index, cand, q, hits.get("frames"))
-    # objects are stored sorted by frame row: each candidate frame's objects are one slice
-    lo = np.searchsorted(fr_all, cand, side="left")
-    hi = np.searchsorted(fr_all, cand, side="right")
-    counts = hi - lo
-    obj = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-    local = np.repeat(np.arange(cand.size), counts)
-    os_ = _rescore(shard.cpu_object_index, obj, q, hits.get("objects")) if obj.size \
-        else np.zeros(0, np.float32)
-    valid = ~shard.objects["is_background"].to_numpy(bool)[obj]
-    best, arg = _best_objects(cand.size, local, os_, valid, obj)
-    return (cand + frame_offset, fs, best, np.where(arg >= 0, arg + object_offset, -1))
-
-
-def _rescore(faiss_idx, ids: np.ndarray, q: np.ndarray, hit: tuple | None) -> np.ndarray:
-    """Scores of the sorted ``ids``: FAISS's own where ``hit`` (ids, scores) has them, else the stored
-    vectors times ``q``; NaN (an invalid stored vector) becomes -inf."""
-    out = np.empty(ids.size, np.float32)
-    known = np.zeros(ids.size, bool)
-    if hit is not None and hit[1] is not None and hit[0].size:
-        pos = np.searchsorted(ids, hit[0])
-        inside = pos < ids.size
-        inside[inside] &= ids[pos[inside]] == hit[0][inside]
-        out[pos[inside]] = hit[1][inside]
-        known[pos[inside]] = True
-    if not known.all():
-        from search.faiss_index import scores_of_ids
-        out[~known] = scores_of_ids(faiss_idx, ids[~known], q)
-    return _finite(out)
-
-
-def _finite(scores: np.ndarray) -> np.ndarray:
-    """Scores with NaN (from an invalid stored vector) replaced by -inf."""
-    return np.where(np.isnan(scores), -np.inf, scores).astype(np.float32)
-
-
 # -- queries and filters ---------------------------------------------------------------------------
 
-def _as_query_vector(index: Index, query: np.ndarray) -> np.ndarray:
-    q = np.asarray(query, dtype=np.float32).reshape(-1)
-    dim = (index.manifest.get("encoder") or {}).get("dim")
-    if dim is not None and q.size != dim:
-        raise QueryError(f"query vector has dimension {q.size}, the index's vectors {dim}")
-    norm = float(np.linalg.norm(q))
-    if not np.isfinite(norm) or norm == 0:
-        raise QueryError("query vector is zero or not finite")
-    return q / norm
 
 
-def _as_query_matrix(index: Index, queries: np.ndarray) -> np.ndarray:
-    """(q, d) float32 rows L2-normalised; a single (d,) vector is one row."""
-    q = np.asarray(queries, dtype=np.float32)
-    if q.ndim == 1:
-        q = q[None, :]
-    if q.ndim != 2:
-        raise QueryError(f"query vectors must be a (queries, dimension) array, got shape {q.shape}")
-    dim = (index.manifest.get("encoder") or {}).get("dim")
-    if dim is not None and q.shape[1] != dim:
-        raise QueryError(f"query vectors have dimension {q.shape[1]}, the index's vectors {dim}")
-    norms = np.linalg.norm(q, axis=1)
-    bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
-    if bad.size:
-        raise QueryError(f"query vector {int(bad[0])} (of {len(q)}) is zero or not finite"
-                         + (f", and {bad.size - 1} more" if bad.size > 1 else ""))
-    return q / norms[:, None]
 
 
 def encode_query(index: Index, encoder: Encoder | None, query: str | np.ndarray) -> tuple[np.ndarray, list[str]]:
     """The query vector and notes for the caller: a text (empty refused, long ones truncated and said so),
     an (H, W, 3) image ("more like this") or a ready vector."""
-    from search.encoder import describe, same_space
     notes: list[str] = []
     if isinstance(query, np.ndarray) and query.ndim == 1:
         return _as_query_vector(index, query), notes
     if encoder is None:
         raise QueryError("an encoder is needed to encode a text or image query")
-    built = index.manifest.get("encoder")
-    if built and not same_space(built, encoder.identity()):
-        raise ModelMismatchError(f"the index at {index.root} was built with {describe(built)}, the query "
-                                 f"encoder is {describe(encoder.identity())}")
+    check_space(index.manifest.get("encoder") or {}, encoder.identity(), index.root)
     if encoder.random_weights:
         notes.append("the query encoder has random weights: scores are meaningless (tests and benchmarks only)")
     if isinstance(query, str):
@@ -357,19 +125,75 @@ def filter_mask(index: Index, filters: Filters) -> np.ndarray:
     return keep
 
 
-def _score(index: Index, q: np.ndarray, sites: list[str], keep: np.ndarray, k: int,
-           exact: bool | None) -> tuple[tuple[np.ndarray, ...], list[str]]:
+def parse_cells(text: str | Sequence[int | str]) -> tuple[int, ...]:
+    """Grid cells from names (``top-left``, ``center``, ...) or numbers 0..8, comma-separated or a sequence;
+    QueryError naming a value outside the grid."""
+    items = [s.strip() for s in text.split(",")] if isinstance(text, str) else [str(s).strip() for s in text]
+    cells = []
+    for item in items:
+        if not item:
+            continue
+        if item.lower() in CELL_NAMES:
+            cells.append(CELL_NAMES[item.lower()])
+            continue
+        try:
+            cell = int(item)
+        except ValueError:
+            cell = -1
+        if not 0 <= cell < GRID * GRID:
+            raise QueryError(f"cell {item!r} is outside the {GRID}x{GRID} grid: give 0..{GRID * GRID - 1} (row by "
+                             f"row from the top left) or one of {', '.join(CELL_NAMES)}")
+        cells.append(cell)
+    if not cells:
+        raise QueryError("no grid cell given for a position query")
+    return tuple(sorted(set(cells)))
+
+
+def object_cells(index: Index) -> np.ndarray:
+    """The grid cell (0..8) of every object's box centre, over ``index.objects``."""
+    objs = index.objects
+    if not len(objs):
+        return np.zeros(0, np.int64)
+    frames = index.frames
+    gid = objs["frame_gid"].to_numpy(np.int64)
+    w = np.maximum(frames["width"].to_numpy(np.float64)[gid], 1.0)
+    h = np.maximum(frames["height"].to_numpy(np.float64)[gid], 1.0)
+    cx = (objs["x0"].to_numpy(np.float64) + objs["x1"].to_numpy(np.float64)) / 2 / w
+    cy = (objs["y0"].to_numpy(np.float64) + objs["y1"].to_numpy(np.float64)) / 2 / h
+    col = np.clip((cx * GRID).astype(np.int64), 0, GRID - 1)
+    row = np.clip((cy * GRID).astype(np.int64), 0, GRID - 1)
+    return row * GRID + col
+
+
+def _score(index: Index, q: np.ndarray, sites: list[str], keep: np.ndarray, k: int, exact: bool | None,
+           params: SearchParams = SearchParams(),
+           object_mask: np.ndarray | None = None) -> tuple[tuple[np.ndarray, ...], list[str]]:
     notes: list[str] = []
     n_vectors = sum(len(index.shards[s].frames) + len(index.shards[s].objects) for s in sites)
     approximate = any(index.shards[s].index_type != "flat" for s in sites)
     if exact is None:
-        exact = not approximate or n_vectors <= EXACT_LIMIT
+        tuned = params.nprobe is not None or params.ef_search is not None
+        exact = not approximate or (n_vectors <= EXACT_LIMIT and not tuned)
     if not exact:
-        got = _candidates(index, q, sites, max(CANDIDATES, 20 * k))
+        got = _candidates(index, q, sites, max(CANDIDATES, 20 * k), params, object_mask)
         if int(keep[got[0]].sum()) >= k:
             return got, notes
         notes.append("too few approximate candidates passed the filters: scored every frame exactly")
-    return _exact(index, q, sites), notes
+    return _exact(index, q, sites, object_mask), notes
+
+
+def check_search_params(index: Index, params: SearchParams) -> None:
+    """QueryError when ``nprobe`` is asked of an index with no IVF table, or ``ef_search`` of one with no HNSW
+    table (or either is below 1)."""
+    types = {shard.index_type for shard in index.shards.values()}
+    for name, value, kind, test in (("nprobe", params.nprobe, "IVF", lambda t: "ivf" in t.lower()),
+                                    ("ef_search", params.ef_search, "HNSW", lambda t: "hnsw" in t.lower())):
+        if value is None:
+            continue
+        if int(value) < 1:
+            raise QueryError(f"{name} must be at least 1, got {value}")
+        if not any(test(t) for t in types):
+            raise QueryError(f"{name} applies to {kind} indexes; this index is {', '.join(sorted(types)) or 'empty'}")
 
 
 def _rows(index: Index, gids: np.ndarray, fused: np.ndarray, fs: np.ndarray, best: np.ndarray,
@@ -398,27 +222,34 @@ def _rows(index: Index, gids: np.ndarray, fused: np.ndarray, fs: np.ndarray, bes
     return out
 
 
-def search(index: Index, encoder: Encoder, query: str | np.ndarray, *, k: int = 20, fusion: Fusion = "max",
+def search(index: Index, encoder: Encoder | None, query: str | np.ndarray, *, k: int = 20, fusion: Fusion = "max",
            weight: float = 0.5, filters: Filters = Filters(), group_by: Literal["video"] | None = None,
-           exact: bool | None = None) -> pd.DataFrame:
-    """Ranked frames for a text (or an (H, W, 3) uint8 image: "more like this"). Columns: rank, score,
+           exact: bool | None = None, params: SearchParams = SearchParams(),
+           cells: Sequence[int] = ()) -> pd.DataFrame:
+    """Ranked frames for a text, an (H, W, 3) uint8 image or a query vector (d,). Columns: rank, score,
     frame_score, object_score, gid, site, video_id, video_path, frame_index, time, place, date, and the
     best object's track_id, x0, y0, x1, y1, mask_rle (empty when none). Raises QueryError for an empty
     query or an unknown site in ``filters``. ``df.attrs['notes']`` says what the caller should know
     (truncated text, skipped shards, random weights). ``exact`` forces (True) or forbids (False) the
-    exact path; None chooses by index type and size."""
+    exact path; None chooses by index type and size (``params`` given: approximate). ``cells`` (grid cells
+    0..8): a position query: only objects whose box centre lies in those cells count as a frame's best object,
+    and frames with none there lose ``POSITION_PENALTY`` from their fused score (down-weighted, not dropped)."""
     _check_fusion(fusion, weight)
     if k < 1:
         raise QueryError(f"k must be at least 1, got {k}")
     if group_by not in (None, "video"):
         raise QueryError(f"group_by must be 'video' or None, got {group_by!r}")
+    check_search_params(index, params)
     sites = selected_sites(index, filters)
     keep = filter_mask(index, filters)
     q, notes = encode_query(index, encoder, query)
     notes += [f"site {s} skipped: {why}" for s, why in index.errors.items()] + list(index.notes)
-    (gids, fs, best, arg), more = _score(index, q, sites, keep, k, exact)
+    object_mask = np.isin(object_cells(index), np.asarray(parse_cells(list(cells)))) if len(cells) else None
+    (gids, fs, best, arg), more = _score(index, q, sites, keep, k, exact, params, object_mask)
     notes += more
     fused = fuse(fs, best, fusion, weight)
+    if object_mask is not None:
+        fused = np.where(np.isfinite(best), fused, fused - POSITION_PENALTY).astype(np.float32)
     valid = np.isfinite(fs)
     if not valid.all():
         notes.append(f"{int((~valid).sum())} frame(s) whose stored vector is invalid were left out "
@@ -440,17 +271,37 @@ def search(index: Index, encoder: Encoder, query: str | np.ndarray, *, k: int = 
 # -- temporal queries ------------------------------------------------------------------------------
 
 TEMPORAL_COLUMNS = ("rank", "score", "site", "video_id", "video_path", "place", "date",
-                    "first_gid", "first_time", "first_score", "then_gid", "then_time", "then_score", "gap")
+                    "first_gid", "first_time", "first_score", "then_gid", "then_time", "then_score", "gap",
+                    "step_gids", "step_times", "step_scores")
 
 
-def temporal_search(index: Index, encoder: Encoder, first: str | np.ndarray, then: str | np.ndarray, *,
+def _empty_temporal(notes: list[str]) -> pd.DataFrame:
+    out = pd.DataFrame({c: [] for c in TEMPORAL_COLUMNS})
+    out.attrs["notes"] = notes
+    return out
+
+
+def temporal_search(index: Index, encoder: Encoder | None, first: str | np.ndarray, then: str | np.ndarray, *,
                     within: float = 10.0, k: int = 20, fusion: Fusion = "max", weight: float = 0.5,
                     filters: Filters = Filters(), group_by: Literal["video"] | None = None,
                     candidates: int = 2000) -> pd.DataFrame:
-    """"``first`` then ``then`` within ``within`` seconds in the same video": pairs of frames (a, b) of one
-    video with t_a < t_b <= t_a + within, scored by the mean of their fused scores; one row per first
-    frame (its best follower), best first. First frames are searched among the ``candidates`` best
-    frames for ``first`` (all frames are candidates for ``then``)."""
+    """"``first`` then ``then`` within ``within`` seconds in the same video": ``sequence_search`` of two steps."""
+    return sequence_search(index, encoder, [first, then], within=within, k=k, fusion=fusion, weight=weight,
+                           filters=filters, group_by=group_by, candidates=candidates)
+
+
+def sequence_search(index: Index, encoder: Encoder | None, steps: Sequence[str | np.ndarray], *,
+                    within: float = 10.0, k: int = 20, fusion: Fusion = "max", weight: float = 0.5,
+                    filters: Filters = Filters(), group_by: Literal["video"] | None = None,
+                    candidates: int = 2000) -> pd.DataFrame:
+    """"A then B then C ..." in one video, each step's frame at most ``within`` seconds after the previous one
+    (t_1 < t_2 <= t_1 + within, ...): chains of frames scored by the mean of their fused step scores; one row
+    per first frame (its best chain), best first. First frames are searched among the ``candidates`` best
+    frames of the first step; later steps extend every chain to each frame that may follow, keeping the best
+    chain per (first frame, current frame), so the work stays linear in the steps. Columns ``first_*`` are the
+    first step, ``then_*`` the last, ``step_*`` every step in order."""
+    if len(steps) < 2:
+        raise QueryError(f"a temporal query needs at least two steps, got {len(steps)}")
     if not within > 0:
         raise QueryError(f"--within must be a positive number of seconds, got {within}")
     if k < 1:
@@ -458,59 +309,80 @@ def temporal_search(index: Index, encoder: Encoder, first: str | np.ndarray, the
     _check_fusion(fusion, weight)
     sites = selected_sites(index, filters)
     keep = filter_mask(index, filters)
-    qa, notes = encode_query(index, encoder, first)
-    qb, more = encode_query(index, encoder, then)
-    notes += [n for n in more if n not in notes]
+    notes: list[str] = []
+    vectors = []
+    for number, step in enumerate(steps, 1):
+        if isinstance(step, str) and not " ".join(step.split()):
+            raise QueryError(f"the text of step {number} is empty" if number > 1 else "the query text is empty")
+        q, more = encode_query(index, encoder, step)
+        vectors.append(q)
+        notes += [n for n in more if n not in notes]
     notes += [f"site {s} skipped: {why}" for s, why in index.errors.items()]
-    gids, fs_a, best_a, _ = _exact(index, qa, sites)
-    _, fs_b, best_b, _ = _exact(index, qb, sites)
-    sa = np.where(keep[gids] & np.isfinite(fs_a), fuse(fs_a, best_a, fusion, weight), -np.inf)
-    sb = np.where(keep[gids] & np.isfinite(fs_b), fuse(fs_b, best_b, fusion, weight), -np.inf)
+    scores = []
+    gids = np.zeros(0, np.int64)
+    for q in vectors:
+        gids, fs, best, _ = _exact(index, q, sites)
+        scores.append(np.where(keep[gids] & np.isfinite(fs), fuse(fs, best, fusion, weight), -np.inf))
     frames = index.frames.iloc[gids]
     video = pd.factorize(frames["site"].astype(str) + "\0" + frames["video_id"].astype(str))[0]
     t = frames["time"].to_numpy(np.float64)
     order = np.lexsort((t, video))                       # frames sorted by video, then time
-    vs, ts = video[order], t[order]
-    pos = np.empty_like(order)
-    pos[order] = np.arange(order.size)
-    m = min(int(candidates), int(np.isfinite(sa).sum()))
+    n = order.size
+    m = min(int(candidates), int(np.isfinite(scores[0]).sum()))
     if m == 0:
-        out = pd.DataFrame({c: [] for c in TEMPORAL_COLUMNS})
-        out.attrs["notes"] = notes
-        return out
-    cand = np.argpartition(-sa, m - 1)[:m] if m < sa.size else np.arange(sa.size)
-    cand = cand[np.isfinite(sa[cand])]
-    # followers of each candidate: the sorted slice (t_a, t_a + within] of the same video
+        return _empty_temporal(notes)
+    pos = np.empty_like(order)
+    pos[order] = np.arange(n)
+    vs, ts = video[order], t[order]
     key = vs.astype(np.float64) * (ts.max() - ts.min() + 2 * within + 1.0) + (ts - ts.min())
-    ka = key[pos[cand]]
-    lo = np.searchsorted(key, ka, side="right")
-    hi = np.searchsorted(key, ka + within, side="right")
-    counts = hi - lo
-    if counts.sum() == 0:
-        out = pd.DataFrame({c: [] for c in TEMPORAL_COLUMNS})
-        out.attrs["notes"] = notes + [f"no frame follows a candidate within {within} s"]
-        return out
-    a_idx = np.repeat(cand, counts)
-    b_idx = order[np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())]
-    pair = (sa[a_idx] + sb[b_idx]) / 2.0
-    ok = np.isfinite(pair)
-    a_idx, b_idx, pair = a_idx[ok], b_idx[ok], pair[ok]
-    best_first = np.lexsort((-pair, a_idx))              # per first frame, its best follower first
-    _, keep_first = np.unique(a_idx[best_first], return_index=True)
-    sel = best_first[keep_first]
-    sel = sel[np.lexsort((gids[a_idx[sel]], -pair[sel]))]
+    s0 = scores[0]
+    cand = np.argpartition(-s0, m - 1)[:m] if m < s0.size else np.arange(s0.size)
+    cand = cand[np.isfinite(s0[cand])]
+    start, end, total, path = cand, cand, s0[cand].astype(np.float64), [cand]
+    for step in scores[1:]:
+        # followers of each chain's end: the sorted slice (t_end, t_end + within] of the same video
+        ke = key[pos[end]]
+        lo = np.searchsorted(key, ke, side="right")
+        hi = np.searchsorted(key, ke + within, side="right")
+        counts = hi - lo
+        if counts.sum() == 0:
+            return _empty_temporal(notes + [f"no frame follows a candidate within {within} s"])
+        chain = np.repeat(np.arange(end.size), counts)
+        follower = order[np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())]
+        extended = total[chain] + step[follower]
+        ok = np.isfinite(extended)
+        chain, follower, extended = chain[ok], follower[ok], extended[ok]
+        if chain.size == 0:
+            return _empty_temporal(notes + [f"no frame follows a candidate within {within} s"])
+        pair_key = start[chain] * n + follower               # keep the best chain per (first frame, this frame)
+        best_first = np.lexsort((-extended, pair_key))
+        _, first_of = np.unique(pair_key[best_first], return_index=True)
+        kept = best_first[first_of]
+        path = [p[chain[kept]] for p in path] + [follower[kept]]
+        start, end, total = start[chain[kept]], follower[kept], extended[kept]
+    mean = total / len(scores)
+    best_per_first = np.lexsort((-mean, start))                # per first frame, its best chain first
+    _, one = np.unique(start[best_per_first], return_index=True)
+    sel = best_per_first[one]
+    sel = sel[np.lexsort((gids[start[sel]], -mean[sel]))]
     if group_by == "video":
-        _, one = np.unique(video[a_idx[sel]], return_index=True)
+        _, one = np.unique(video[start[sel]], return_index=True)
         sel = sel[np.sort(one)]
     sel = sel[:k]
-    a, b = a_idx[sel], b_idx[sel]
+    a, b = path[0][sel], path[-1][sel]
+    steps_idx = np.stack([p[sel] for p in path], axis=1) if sel.size else np.zeros((0, len(path)), np.int64)
+    step_scores = np.stack([s[steps_idx[:, i]] for i, s in enumerate(scores)], axis=1) if sel.size \
+        else np.zeros((0, len(path)))
     fa = frames.iloc[a]
     out = pd.DataFrame({
-        "rank": np.arange(1, len(sel) + 1), "score": pair[sel].astype(np.float32),
+        "rank": np.arange(1, len(sel) + 1), "score": mean[sel].astype(np.float32),
         "site": fa["site"].to_numpy(), "video_id": fa["video_id"].to_numpy(),
         "video_path": fa["video_path"].to_numpy(), "place": fa["place"].to_numpy(), "date": fa["date"].to_numpy(),
-        "first_gid": gids[a], "first_time": t[a], "first_score": sa[a].astype(np.float32),
-        "then_gid": gids[b], "then_time": t[b], "then_score": sb[b].astype(np.float32), "gap": t[b] - t[a],
+        "first_gid": gids[a], "first_time": t[a], "first_score": scores[0][a].astype(np.float32),
+        "then_gid": gids[b], "then_time": t[b], "then_score": scores[-1][b].astype(np.float32), "gap": t[b] - t[a],
+        "step_gids": [gids[row].tolist() for row in steps_idx],
+        "step_times": [t[row].round(3).tolist() for row in steps_idx],
+        "step_scores": [[round(float(v), 4) for v in row] for row in step_scores],
     })
     out.attrs["notes"] = notes
     return out

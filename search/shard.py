@@ -4,12 +4,56 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from search.errors import IndexFormatError
+
+
+class VectorTable:
+    """One table of stored vectors (a shard's frames or objects), row i <-> vector i: the whole interface that
+    scoring uses, so a second vector back end implements these few methods. FAISS implements it here
+    (``search.faiss_index``): ``index`` searches (a GPU copy where asked), ``cpu`` holds the stored codes."""
+
+    def __init__(self, index: Any, cpu: Any) -> None:
+        self.index = index
+        self.cpu = cpu if cpu is not None else index
+
+    def __len__(self) -> int:
+        return int(self.cpu.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.cpu.d)
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """(q, n) float32 inner products of L2-normalised ``queries`` with every stored vector, block by block
+        over the (memory-mapped) stored codes; a stored vector holding NaN or infinity (never written so: a
+        corrupt file whose checksum was not checked) scores -inf, so scoring leaves it out."""
+        from search.faiss_index import inner_products
+        out = inner_products(self.cpu, queries)
+        out[~np.isfinite(out)] = -np.inf
+        return out
+
+    def top(self, queries: np.ndarray, n: int, *, nprobe: int | None = None,
+            ef_search: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+        """(scores or None, ids) of the top ``n`` vectors per query, ids -1 where fewer; scores are None when
+        they come from a copy that rounds differently from the stored codes (a GPU index), so callers re-score."""
+        from search.faiss_index import search_scored
+        scores, ids = search_scored(self.index, queries, n, nprobe=nprobe, ef_search=ef_search)
+        return (scores if self.index is self.cpu else None), ids
+
+    def scores_of(self, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Inner products of one query with the stored vectors of the sorted unique ``ids`` (NaN where invalid)."""
+        from search.faiss_index import scores_of_ids
+        return scores_of_ids(self.cpu, ids, query)
+
+    def vectors(self) -> np.ndarray:
+        """The stored (n, d) float16 vectors, decoded whole (a copy: for tests and tools)."""
+        from search.faiss_index import reconstruct_all
+        return reconstruct_all(self.cpu)
 
 
 @dataclass
@@ -29,21 +73,23 @@ class Shard:
     def index_type(self) -> str:
         return str(self.manifest.get("index_type", "flat"))
 
+    def table(self, table: Literal["frames", "objects"]) -> VectorTable:
+        """The vector table of ``frames`` or ``objects``: how scoring reaches the stored vectors."""
+        if table == "frames":
+            return VectorTable(self.frame_index, self.cpu_frame_index)
+        if table == "objects":
+            return VectorTable(self.object_index, self.cpu_object_index)
+        raise ValueError(f"a shard has the tables frames and objects, not {table!r}")
+
     def vectors(self, table: Literal["frames", "objects"]) -> np.ndarray:
         """The stored (n, d) float16 vectors of one table, decoded whole (a copy: for tests and tools; the
         query path scores in blocks with ``scores`` instead)."""
-        from search.faiss_index import reconstruct_all
-        return reconstruct_all(self.cpu_frame_index if table == "frames" else self.cpu_object_index)
+        return self.table(table).vectors()
 
     def scores(self, table: Literal["frames", "objects"], queries: np.ndarray) -> np.ndarray:
-        """(q, n) float32 inner products of L2-normalised ``queries`` with the stored vectors of ``table``,
-        block by block over the (memory-mapped) stored float16 codes; a row whose stored vector holds NaN
-        or infinity (never written so: a corrupt file whose checksum was not checked, or an old index) scores
-        -inf, so scoring leaves it out instead of returning NaN."""
-        from search.faiss_index import inner_products
-        out = inner_products(self.cpu_frame_index if table == "frames" else self.cpu_object_index, queries)
-        out[~np.isfinite(out)] = -np.inf
-        return out
+        """(q, n) float32 inner products of ``queries`` with the stored vectors of ``table`` (-inf for an
+        invalid stored vector): ``VectorTable.scores``."""
+        return self.table(table).scores(queries)
 
     def column(self, table: Literal["frames", "objects"], name: str, rows: np.ndarray) -> list:
         """Values of one column for ``rows`` of ``table``: from memory when the column was loaded, else read

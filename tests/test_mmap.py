@@ -184,14 +184,14 @@ def test_rows_are_held_once(tmp_path):
 def test_approximate_search_with_every_frame_a_candidate_equals_exact(built, monkeypatch, threads):
     """Re-scoring candidates (FAISS's scores for its hits, the stored codes for the rest, shards in
     threads) gives the exact scores: with every list probed and candidates for every row, same ranking."""
-    from search import query
+    from search import query, scoring
     kind, root = built
     index = store.open_index(root)
     for shard in index.shards.values():
         faiss_index.set_search_params(shard.frame_index, nprobe=10_000)
         faiss_index.set_search_params(shard.object_index, nprobe=10_000)
     monkeypatch.setattr(query, "CANDIDATES", 10 * N_FRAMES)
-    monkeypatch.setattr(query, "_THREADS", threads)
+    monkeypatch.setattr(scoring, "_THREADS", threads)
     for q in random_unit(5, D, 21):
         for fusion in ("max", "weighted", "object"):
             exact = search(index, None, q, k=25, fusion=fusion, exact=True)
