@@ -90,7 +90,8 @@ def app_url(host: str, port: int) -> str:
 
 
 def streamlit_command(index: Path, collection: Path | None, *, port: int = 8501, host: str = "127.0.0.1",
-                      random_weights: bool = False, device: str = "cpu", demo: bool = False) -> list[str]:
+                      random_weights: bool = False, device: str = "cpu", demo: bool = False,
+                      clip_checkpoint: Path | None = None) -> list[str]:
     """The argument list of ``python -m streamlit run`` (a list: nothing goes through a shell)."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP_FILE),
            "--server.port", str(int(port)), "--server.address", host]
@@ -101,6 +102,8 @@ def streamlit_command(index: Path, collection: Path | None, *, port: int = 8501,
         cmd += ["--collection", str(collection)]
     if random_weights:
         cmd.append("--random-weights")
+    if clip_checkpoint is not None:
+        cmd += ["--clip-checkpoint", str(Path(clip_checkpoint).expanduser().resolve())]
     if demo:
         cmd.append("--demo")
     return cmd

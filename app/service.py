@@ -1,20 +1,13 @@
-"""The search service behind ``mvk serve`` (usable by the app too): one encoder and one opened index shared by
-every caller, over the same library calls as ``mvk search`` (``search.query.search``, ``temporal_search``).
+"""The service behind the app and ``mvk serve``: the query service every front end shares
+(``search.service.QueryService``: queries, paging, validation, the event log, the encoder rule) plus frames,
+objects, thumbnails, masks and playable video segments.
 
-The index reopens by itself when a shard is swapped: each call compares a fingerprint of the index folder (a few
-``stat`` calls: the root manifest and each site's version pointer) with the one it was opened under; callers
-that still hold the old ``Index`` keep using it.
 Everything here takes values and returns values (DataFrames, bytes, paths); the HTTP layer (``app.api``) only
 translates them, and errors are ``search.errors`` types with messages fit to show as they are.
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import os
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,10 +15,14 @@ import numpy as np
 import pandas as pd
 
 from mvk_tools.eventlog import EventLog
-from search.errors import IndexFormatError, QueryError
+from search.errors import QueryError
+from search.identity import EncoderChoice
+from search.queries import ImageQuery, Options, SequenceQuery, TextQuery
 from search.query import Filters
+from search.scoring import SearchParams
+from search.service import (MAX_RESULTS, BrokenShardError, NotFoundError, Page, QueryLog,  # noqa: F401
+                            QueryService, fingerprint_version, index_fingerprint)
 
-MAX_RESULTS = 1000      # offset + k of one request: a page beyond this is refused (rank deeper with filters)
 MAX_SEGMENT = 120.0     # seconds of video one segment request may convert
 ENV_CACHE = "MVK_CACHE"
 
@@ -38,199 +35,43 @@ def default_cache(environ=os.environ) -> Path:
     return base / "playback"
 
 
-class NotFoundError(QueryError):
-    """A site, place, frame, object or video that the index does not have."""
+class SearchService(QueryService):
+    """The query service (``search.service.QueryService``) plus what the app and the API serve besides ranked
+    rows: frames, objects, thumbnails, masks and playable video segments of one index and its collection
+    (``cache``: where converted video segments go, default ``default_cache()``)."""
 
-
-class BrokenShardError(IndexFormatError):
-    """A request names a site whose shard is in the index but could not be read."""
-
-    def __init__(self, site: str, why: str) -> None:
-        self.site = site
-        super().__init__(f"the shard of site {site!r} could not be read: {why}")
-
-
-def index_fingerprint(root: Path) -> tuple:
-    """Changes whenever a shard is added, rebuilt, swapped or removed: the site folders present, and stat (inode,
-    mtime, size) of the root manifest and of each site's ``CURRENT`` pointer (replaced atomically when a new
-    version is published) or, in the older layout, its ``manifest.json`` (a swapped-in folder brings a new one).
-    Work files (``.tmp-*``, ``.old-*``, ``.lock``) are left out: a rebuild in progress does not reopen the index
-    before its shard is published."""
-    from search.shard_layout import POINTER
-
-    root = Path(root)
-    try:
-        children = sorted(p for p in (root / "sites").iterdir() if not p.name.startswith("."))
-    except OSError:
-        children = []
-    paths = [root / "manifest.json"]
-    for child in children:
-        paths += [child / POINTER, child / "manifest.json"]
-    parts = [tuple(child.name for child in children)]
-    for path in paths:
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        parts.append((str(path.relative_to(root)), st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(parts)
-
-
-def fingerprint_version(fingerprint: tuple) -> str:
-    """A short stable name of an index state, reported with every answer (gids are valid within one version)."""
-    return hashlib.sha1(repr(fingerprint).encode()).hexdigest()[:12]
-
-
-def encoder_for_index(root: Path, *, device: str = "cpu", model: str | None = None, pretrained: str | None = None,
-                      checkpoint: str | None = None, random_weights: bool = False):
-    """The encoder an index must be searched with, chosen exactly as ``mvk search`` chooses it: the model
-    recorded in the index unless one is named. MissingWeightsError when its weights are not available."""
-    from search.commands.search import encoder_arguments
-    from search.encoder import load_encoder
-    from search.store import read_manifest
-
-    args = argparse.Namespace(model=model, pretrained=pretrained, checkpoint=checkpoint,
-                              random_weights=random_weights, device=device)
-    return load_encoder(**encoder_arguments(args, read_manifest(root).get("encoder") or {}))
-
-
-@dataclass
-class Page:
-    """One page of ranked rows and what the caller should know about them."""
-    rows: pd.DataFrame
-    offset: int
-    has_more: bool
-    notes: list[str]
-    skipped_shards: dict[str, str]
-    version: str
-    took_ms: float
-
-
-@dataclass
-class SearchService:
-    """Queries, frames, thumbnails and videos of one index folder (and the collection it was built from)."""
-    root: Path
-    collection: Path | None = None
-    device: str = "cpu"
-    encoder: object | None = None             # search.encoder.Encoder; loaded from the index on first use
-    cache: Path | None = None                 # converted video segments (default: default_cache())
-    log: EventLog = field(default_factory=lambda: EventLog(None))
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _opened: tuple | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root).expanduser().resolve()
-        if self.collection is not None:
-            self.collection = Path(self.collection).expanduser().resolve()
-
-    # -- shared resources ---------------------------------------------------------------------------
-
-    def opened(self) -> tuple[object, str]:
-        """(the opened index, its version); reopened when the folder's fingerprint changed."""
-        fp = index_fingerprint(self.root)
-        current = self._opened
-        if current is not None and current[0] == fp:
-            return current[1], current[2]
-        with self._lock:
-            if self._opened is None or self._opened[0] != fp:
-                from search.store import open_index
-
-                self._opened = (fp, open_index(self.root, device=self.device), fingerprint_version(fp))
-            return self._opened[1], self._opened[2]
-
-    def index(self):
-        return self.opened()[0]
-
-    def get_encoder(self):
-        """The shared encoder, loaded once (from the index's recorded model when none was given)."""
-        if self.encoder is None:
-            with self._lock:
-                if self.encoder is None:
-                    self.encoder = encoder_for_index(self.root, device=self.device)
-        return self.encoder
+    def __init__(self, root: Path, collection: Path | None = None, *, device: str = "cpu", encoder=None,
+                 cache: Path | None = None, log: QueryLog | None = None, choice: EncoderChoice = EncoderChoice()):
+        super().__init__(root, device=device, choice=choice, encoder=encoder, log=log or EventLog(None))
+        self.collection = Path(collection).expanduser().resolve() if collection is not None else None
+        self.cache = cache
 
     @property
     def roots(self) -> tuple[Path, ...]:
         """The folders files may be served from."""
         return (self.root,) + ((self.collection,) if self.collection is not None else ())
 
-    # -- queries --------------------------------------------------------------------------------------
-
-    def check_filters(self, index, filters: Filters) -> None:
-        """NotFoundError for a site or place the index does not have, BrokenShardError for a site whose
-        shard could not be read (query.search would say both as a QueryError; callers need to tell them apart)."""
-        for site in filters.sites:
-            if site in index.errors:
-                raise BrokenShardError(site, index.errors[site])
-            if site not in index.shards:
-                raise NotFoundError(f"unknown site {site!r}; the index has: {', '.join(index.shards) or 'no sites'}")
-        if filters.places:
-            known = sorted({str(p) for p in index.frames["place"].dropna()})
-            lower = {p.lower() for p in known}
-            for place in filters.places:
-                if place.lower() not in lower:
-                    raise NotFoundError(f"unknown place {place!r}; the index has: {', '.join(known) or 'no places'}")
-
-    @staticmethod
-    def _window(k: int, offset: int) -> int:
-        if k < 1:
-            raise QueryError(f"k must be at least 1, got {k}")
-        if offset < 0:
-            raise QueryError(f"offset must be 0 or more, got {offset}")
-        if offset + k > MAX_RESULTS:
-            raise QueryError(f"offset + k is {offset + k}; at most {MAX_RESULTS} results can be paged through "
-                             f"(narrow the query with filters)")
-        return offset + k + 1            # one more than the page, to know whether another page follows
+    # -- the query types the API names by verb (thin: each builds a query value and runs it) ------------
 
     def search(self, query: str | np.ndarray, *, k: int = 20, offset: int = 0, fusion: str = "max",
                weight: float = 0.5, filters: Filters = Filters(), group_by: Literal["video"] | None = None,
-               exact: bool | None = None, source: str = "api", label: str | None = None) -> Page:
+               exact: bool | None = None, source: str = "api", label: str | None = None,
+               params: SearchParams = SearchParams(), cells: tuple[int, ...] = ()) -> Page:
         """Ranked frames ``offset .. offset+k-1`` for a text or an (H, W, 3) image (``label`` names it in
         the log); logged as one query event."""
-        from search import query as Q
+        q = TextQuery(query) if isinstance(query, str) else ImageQuery(query, label or "image")
+        return self.run(q, Options(k=k, offset=offset, fusion=fusion, weight=weight, filters=filters,
+                                   group_by=group_by, exact=exact, params=params, cells=tuple(cells)), source=source)
 
-        if isinstance(query, str) and not query.strip():
-            raise QueryError("the query text is empty")
-        want = self._window(k, offset)
-        started = time.perf_counter()
-        index, version = self.opened()
-        self.check_filters(index, filters)
-        found = Q.search(index, self.get_encoder(), query, k=want, fusion=fusion, weight=weight, filters=filters,
-                         group_by=group_by, exact=exact)
-        page = self._page(found, index, version, k, offset, started)
-        self.log.query(source=source, kind="text" if isinstance(query, str) else "image",
-                       text=query if isinstance(query, str) else None, image=label, filters=filters,
-                       fusion=fusion, weight=weight, k=k, offset=offset, results=page.rows,
-                       took_ms=page.took_ms, version=version)
-        return page
-
-    def temporal(self, first: str, then: str, *, within: float = 10.0, k: int = 20, offset: int = 0,
+    def temporal(self, first: str, then: str | list[str], *, within: float = 10.0, k: int = 20, offset: int = 0,
                  fusion: str = "max", weight: float = 0.5, filters: Filters = Filters(),
                  group_by: Literal["video"] | None = None, source: str = "api") -> Page:
-        """"``first`` then ``then`` within ``within`` seconds in the same video": ranked pairs of frames."""
-        from search import query as Q
-
-        for name, text in (("first", first), ("then", then)):
-            if not str(text).strip():
-                raise QueryError(f"the {name} query text is empty")
-        want = self._window(k, offset)
-        started = time.perf_counter()
-        index, version = self.opened()
-        self.check_filters(index, filters)
-        found = Q.temporal_search(index, self.get_encoder(), first, then, within=within, k=want, fusion=fusion,
-                                  weight=weight, filters=filters, group_by=group_by)
-        page = self._page(found, index, version, k, offset, started)
-        self.log.query(source=source, kind="temporal", text=first, then=then, within=within, filters=filters,
-                       fusion=fusion, weight=weight, k=k, offset=offset, results=page.rows, took_ms=page.took_ms,
-                       version=version)
-        return page
-
-    @staticmethod
-    def _page(found: pd.DataFrame, index, version: str, k: int, offset: int, started: float) -> Page:
-        rows = found.iloc[offset:offset + k].reset_index(drop=True)
-        return Page(rows=rows, offset=offset, has_more=len(found) > offset + k,
-                    notes=list(found.attrs.get("notes", [])), skipped_shards=dict(index.errors), version=version,
-                    took_ms=1000 * (time.perf_counter() - started))
+        """"``first`` then ``then`` (one text or several, in order) within ``within`` seconds in the same
+        video": ranked chains of frames."""
+        thens = [then] if isinstance(then, str) else list(then)
+        steps = tuple(TextQuery(s) for s in [first, *thens])
+        return self.run(SequenceQuery(steps, within), Options(k=k, offset=offset, fusion=fusion, weight=weight,
+                                                              filters=filters, group_by=group_by), source=source)
 
     # -- frames, objects, files -------------------------------------------------------------------------
 

@@ -23,13 +23,14 @@ import streamlit as st
 
 from search.errors import MvkError
 
-from app.service import ENV_CACHE, default_cache, index_fingerprint
+from app.service import ENV_CACHE, default_cache, index_fingerprint  # noqa: F401  (pages read the fingerprint here)
 
 ENV_INDEX = "MVK_INDEX"
 ENV_COLLECTION = "MVK_COLLECTION"
 ENV_RANDOM_WEIGHTS = "MVK_RANDOM_WEIGHTS"
 ENV_DEVICE = "MVK_DEVICE"
 ENV_DEMO = "MVK_DEMO"
+ENV_CLIP_CHECKPOINT = "MVK_CLIP_CHECKPOINT"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class AppConfig:
     device: str = "cpu"
     demo: bool = False
     cache: Path | None = None    # where converted video segments are kept (default: ~/.cache/mvk)
+    clip_checkpoint: Path | None = None   # the CLIP checkpoint file of an index built from one
 
     @property
     def playback_cache(self) -> Path:
@@ -69,6 +71,7 @@ def parse_config(argv: Sequence[str], environ: dict[str, str] | os._Environ) -> 
     parser.add_argument("--random-weights", action="store_true")
     parser.add_argument("--device")
     parser.add_argument("--demo", action="store_true")
+    parser.add_argument("--clip-checkpoint")
     args, _ = parser.parse_known_args(list(argv))
     index = args.index or environ.get(ENV_INDEX)
     if not index:
@@ -81,26 +84,18 @@ def parse_config(argv: Sequence[str], environ: dict[str, str] | os._Environ) -> 
         device=args.device or environ.get(ENV_DEVICE) or "cpu",
         demo=args.demo or _truthy(environ.get(ENV_DEMO)),
         cache=Path(environ[ENV_CACHE]).expanduser().resolve() if environ.get(ENV_CACHE) else None,
+        clip_checkpoint=Path(clip).expanduser().resolve() if (clip := args.clip_checkpoint
+                                                               or environ.get(ENV_CLIP_CHECKPOINT)) else None,
     )
 
 
-@st.cache_resource(max_entries=2, show_spinner="Opening the index…")
-def _open_index(root: str, fingerprint: tuple, device: str):
-    from search.store import open_index
-
-    return open_index(root, device=device)
-
-
-def open_index_cached(config: AppConfig):
-    """The opened index (cached until its manifests change). Raises search.errors.IndexFormatError."""
-    return _open_index(str(config.index), index_fingerprint(config.index), config.device)
-
-
 @st.cache_resource(max_entries=2, show_spinner="Loading the CLIP model…")
-def _load_encoder(model: str, pretrained: str | None, checkpoint: str | None, random_weights: bool, device: str):
-    from search.encoder import load_encoder
+def _load_encoder(identity_json: str, checkpoint: str | None, device: str):
+    import json
 
-    return load_encoder(model, pretrained, checkpoint=checkpoint, random_weights=random_weights, device=device)
+    from search.identity import EncoderChoice, encoder_for_index
+
+    return encoder_for_index(json.loads(identity_json), EncoderChoice(checkpoint=checkpoint), device=device)
 
 
 def encoder_identity(index) -> dict:
@@ -110,21 +105,42 @@ def encoder_identity(index) -> dict:
 
 
 def load_encoder_for(index, config: AppConfig):
-    """The encoder the index was built with, loaded once per process. An index built with random weights is
-    searched with the same random weights (the page shows a banner saying so); MissingWeightsError otherwise
-    when the pretrained weights are not available offline."""
-    ident = encoder_identity(index)
-    from search.encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED
-    from search.errors import MissingWeightsError
+    """The encoder the index was built with, loaded once per process by the one rule every front end uses
+    (``search.identity``): a random-weight index is searched with the same random weights (the page shows a
+    banner saying so), a checkpoint-built index with ``--clip-checkpoint FILE`` (``mvk app`` passes it);
+    MissingWeightsError otherwise when the weights are not available offline."""
+    import json
 
-    checkpoint = ident.get("checkpoint")
-    if checkpoint:   # the manifest records the checkpoint's name and size, not where the file lives
-        name = checkpoint.get("name") if isinstance(checkpoint, dict) else checkpoint
-        raise MissingWeightsError(
-            f"this index was built from the CLIP checkpoint file {name}; the app cannot load a checkpoint file "
-            f"yet: search it with `mvk search --checkpoint PATH` or serve it with `mvk serve --checkpoint PATH`")
-    return _load_encoder(ident.get("model", DEFAULT_MODEL), ident.get("pretrained", DEFAULT_PRETRAINED),
-                         None, bool(ident.get("random_weights", False)), config.device)
+    from search.identity import EncoderChoice, resolve_choice
+
+    identity = encoder_identity(index)
+    checkpoint = str(config.clip_checkpoint) if config.clip_checkpoint else None
+    resolve_choice(identity, EncoderChoice(checkpoint=checkpoint))     # refusals before the cache is touched
+    return _load_encoder(json.dumps(identity, sort_keys=True, default=str), checkpoint, config.device)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Opening the index…")
+def _service(root: str, collection: str | None, device: str, checkpoint: str | None, cache: str | None):
+    from app.service import SearchService
+    from mvk_tools.eventlog import EventLog, default_log_path
+    from search.identity import EncoderChoice
+
+    return SearchService(Path(root), Path(collection) if collection else None, device=device,
+                         cache=Path(cache) if cache else None, log=EventLog(default_log_path(root)),
+                         choice=EncoderChoice(checkpoint=checkpoint))
+
+
+def service_for(config: AppConfig):
+    """The query service of the app (one per index and settings, shared by every page and session): the same
+    ``SearchService`` that ``mvk serve`` runs, so a query gives the same results and paging in both."""
+    return _service(str(config.index), str(config.collection) if config.collection else None, config.device,
+                    str(config.clip_checkpoint) if config.clip_checkpoint else None,
+                    str(config.playback_cache) if config.cache else None)
+
+
+def open_index_cached(config: AppConfig):
+    """The opened index (reopened by the service when its manifests change). Raises IndexFormatError."""
+    return service_for(config).index()
 
 
 # ---- background jobs (index rebuilds) ---------------------------------------------------------------

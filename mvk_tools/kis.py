@@ -374,29 +374,15 @@ def query_vectors(queries: pd.DataFrame, *, dim: int, encode: Callable[[list[str
 
 def encoder_for_index(identity: dict, *, checkpoint: str | None = None, random_weights: bool = False,
                       device: str = "cpu"):
-    """The text encoder an index was built with (``Index.encoder``), as ``mvk search`` and the app choose it:
-    an index made with random weights is queried with the same random weights (the result says so: its ranks
-    mean nothing), ``random_weights`` on an index with pretrained weights is refused; a checkpoint-built
-    index needs the ``checkpoint`` file. Raises ModelMismatchError / MissingWeightsError with what to do."""
-    from search.encoder import describe, load_encoder, same_space
+    """The text encoder an index was built with (``Index.encoder``), by the one rule of ``search.identity`` that
+    every front end uses; an index that records no encoder cannot be searched with texts here."""
     from search.errors import ModelMismatchError
+    from search.identity import EncoderChoice, encoder_for_index as by_identity
 
     if not identity.get("model"):
         raise ModelMismatchError("the index records no encoder: it cannot be searched with text; use "
                                  "--use-file-vectors with vectors of its dimension")
-    built_random = bool(identity.get("random_weights"))
-    if random_weights and not built_random:
-        raise ModelMismatchError(f"the index was built with {describe(identity)}; --random-weights cannot query "
-                                 "it: drop the flag")
-    random_weights = built_random
-    if identity.get("checkpoint") and not random_weights and checkpoint is None:
-        raise ModelMismatchError(f"the index was built with {describe(identity)}: pass --checkpoint FILE")
-    enc = load_encoder(identity["model"], identity.get("pretrained"), checkpoint=checkpoint,
-                       random_weights=random_weights, device=device)
-    if not same_space(enc.identity(), identity):
-        raise ModelMismatchError(f"the index was built with {describe(identity)}, the loaded encoder is "
-                                 f"{describe(enc.identity())}")
-    return enc
+    return by_identity(identity, EncoderChoice(checkpoint=checkpoint, random_weights=random_weights), device=device)
 
 
 # (items, description, total) -> the same items, showing progress as they are consumed

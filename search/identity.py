@@ -83,13 +83,14 @@ def resolve_choice(identity: dict, choice: EncoderChoice = EncoderChoice()) -> d
     return {"model": model, "pretrained": pretrained, "checkpoint": checkpoint, "random_weights": random_weights}
 
 
-def encoder_for_index(identity: dict, choice: EncoderChoice = EncoderChoice(), *, device: str = "cpu"):
-    """The encoder that searches an index built with ``identity`` (``resolve_choice``), loaded and checked to
-    share the index's space (ModelMismatchError otherwise, naming both)."""
+def encoder_for_index(identity: dict, choice: EncoderChoice = EncoderChoice(), *, device: str = "cpu",
+                      where: str | Path | None = None):
+    """The encoder that searches an index (at ``where``) built with ``identity`` (``resolve_choice``), loaded and
+    checked to share the index's space (ModelMismatchError otherwise, naming both)."""
     from search.encoder import load_encoder
 
     encoder = load_encoder(**resolve_choice(identity, choice), device=device)
-    check_space(identity, encoder.identity())
+    check_space(identity, encoder.identity(), where)
     return encoder
 
 

@@ -50,6 +50,14 @@ class VectorTable:
         from search.faiss_index import scores_of_ids
         return scores_of_ids(self.cpu, ids, query)
 
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` as (len(ids), d) float32 (a "more like this" query, feedback examples)."""
+        from search.faiss_index import reconstruct_ids
+        ids = np.asarray(ids, np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            raise IndexError(f"vector ids outside 0..{len(self) - 1}")
+        return reconstruct_ids(self.cpu, ids)
+
     def vectors(self) -> np.ndarray:
         """The stored (n, d) float16 vectors, decoded whole (a copy: for tests and tools)."""
         from search.faiss_index import reconstruct_all

@@ -36,3 +36,31 @@ def test_the_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import numpy\n\ndef f():\n    from indexer.segment import segment_stream\n    import app.cli\n")
     assert imported_packages(module) == {"indexer", "app"}
+
+
+QUERY_INTERNALS = {"search.query", "search.scoring"}   # the app's pages query through the service only
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports by name (``from search import query`` counts as ``search.query``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_app_pages_never_reach_around_the_query_service() -> None:
+    """Every query of a page goes through ``search.service`` (one paging limit, one validation, one log)."""
+    bad = {str(p.relative_to(REPO)): sorted(imported_modules(p) & QUERY_INTERNALS)
+           for p in (REPO / "app" / "ui").rglob("*.py")}
+    assert not {k: v for k, v in bad.items() if v}
+
+
+def test_the_page_checker_sees_a_module_imported_from_its_package(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("from search import query\n")
+    assert "search.query" in imported_modules(module)

@@ -14,7 +14,7 @@ sessions and index management. The app reads and serves only files inside --inde
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from search.clikit import add_model_weight_arguments
+    from search.clikit import add_deprecated_alias, add_model_weight_arguments
 
     parser.add_argument("--index", required=True, help="index folder (created empty if missing)")
     parser.add_argument("--collection", default=None,
@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-open", action="store_true",
                         help="do not open a browser window (the server is headless either way: it never waits "
                              "on the terminal)")
+    parser.add_argument("--clip-checkpoint", dest="clip_checkpoint", default=None, metavar="FILE",
+                        help="local open_clip checkpoint file, for an index built from one")
+    add_deprecated_alias(parser, "--checkpoint", "--clip-checkpoint", "clip_checkpoint")
     add_model_weight_arguments(parser)
 
 
@@ -36,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
     index, collection = check_folders(args.index, args.collection)
     cmd = streamlit_command(index, collection, port=args.port, host=args.host,
-                            random_weights=args.random_weights, device=args.device)
+                            random_weights=args.random_weights, device=args.device,
+                            clip_checkpoint=args.clip_checkpoint)
     return run_streamlit(cmd, url=app_url(args.host, args.port), open_browser=not args.no_open)

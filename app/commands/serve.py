@@ -23,7 +23,7 @@ Listens on 127.0.0.1 (this machine only) unless --host says otherwise; --token (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from search.clikit import add_model_weight_arguments
+    from search.clikit import add_encoder_arguments
 
     parser.add_argument("--index", required=True, help="the index folder (made by mvk index)")
     parser.add_argument("--collection", default=None,
@@ -36,11 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "prefer the variable: a flag shows in the process list)")
     parser.add_argument("--log", default=None,
                         help="JSONL event log of every query (default: $MVK_LOG, else IDX/logs/events.jsonl)")
-    parser.add_argument("--model", default=None, help="open_clip model (default: the one recorded in the index)")
-    parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default: the index's)")
-    parser.add_argument("--checkpoint", default=None, help="local open_clip checkpoint file (default: the index's "
-                        "model with its pretrained tag)")
-    add_model_weight_arguments(parser)
+    add_encoder_arguments(parser)
 
 
 def is_loopback(host: str) -> bool:
@@ -60,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     from app.api import ENV_TOKEN, create_app
     from app.launch import check_folders
-    from app.service import SearchService, encoder_for_index
+    from app.service import SearchService
+    from search.clikit import encoder_choice
+    from search.identity import encoder_for_index
     from mvk_tools.eventlog import EventLog, default_log_path
     from search.errors import InputError
     from search.store import open_index
@@ -70,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.index).expanduser().is_dir():
         raise InputError(f"no index folder at {args.index} (build one with mvk index)")
     index_root, collection = check_folders(args.index, args.collection)
-    encoder = encoder_for_index(index_root, device=args.device, model=args.model, pretrained=args.pretrained,
-                                checkpoint=args.checkpoint, random_weights=args.random_weights)
-    index = open_index(index_root, expect=encoder.identity(), device=args.device)
+    index = open_index(index_root, device=args.device)
+    encoder = encoder_for_index(index.encoder, encoder_choice(args), device=args.device, where=index_root)
     token = args.token if args.token is not None else os.environ.get(ENV_TOKEN) or None
     log_path = args.log or default_log_path(index_root)
-    service = SearchService(index_root, collection, device=args.device, encoder=encoder, log=EventLog(log_path))
+    service = SearchService(index_root, collection, device=args.device, encoder=encoder, log=EventLog(log_path),
+                            choice=encoder_choice(args))
     print(f"mvk serve: {len(index.frames):,} frames at {len(index.shards)} sites from {index_root}"
           f"{'' if not index.errors else f' ({len(index.errors)} shards skipped: ' + ', '.join(index.errors) + ')'}",
           file=sys.stderr)

@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 
 from app.images import decode_jpeg, draw_object, row_box  # noqa: F401  (the pages use them through common)
-from app.state import AppConfig, load_encoder_for, open_index_cached, parse_config
+from app.state import AppConfig, load_encoder_for, open_index_cached, parse_config, service_for
 
 
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
@@ -109,6 +109,15 @@ def encoder(index, cfg: AppConfig):
     except MvkError as exc:
         st.error(f"Cannot load the CLIP model: {plain(exc)}", icon=":material/error:")
         st.stop()
+
+
+def service(cfg: AppConfig):
+    """The query service every page runs its queries through (the one ``mvk serve`` runs), with the page's
+    encoder in it."""
+    svc = service_for(cfg)
+    if svc.encoder is None:
+        svc.encoder = encoder(svc.index(), cfg)
+    return svc
 
 
 def fmt_time(seconds: float) -> str:

@@ -18,7 +18,7 @@ common.random_banner(index, cfg)
 
 from mvk_tools import kis, plots  # noqa: E402
 from search.errors import MvkError  # noqa: E402
-from search.query import FUSIONS  # noqa: E402
+from search.queries import FUSIONS  # noqa: E402
 
 from app import kis_run  # noqa: E402
 from app.security import check_uploaded_csv, safe_name  # noqa: E402

@@ -86,7 +86,7 @@ def grid(index, found: pd.DataFrame, *, overlay: str, group_by_video: bool) -> N
 
 
 def is_pairs(found: pd.DataFrame) -> bool:
-    """Whether ``found`` holds temporal pairs (``search.query.temporal_search``) rather than frames."""
+    """Whether ``found`` holds temporal pairs (a sequence query) rather than frames."""
     return "then_gid" in found.columns
 
 

@@ -2,22 +2,20 @@
 within N seconds (pairs of frames); filters, fusion; a grid of frames; a result plays in place."""
 from __future__ import annotations
 
-import time
 
 import pandas as pd
 import streamlit as st
 
 from app.state import index_fingerprint
-from app.ui import common, competition, results
+from app.ui import common, results
 
 cfg = common.config()
 index = common.open_index(cfg)
 common.random_banner(index, cfg)
 
 from search.errors import MvkError  # noqa: E402
-from search.query import FUSIONS, Filters, search, temporal_search  # noqa: E402
-
-MAX_RESULTS = 2000        # the deepest rank paging reaches
+from search.queries import FUSIONS, Filters, ImageQuery, Options, SequenceQuery, TextQuery  # noqa: E402
+from search.service import MAX_RESULTS  # noqa: E402  (the deepest rank paging reaches, as in the API)
 URL = "query-params"      # widgets bound to the URL: a link (or a reload) brings back the query and filters
 
 frames = index.frames
@@ -101,24 +99,22 @@ if submitted or from_url or (last is not None and (params != last or st.session_
                        + (" The “then” description needs a first one to follow." if then_text else ""))
             clear_results()
         if query is not None:
-            encoder = common.encoder(index, cfg)
-            started = time.perf_counter()
+            common.encoder(index, cfg)           # a missing model stops the page with the reason
+            step = TextQuery(query) if isinstance(query, str) else ImageQuery(query, f"image {upload.name}")
             if then_text:
-                found = temporal_search(index, encoder, query, then_text, within=float(within), k=wanted,
-                                        fusion=fusion, weight=float(weight), filters=filters)
+                q = SequenceQuery((step, TextQuery(then_text)), float(within))
                 label += f" then “{then_text}” within {float(within):g} s"
             else:
-                found = search(index, encoder, query, k=wanted, fusion=fusion, weight=float(weight), filters=filters)
-            competition.log_search(found, kind="temporal" if then_text else "image" if upload is not None else "text",
-                                   text=text.strip() or None, image=upload.name if upload is not None else None,
-                                   then=then_text or None, within=float(within), filters=filters, fusion=fusion,
-                                   weight=float(weight), k=wanted)
+                q = step
+            page = common.service(cfg).run(q, Options(k=wanted, fusion=fusion, weight=float(weight),
+                                                      filters=filters), source="app")
+            found = page.rows
             if st.session_state.get("search_k") is None or params != last:
                 st.session_state.pop("selected", None)
             st.session_state["search_results"] = found
-            st.session_state["search_notes"] = [n for n in found.attrs.get("notes", []) if "random weights" not in n]
+            st.session_state["search_notes"] = [n for n in page.notes if "random weights" not in n]
             st.session_state["search_label"] = label
-            st.session_state["search_ms"] = 1000 * (time.perf_counter() - started)
+            st.session_state["search_ms"] = page.took_ms
             st.session_state["search_k"] = wanted
     except MvkError as exc:
         clear_results()

@@ -16,7 +16,7 @@ common.random_banner(index, cfg)
 
 from app import sessions  # noqa: E402
 from search.errors import MvkError  # noqa: E402
-from search.query import FUSIONS  # noqa: E402
+from search.queries import FUSIONS  # noqa: E402
 
 st.title("KIS session")
 st.caption("Describe the frame below so that someone could find it: the app ranks every indexed frame for your "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.clikit import add_model_weight_arguments, non_negative_float, positive_float, positive_int
+from search.clikit import add_encoder_arguments, non_negative_float, positive_float, positive_int
 
 NAME = "kis"
 HELP = "known-item-search benchmark: the rank of each query's target frame, hit@k, MRR, plots"
@@ -53,10 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-file-vectors", action="store_true",
                         help="rank with the precomputed vectors in the query files instead of encoding the texts "
                              "(their dimension must match the index)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="local checkpoint file of the index's encoder, when the index was built from one")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="texts per encoding batch (default 256)")
-    add_model_weight_arguments(parser)
+    add_encoder_arguments(parser, models=False)
 
 
 def _fusions(text: str) -> list[str]:
@@ -99,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     result = kis.run_benchmark(
         index, args.querysets, use_file_vectors=args.use_file_vectors, fusions=fusions, weight=args.weight,
         tolerance=args.tolerance, match=args.match, default_fps=args.fps, encode_batch=args.batch_size,
-        encoder=lambda: kis.encoder_for_index(identity, checkpoint=args.checkpoint,
+        encoder=lambda: kis.encoder_for_index(identity, checkpoint=args.clip_checkpoint,
                                               random_weights=args.random_weights, device=args.device),
         # an unusable file is printed once: in the error when no query is left, else after the run
         warn=lambda message, what: print(message, file=sys.stderr) if what != "file" else None,

@@ -1,0 +1,405 @@
+"""The query service: every query of every front end (``mvk search``, the Streamlit pages, ``mvk serve``) runs
+here, once. It holds one opened index (reopened by itself when a shard is swapped), one encoder (chosen by the
+one rule of ``search.identity``), validates and pages, resolves stable result ids, and logs each query.
+
+A query is a value of ``search.queries`` (text, image, sequence, more-like-this, feedback); ``run`` dispatches
+on its type to one handler. Front ends only build these values and show ``Page``s.
+
+The index reopens by itself when a shard is swapped: each call compares a fingerprint of the index folder (a few
+``stat`` calls: the root manifest and each site's version pointer) with the one it was opened under; callers that
+still hold the old ``Index`` keep using it.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from search import queries as Qs
+from search.errors import IndexFormatError, QueryError
+from search.identity import EncoderChoice
+from search.query import Filters
+
+MAX_RESULTS = 1000      # offset + k of one request: a page beyond this is refused (rank deeper with filters)
+MAX_TEXT = 10_000       # characters of one query text (longer texts are truncated to the model's context, with a note)
+HEATMAP_CACHE = 64      # frames whose dense features stay cached for heatmaps
+
+
+class NotFoundError(QueryError):
+    """A site, place, frame, object or video that the index does not have."""
+
+
+class BrokenShardError(IndexFormatError):
+    """A request names a site whose shard is in the index but could not be read."""
+
+    def __init__(self, site: str, why: str) -> None:
+        self.site = site
+        super().__init__(f"the shard of site {site!r} could not be read: {why}")
+
+
+class QueryLog(Protocol):
+    """Where the service records each query (``mvk_tools.eventlog.EventLog`` in the app and the API)."""
+
+    def query(self, *, source: str, kind: str, filters=None, results=None, **fields) -> Any: ...
+
+
+class NullLog:
+    """No event log (the CLI's default)."""
+
+    def query(self, **fields) -> bool:
+        return False
+
+
+def index_fingerprint(root: Path) -> tuple:
+    """Changes whenever a shard is added, rebuilt, swapped or removed: the site folders present, and stat (inode,
+    mtime, size) of the root manifest and of each site's ``CURRENT`` pointer (replaced atomically when a new
+    version is published) or, in the older layout, its ``manifest.json`` (a swapped-in folder brings a new one).
+    Work files (``.tmp-*``, ``.old-*``, ``.lock``) are left out: a rebuild in progress does not reopen the index
+    before its shard is published."""
+    from search.shard_layout import POINTER
+
+    root = Path(root)
+    try:
+        children = sorted(p for p in (root / "sites").iterdir() if not p.name.startswith("."))
+    except OSError:
+        children = []
+    paths = [root / "manifest.json"]
+    for child in children:
+        paths += [child / POINTER, child / "manifest.json"]
+    parts = [tuple(child.name for child in children)]
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        parts.append((str(path.relative_to(root)), st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(parts)
+
+
+def fingerprint_version(fingerprint: tuple) -> str:
+    """A short stable name of an index state, reported with every answer (gids are valid within one version)."""
+    return hashlib.sha1(repr(fingerprint).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Page:
+    """One page of ranked rows and what the caller should know about them."""
+    rows: pd.DataFrame
+    offset: int
+    has_more: bool
+    notes: list[str]
+    skipped_shards: dict[str, str]
+    version: str
+    took_ms: float
+    query: str = ""                    # the query in words
+
+
+@dataclass
+class QueryService:
+    """Queries over one index folder: one opened index, one encoder, one paging limit, one validation, one log."""
+    root: Path
+    device: str = "cpu"
+    choice: EncoderChoice = field(default_factory=EncoderChoice)
+    encoder: object | None = None             # search.encoder.Encoder; loaded by the identity rule on first use
+    log: QueryLog = field(default_factory=NullLog)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _opened: tuple | None = field(default=None, repr=False)
+    _dense: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).expanduser().resolve()
+
+    # -- shared resources ---------------------------------------------------------------------------
+
+    def opened(self) -> tuple[object, str]:
+        """(the opened index, its version); reopened when the folder's fingerprint changed."""
+        fp = index_fingerprint(self.root)
+        current = self._opened
+        if current is not None and current[0] == fp:
+            return current[1], current[2]
+        with self._lock:
+            if self._opened is None or self._opened[0] != fp:
+                from search.store import open_index
+
+                self._opened = (fp, open_index(self.root, device=self.device), fingerprint_version(fp))
+            return self._opened[1], self._opened[2]
+
+    def index(self):
+        return self.opened()[0]
+
+    def get_encoder(self):
+        """The shared encoder, loaded once by the identity rule (``search.identity.encoder_for_index``)."""
+        if self.encoder is None:
+            from search.identity import encoder_for_index
+
+            with self._lock:
+                if self.encoder is None:
+                    identity = dict((self._opened[1].manifest if self._opened else
+                                     _read_manifest(self.root)).get("encoder") or {})
+                    self.encoder = encoder_for_index(identity, self.choice, device=self.device, where=self.root)
+        return self.encoder
+
+    # -- validation ---------------------------------------------------------------------------------
+
+    def check_filters(self, index, filters: Filters) -> None:
+        """NotFoundError for a site or place the index does not have, BrokenShardError for a site whose
+        shard could not be read (query.search would say both as a QueryError; callers need to tell them apart)."""
+        for site in filters.sites:
+            if site in index.errors:
+                raise BrokenShardError(site, index.errors[site])
+            if site not in index.shards:
+                raise NotFoundError(f"unknown site {site!r}; the index has: {', '.join(index.shards) or 'no sites'}")
+        if filters.places:
+            known = sorted({str(p) for p in index.frames["place"].dropna()})
+            lower = {p.lower() for p in known}
+            for place in filters.places:
+                if place.lower() not in lower:
+                    raise NotFoundError(f"unknown place {place!r}; the index has: {', '.join(known) or 'no places'}")
+
+    @staticmethod
+    def window(k: int, offset: int) -> int:
+        """How many rows to rank for the page ``offset .. offset+k-1`` (one more, to know whether another page
+        follows); QueryError beyond ``MAX_RESULTS``."""
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        if offset < 0:
+            raise QueryError(f"offset must be 0 or more, got {offset}")
+        if offset + k > MAX_RESULTS:
+            raise QueryError(f"offset + k is {offset + k}; at most {MAX_RESULTS} results can be paged through "
+                             f"(narrow the query with filters)")
+        return offset + k + 1
+
+    @staticmethod
+    def check_text(text: str, what: str = "the query text") -> str:
+        """The text with its white space folded; QueryError when empty or longer than ``MAX_TEXT``."""
+        folded = " ".join(str(text).split())
+        if not folded:
+            raise QueryError(f"{what} is empty")
+        if len(folded) > MAX_TEXT:
+            raise QueryError(f"{what} has {len(folded):,} characters; at most {MAX_TEXT:,} are accepted")
+        return folded
+
+    # -- running queries ------------------------------------------------------------------------------
+
+    def run(self, query: "Qs.Query", options: "Qs.Options" = Qs.Options(), *, source: str = "api") -> Page:
+        """The page ``options.offset .. offset+k-1`` of ``query``'s ranked results, logged as one query event."""
+        handler = _HANDLERS.get(type(query))
+        if handler is None:
+            raise QueryError(f"unknown query type {type(query).__name__}")
+        want = self.window(options.k, options.offset)
+        started = time.perf_counter()
+        index, version = self.opened()
+        self.check_filters(index, options.filters)
+        found, fields = handler(self, index, query, replace(options, k=want))
+        rows = found.iloc[options.offset:options.offset + options.k].reset_index(drop=True)
+        page = Page(rows=rows, offset=options.offset, has_more=len(found) > options.offset + options.k,
+                    notes=list(found.attrs.get("notes", [])), skipped_shards=dict(index.errors), version=version,
+                    took_ms=1000 * (time.perf_counter() - started), query=Qs.describe(query))
+        self.log.query(source=source, filters=options.filters, fusion=options.fusion, weight=options.weight,
+                       k=options.k, offset=options.offset, results=page.rows, took_ms=page.took_ms,
+                       version=version, cells=list(options.cells) or None, **fields)
+        return page
+
+    def _search(self, index, query, options: "Qs.Options") -> pd.DataFrame:
+        from search.query import search
+        return search(index, self.get_encoder() if not isinstance(query, np.ndarray) or query.ndim != 1 else None,
+                      query, k=options.k, fusion=options.fusion, weight=options.weight, filters=options.filters,
+                      group_by=options.group_by, exact=options.exact, params=options.params, cells=options.cells)
+
+    def _text(self, index, query: "Qs.TextQuery", options) -> tuple[pd.DataFrame, dict]:
+        text = self.check_text(query.text)
+        return self._search(index, text, options), {"kind": "text", "text": text}
+
+    def _image(self, index, query: "Qs.ImageQuery", options) -> tuple[pd.DataFrame, dict]:
+        return self._search(index, query.image, options), {"kind": "image", "image": query.label}
+
+    def _sequence(self, index, query: "Qs.SequenceQuery", options) -> tuple[pd.DataFrame, dict]:
+        from search.query import sequence_search
+        if len(query.steps) < 2:
+            raise QueryError("a temporal query needs at least two steps")
+        steps: list = []
+        for number, step in enumerate(query.steps, 1):
+            if isinstance(step, Qs.TextQuery):
+                what = "the query text" if number == 1 else ("the then query text" if number == 2 and
+                                                             len(query.steps) == 2 else f"the text of step {number}")
+                steps.append(self.check_text(step.text, what))
+            else:
+                steps.append(step.image)
+        found = sequence_search(index, self.get_encoder(), steps, within=query.within, k=options.k,
+                                fusion=options.fusion, weight=options.weight, filters=options.filters,
+                                group_by=options.group_by)
+        texts = [s if isinstance(s, str) else None for s in steps]
+        return found, {"kind": "temporal", "text": texts[0], "then": texts[-1] if len(texts) == 2 else texts[1:],
+                       "within": query.within}
+
+    def _like(self, index, query: "Qs.LikeQuery", options) -> tuple[pd.DataFrame, dict]:
+        vector = self.stored_vector(index, query.ref, whole_track=query.whole_track)
+        found = self._search(index, vector, options)
+        return found, {"kind": "like", "like": str(query.ref), "whole_track": query.whole_track}
+
+    def _feedback(self, index, query: "Qs.FeedbackQuery", options) -> tuple[pd.DataFrame, dict]:
+        from search import feedback as fb
+        from search.scoring import score_frames_batch
+
+        if not query.positives and not query.negatives:
+            raise QueryError("feedback needs at least one liked or disliked result")
+        if query.method not in Qs.FEEDBACK_METHODS:
+            raise QueryError(f"unknown feedback method {query.method!r}; choose one of "
+                             f"{', '.join(Qs.FEEDBACK_METHODS)}")
+        clash = set(query.positives) & set(query.negatives)
+        if clash:
+            raise QueryError(f"{sorted(map(str, clash))[0]} is both liked and disliked")
+        base_vec = self.query_vector(index, query.base) if query.base is not None else None
+        pos = np.stack([self.stored_vector(index, r) for r in query.positives]) if query.positives else \
+            np.zeros((0, 1), np.float32)
+        neg = np.stack([self.stored_vector(index, r) for r in query.negatives]) if query.negatives else \
+            np.zeros((0, 1), np.float32)
+        fields = {"kind": "feedback", "method": query.method, "positives": [str(r) for r in query.positives],
+                  "negatives": [str(r) for r in query.negatives],
+                  "base": Qs.describe(query.base) if query.base is not None else None}
+        if query.method == "rocchio" or base_vec is None and not len(pos):
+            return self._search(index, fb.rocchio(base_vec, pos, neg), options), fields
+        # Bayes: the displayed results are the base ranking's first page (or the likes' own neighbours)
+        start = base_vec if base_vec is not None else fb.rocchio(None, pos, neg)
+        shown = self._search(index, start, replace(options, k=max(options.k, 20), cells=()))
+        labelled = {self.resolve(index, r)[0] for r in (*query.positives, *query.negatives)}
+        others_gid = [g for g in shown["gid"].astype(int) if g not in labelled][:fb.MAX_OTHERS]
+        other_vecs = [self.stored_vector(index, self.ref_of(index, g)) for g in others_gid]
+        others = np.asarray(other_vecs, np.float32).reshape(-1, start.size)
+        examples = np.concatenate([a for a in (pos, neg, others) if len(a)])
+        sims = score_frames_batch(index, examples, fusions=[options.fusion], weight=options.weight)[options.fusion]
+        prior = score_frames_batch(index, start, fusions=[options.fusion], weight=options.weight)[options.fusion][0] \
+            if base_vec is not None else None
+        logp = fb.bayes_log_scores(prior, sims[:len(pos)], sims[len(pos):])
+        ranked = self._search(index, start, replace(options, k=len(index.frames), exact=True, group_by=None))
+        ranked = ranked.assign(score=logp[ranked["gid"].to_numpy(np.int64)].astype(np.float32))
+        ranked = ranked[np.isfinite(ranked["score"].to_numpy())]
+        ranked = ranked.sort_values(["score", "gid"], ascending=[False, True], kind="stable")
+        if options.group_by == "video":
+            ranked = ranked.drop_duplicates(["site", "video_id"])
+        out = ranked.head(options.k).reset_index(drop=True).assign(rank=lambda d: np.arange(1, len(d) + 1))
+        out.attrs["notes"] = [*shown.attrs.get("notes", []),
+                              "score: log relevance after SOMHunter's Bayesian update (higher is better)"]
+        return out, fields
+
+    def query_vector(self, index, query: "Qs.Query") -> np.ndarray:
+        """The normalised vector of a text, image or like query (for feedback's base)."""
+        from search.query import encode_query
+        if isinstance(query, Qs.TextQuery):
+            return encode_query(index, self.get_encoder(), self.check_text(query.text))[0]
+        if isinstance(query, Qs.ImageQuery):
+            return encode_query(index, self.get_encoder(), query.image)[0]
+        if isinstance(query, Qs.LikeQuery):
+            return self.stored_vector(index, query.ref, whole_track=query.whole_track)
+        raise QueryError(f"a {type(query).__name__} cannot be the base of feedback")
+
+    # -- stable result ids --------------------------------------------------------------------------
+
+    def resolve(self, index, ref: "Qs.ItemRef") -> tuple[int, int | None]:
+        """(global frame row, global object row or None) of a result id; NotFoundError naming what is missing."""
+        if ref.site in index.errors:
+            raise BrokenShardError(ref.site, index.errors[ref.site])
+        if ref.site not in index.shards:
+            raise NotFoundError(f"{ref}: no site {ref.site!r} in this index (it has: "
+                                f"{', '.join(index.shards) or 'no sites'})")
+        shard = index.shards[ref.site]
+        f = shard.frames
+        hit = np.flatnonzero((f["video_id"].astype(str).to_numpy() == ref.video_id)
+                             & (f["frame_index"].to_numpy(np.int64) == ref.frame_index))
+        if hit.size == 0:
+            videos = f["video_id"].astype(str)
+            if not (videos == ref.video_id).any():
+                raise NotFoundError(f"{ref}: site {ref.site} has no video {ref.video_id!r}")
+            near = f.loc[videos == ref.video_id, "frame_index"].astype(int).to_numpy()
+            raise NotFoundError(f"{ref}: video {ref.video_id} has no indexed frame {ref.frame_index} (indexed "
+                                f"frames {near.min()}..{near.max()}, e.g. {', '.join(map(str, near[:5]))})")
+        gid = int(hit[0]) + index.frame_offset(ref.site)
+        if ref.track_id is None:
+            return gid, None
+        objs = index.objects
+        rows = np.flatnonzero((objs["frame_gid"].to_numpy(np.int64) == gid)
+                              & (objs["track_id"].to_numpy(np.int64) == ref.track_id))
+        if rows.size == 0:
+            have = objs.loc[objs["frame_gid"].to_numpy(np.int64) == gid, "track_id"].astype(int).tolist()
+            raise NotFoundError(f"{ref}: that frame has no object {ref.track_id} (its objects: "
+                                f"{', '.join(map(str, have)) or 'none'})")
+        return gid, int(rows[0])
+
+    @staticmethod
+    def ref_of(index, gid: int, track_id: int | None = None) -> "Qs.ItemRef":
+        """The stable id of a frame row (and one of its objects)."""
+        row = index.frames.iloc[int(gid)]
+        return Qs.ItemRef(str(row["site"]), str(row["video_id"]), int(row["frame_index"]), track_id)
+
+    def stored_vector(self, index, ref: "Qs.ItemRef", *, whole_track: bool = False) -> np.ndarray:
+        """The stored, normalised vector of a result: its frame's, its object's, or the mean of that object's
+        whole track in its video."""
+        gid, obj = self.resolve(index, ref)
+        site = ref.site
+        shard = index.shards[site]
+        if obj is None:
+            rows = np.array([gid - index.frame_offset(site)], np.int64)
+            vecs = shard.table("frames").get(rows)
+        else:
+            local = obj - index.object_offset(site)
+            if whole_track:
+                objs, frames = shard.objects, shard.frames
+                video = frames["video_id"].astype(str).to_numpy()[objs["frame_row"].to_numpy(np.int64)]
+                rows = np.flatnonzero((objs["track_id"].to_numpy(np.int64) == ref.track_id) & (video == ref.video_id))
+            else:
+                rows = np.array([local], np.int64)
+            vecs = shard.table("objects").get(rows)
+        v = np.nan_to_num(np.asarray(vecs, np.float64)).mean(axis=0)
+        norm = float(np.linalg.norm(v))
+        if norm == 0:
+            raise NotFoundError(f"{ref}: its stored vector is invalid (mvk check names the broken file)")
+        return (v / norm).astype(np.float32)
+
+    # -- heatmaps -------------------------------------------------------------------------------------
+
+    def heatmap(self, gid: int, text: str) -> tuple[bytes, tuple[int, int]]:
+        """PNG of frame ``gid``'s thumbnail with the text's similarity to each patch drawn over it, and the
+        (row, column) in the thumbnail where it peaks. The frame's dense features come from one forward pass of
+        its thumbnail, cached per index version."""
+        from search import heatmap
+        from search.images import read_image
+        from search.query import encode_query
+
+        text = self.check_text(text, "the heatmap text")
+        index, version = self.opened()
+        if not 0 <= int(gid) < len(index.frames):
+            raise NotFoundError(f"no frame {gid}: the index has frames 0..{len(index.frames) - 1}")
+        data = index.thumbnail(int(gid))
+        if not data:
+            raise NotFoundError(f"frame {gid} has no stored thumbnail to draw on")
+        image = read_image(bytes(data), f"the thumbnail of frame {gid}")
+        encoder = self.get_encoder()
+        key = (version, int(gid))
+        if key not in self._dense:
+            pool = ((index.manifest.get("indexing") or {}).get("pool_features") or {})
+            _, tokens = encoder.encode_image_tokens([image], variant=pool.get("variant", "clearclip"),
+                                                    dense_size=pool.get("size"))
+            self._dense[key] = (tokens[0], encoder.dense_side(pool.get("size")))
+            while len(self._dense) > HEATMAP_CACHE:
+                self._dense.popitem(last=False)
+        tokens, side = self._dense[key]
+        q = encode_query(index, encoder, text)[0]
+        values = heatmap.frame_map(heatmap.similarity_map(tokens, q), image.shape[0], image.shape[1], side)
+        return heatmap.overlay_png(image, values), heatmap.peak(values)
+
+
+def _read_manifest(root: Path) -> dict:
+    from search.store import read_manifest
+    return read_manifest(root)
+
+
+_HANDLERS = {Qs.TextQuery: QueryService._text, Qs.ImageQuery: QueryService._image,
+             Qs.SequenceQuery: QueryService._sequence, Qs.LikeQuery: QueryService._like,
+             Qs.FeedbackQuery: QueryService._feedback}
