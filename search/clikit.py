@@ -70,6 +70,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def index_type(text: str) -> str:
+    """argparse type: one of the named index types or a FAISS factory string FAISS accepts (checked at parse
+    time, so a typo is refused before anything is built)."""
+    from search.errors import InputError
+    from search.faiss_index import check_factory
+    try:
+        check_factory(text.strip())
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0 (``nan`` and ``inf`` are refused)."""
     try:

@@ -66,10 +66,90 @@ def _pq_m(d: int) -> int:
 def build(vectors: np.ndarray, index_type: str = "flat", *, nlist: int | None = None,
           nprobe: int | None = None, hnsw_m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION,
           ef_search: int = HNSW_EF_SEARCH, seed: int = 0) -> Built:
-    """An index over float32 (n, d) L2-normalised ``vectors`` (inner product = cosine), ids 0..n-1."""
+    """An index over float32 (n, d) L2-normalised ``vectors`` (inner product = cosine), ids 0..n-1:
+    ``index_type`` one of INDEX_TYPES (float16 storage; their FAISS factory strings are ``SQfp16``,
+    ``IVF<n>,SQfp16``, ``IVF<n>,PQ<m>x<bits>`` and ``HNSW<M>,SQfp16``) or any FAISS factory string
+    (``"IVF4096,PQ32x4fs"``, ``"OPQ16,IVF1024,PQ16"``, ...: ``build_factory``). ``params["factory"]`` records the
+    built index as ``faiss.contrib.factory_tools.reverse_index_factory`` writes it."""
     import faiss
     if index_type not in INDEX_TYPES:
-        raise InputError(f"unknown index type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
+        return build_factory(vectors, index_type, nprobe=nprobe, seed=seed)
+    built = _build_named(vectors, index_type, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                         ef_construction=ef_construction, ef_search=ef_search, seed=seed)
+    built.params["factory"] = reverse_factory(built.index)
+    return built
+
+
+def reverse_factory(index: Any) -> str:
+    """The FAISS factory string of a built index (empty where FAISS cannot name it)."""
+    try:
+        from faiss.contrib.factory_tools import reverse_index_factory
+        return str(reverse_index_factory(index))
+    except Exception:
+        return ""
+
+
+def check_factory(spec: str, d: int = 64) -> None:
+    """InputError unless ``spec`` is one of INDEX_TYPES or a factory string FAISS accepts."""
+    import faiss
+    if spec in INDEX_TYPES:
+        return
+    try:
+        faiss.index_factory(int(d), str(spec), faiss.METRIC_INNER_PRODUCT)
+    except Exception as exc:
+        import re
+        why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        why = re.sub(r"^Error in .* at \S+:\d+: ", "", why)[:200]
+        raise InputError(f"index type {spec!r} is neither one of {', '.join(INDEX_TYPES)} nor a FAISS factory "
+                         f"string (e.g. \"IVF1024,Flat\", \"HNSW32\", \"IVF4096,PQ32x4fs\"): {why}") from None
+
+
+def build_factory(vectors: np.ndarray, spec: str, *, nprobe: int | None = None, seed: int = 0) -> Built:
+    """An index built by ``faiss.index_factory(d, spec, METRIC_INNER_PRODUCT)``; a table too small to train it
+    (fewer vectors than its IVF lists need, or than its PQ codebooks) is stored flat with a note, as the named
+    types are. IVF indexes get their direct map (candidate re-scoring reconstructs vectors by id)."""
+    import faiss
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, d = x.shape
+    check_factory(spec, d)
+    index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+    ivf = _ivf(index)
+    need = ivf.nlist * MIN_TRAIN_PER_LIST if ivf is not None else 0
+    if "PQ" in spec.upper():               # 2^bits centroids per sub-quantizer, as many points each as a list
+        need = max(need, (16 if "x4" in spec else 256) * MIN_TRAIN_PER_LIST)
+    if not index.is_trained and n < max(need, 1):
+        flat = _build_named(x, "flat", seed=seed)
+        flat.notes.append(f"{spec} needs more vectors to train than the {n} of this table: stored as flat (exact)")
+        flat.params["factory"] = reverse_factory(flat.index)
+        return flat
+    if ivf is not None:
+        ivf.cp.seed = seed
+    if not index.is_trained:
+        rng = np.random.default_rng(seed)
+        sample = x if n <= MAX_TRAIN else x[np.sort(rng.choice(n, MAX_TRAIN, replace=False))]
+        try:
+            index.train(sample)
+        except RuntimeError as exc:
+            flat = _build_named(x, "flat", seed=seed)
+            flat.notes.append(f"{spec} could not be trained on {n} vectors ({str(exc).splitlines()[-1][:120]}): "
+                              f"stored as flat (exact)")
+            flat.params["factory"] = reverse_factory(flat.index)
+            return flat
+    index.add(x)
+    params: dict = {}
+    if ivf is not None:
+        ivf.make_direct_map()
+        ivf.nprobe = nprobe if nprobe is not None else default_nprobe(ivf.nlist)
+        params.update({"nlist": int(ivf.nlist), "nprobe": int(ivf.nprobe)})
+    params["factory"] = reverse_factory(index)
+    return Built(index, spec, params, [])
+
+
+def _build_named(vectors: np.ndarray, index_type: str, *, nlist: int | None = None, nprobe: int | None = None,
+                 hnsw_m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION, ef_search: int = HNSW_EF_SEARCH,
+                 seed: int = 0) -> Built:
+    """The four named index types, float16 storage."""
+    import faiss
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = x.shape
     notes: list[str] = []

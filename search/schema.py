@@ -30,7 +30,7 @@ OBJECT_COLUMNS = (
     "mask_rle",                         # search.rle string of the mask at a reduced resolution
 )
 
-IndexType = Literal["flat", "ivf-flat", "ivf-pq", "hnsw"]
+IndexType = str    # "flat", "ivf-flat", "ivf-pq", "hnsw", or any FAISS factory string (search.faiss_index.build)
 
 LAZY_COLUMNS = {"frames": ("thumbnail",), "objects": ()}   # left in the file when opened memory-mapped
 ROW_GROUP_ROWS = {"frames": 256, "objects": 8192}   # small row groups: one thumbnail reads ~1-2 MiB, not the table

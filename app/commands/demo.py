@@ -12,7 +12,7 @@ Build a small demo collection (synthetic dive sites from `mvk synth`, plus the r
 dino-vits16), write a KIS query set from the synthetic ground truth into the index and start the app on it.
 
 Offline without the pretrained weights it stops before writing anything and says how to get each one (or
-pass the weight files with --clip-checkpoint and --checkpoint). `--random-weights` runs the whole chain
+pass the weight files with --clip-checkpoint and --dino-checkpoint). `--random-weights` runs the whole chain
 without any weights instead: a tiny random CLIP and the colour-statistics baseline for segmentation (a smoke
 run: the rankings are meaningless, and the app shows a banner saying so; the colour baseline does find the
 synthetic shapes, so masks, boxes and tracks appear). A second run reuses the collection and index in --out.
@@ -23,7 +23,7 @@ synthetic shapes, so masks, boxes and tracks appear). A second run reuses the co
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from search.clikit import add_model_weight_arguments
+    from search.clikit import add_deprecated_alias, add_model_weight_arguments
 
     parser.add_argument("--out", default="mvk-demo", help="folder for the demo collection and index "
                                                           "(default ./mvk-demo)")
@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     parser.add_argument("--clip-checkpoint", default=None, metavar="FILE",
                         help="local open_clip checkpoint file of CLIP ViT-B-32, instead of the cached 'openai' weights")
-    parser.add_argument("--checkpoint", default=None, metavar="FILE",
+    parser.add_argument("--dino-checkpoint", dest="checkpoint", default=None, metavar="FILE",
                         help="local checkpoint file of the DINO backbone (dino-vits16), instead of the cached one")
+    add_deprecated_alias(parser, "--checkpoint", "--dino-checkpoint", "checkpoint")
     add_model_weight_arguments(parser)
 
 

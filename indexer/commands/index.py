@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from search.clikit import add_model_weight_arguments, positive_float, positive_int
+from search.clikit import add_deprecated_alias, add_model_weight_arguments, index_type, positive_float, positive_int
 
 NAME = "index"
 HELP = "segment, embed and index the videos of a collection, one shard per dive site"
@@ -89,7 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "one pass for both)")
     objects.add_argument("--backbone", default=None,
                          help="DINO backbone for segmentation (default dino-vits16)")
-    objects.add_argument("--checkpoint", default=None, metavar="FILE", help="local checkpoint file for the backbone")
+    objects.add_argument("--dino-checkpoint", dest="checkpoint", default=None, metavar="FILE",
+                         help="local checkpoint file for the DINO backbone")
+    add_deprecated_alias(objects, "--checkpoint", "--dino-checkpoint", "checkpoint")
     objects.add_argument("--tau", type=positive_float, default=None,
                          help="clustering threshold (default 1.0: several objects; 1.6 merges the foreground)")
     objects.add_argument("--key-stride", type=positive_int, default=None, metavar="R",
@@ -110,9 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clip.add_argument("--batch-size", type=positive_int, default=16, help="frames per CLIP batch (default 16)")
 
     store = parser.add_argument_group("index")
-    store.add_argument("--index-type", choices=("flat", "ivf-flat", "ivf-pq", "hnsw"), default="flat",
-                       help="FAISS index per shard: flat = exact inner product (default); the others are "
-                            "approximate, for big collections")
+    store.add_argument("--index-type", type=index_type, default="flat", metavar="TYPE",
+                       help="FAISS index per shard: flat = exact inner product (default); ivf-flat, ivf-pq, hnsw "
+                            "or any FAISS factory string (\"IVF4096,PQ32x4fs\", \"HNSW32\", \"OPQ16,IVF1024,PQ16\") "
+                            "are approximate, for big collections; a table too small to train one is stored flat")
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="where the per-video work runs: local = in this process (default); ray = on a Ray "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.clikit import add_model_weight_arguments, positive_float, positive_int
+from search.clikit import add_deprecated_alias, add_model_weight_arguments, positive_float, positive_int
 
 NAME = "segment"
 HELP = "segment a video into object tracks from DINO attention; --eval scores against ground truth"
@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method = parser.add_argument_group("method")
     method.add_argument("--backbone", choices=BACKBONE_CHOICES, default=DEFAULT_BACKBONE,
                         help=f"DINO/DINOv2 ViT, or 'color' (non-learned baseline) (default: {DEFAULT_BACKBONE})")
-    method.add_argument("--checkpoint", metavar="FILE", help="load backbone weights from this .pth/.safetensors")
+    method.add_argument("--dino-checkpoint", dest="checkpoint", metavar="FILE",
+                        help="load backbone weights from this .pth/.safetensors")
+    add_deprecated_alias(method, "--checkpoint", "--dino-checkpoint", "checkpoint")
     method.add_argument("--tau", type=positive_float, default=1.0,
                         help="merge threshold on symmetric KL; 1.6 merges the foreground into one (default: 1.0)")
     method.add_argument("--key-stride", type=positive_int, default=10,
