@@ -27,7 +27,8 @@ from app.security import MAX_IMAGE_BYTES, PathNotAllowedError, read_uploaded_ima
 from app.service import MAX_RESULTS, BrokenShardError, NotFoundError, Page, SearchService
 from search.errors import (IndexFormatError, InputError, MissingWeightsError, ModelMismatchError, MvkError,
                            QueryError)
-from search.query import FUSIONS, Filters
+from search.queries import (FUSIONS, FeedbackQuery, Filters, ItemRef, LikeQuery, Options, SearchParams, TextQuery,
+                            parse_cells)
 
 log = logging.getLogger("mvk.api")
 ENV_TOKEN = "MVK_API_TOKEN"
@@ -50,6 +51,10 @@ class FrameResult(BaseModel):
     frame_score: float
     object_score: float | None = Field(description="best non-background object's score; null when none")
     gid: int = Field(description="global frame id, valid within the index version of the response")
+    id: str = Field(description="the stable id of the frame, SITE/VIDEO_ID/FRAME_INDEX (valid across rebuilds): "
+                                "what /search/like and /search/feedback take")
+    object_id: str | None = Field(None, description="the stable id of the best object, SITE/VIDEO_ID/FRAME_INDEX/"
+                                                    "TRACK_ID; null when none")
     site: str
     video_id: str
     video_path: str = Field(description="relative to the collection root")
@@ -81,10 +86,13 @@ class PairResult(BaseModel):
     then_gid: int
     then_time: float
     then_score: float
-    gap: float = Field(description="seconds from the first to the second frame")
+    gap: float = Field(description="seconds from the first to the last frame")
     first_thumbnail_url: str
     then_thumbnail_url: str
     video_url: str
+    step_gids: list[int] = Field(default_factory=list, description="every step's frame, in order")
+    step_times: list[float] = Field(default_factory=list, description="every step's time, in order")
+    step_scores: list[float] = Field(default_factory=list, description="every step's fused score, in order")
 
 
 class PageInfo(BaseModel):
@@ -99,15 +107,46 @@ class PageInfo(BaseModel):
 
 class SearchResponse(PageInfo):
     query: str
-    kind: Literal["text", "image"]
+    kind: Literal["text", "image", "like", "feedback"]
     results: list[FrameResult]
 
 
 class TemporalResponse(PageInfo):
     first: str
-    then: str
+    then: str | list[str] = Field(description="the next step's text; a list when the query has more steps")
     within: float
     results: list[PairResult]
+
+
+class FeedbackRequest(BaseModel):
+    """Relevance feedback: results liked and disliked (stable ids), re-ranking a base query."""
+    q: str | None = Field(None, max_length=2000, description="the base text query (omit to search by the likes)")
+    like: str | None = Field(None, description="or a base 'more like this' id")
+    positive: list[str] = Field(default_factory=list, description="ids of liked results (frames or objects)")
+    negative: list[str] = Field(default_factory=list, description="ids of disliked results")
+    method: Literal["bayes", "rocchio"] = Field("bayes", description="bayes: SOMHunter's Bayesian update; rocchio")
+    session: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                                description="keep the likes and dislikes under this id: later requests with it "
+                                            "add to them (a 'clear' list empties it)")
+    clear: bool = Field(False, description="forget the session's earlier likes and dislikes first")
+    display: int | None = Field(None, ge=1, le=MAX_RESULTS, description="how many results of the base query the "
+                                                                       "user saw (default k)")
+    k: int = Field(20, ge=1, le=MAX_RESULTS)
+    offset: int = Field(0, ge=0, lt=MAX_RESULTS)
+    fusion: Literal[FUSIONS] = "max"
+    weight: float = Field(0.5, ge=0.0, le=1.0)
+    site: list[str] = Field(default_factory=list)
+    place: list[str] = Field(default_factory=list)
+    date_from: str = ""
+    date_to: str = ""
+    group_by: Literal["video"] | None = None
+
+
+class FeedbackResponse(SearchResponse):
+    session: str | None
+    positive: list[str]
+    negative: list[str]
+    method: str
 
 
 class ObjectInfo(BaseModel):
@@ -235,9 +274,11 @@ def _frame_results(page: Page) -> list[FrameResult]:
     for r in page.rows.to_dict("records"):
         track = int(r["track_id"])
         has = track >= 0
+        frame_id = f"{r['site']}/{r['video_id']}/{int(r['frame_index'])}"
         out.append(FrameResult(
             rank=int(r["rank"]), score=float(r["score"]), frame_score=float(r["frame_score"]),
-            object_score=_float(r["object_score"]), gid=int(r["gid"]), site=str(r["site"]),
+            object_score=_float(r["object_score"]), gid=int(r["gid"]), id=frame_id,
+            object_id=f"{frame_id}/{track}" if has else None, site=str(r["site"]),
             video_id=str(r["video_id"]), video_path=str(r["video_path"]), frame_index=int(r["frame_index"]),
             time=float(r["time"]), place=str(r["place"]), date=str(r["date"]), track_id=track if has else None,
             box=[int(r[c]) for c in ("x0", "y0", "x1", "y1")] if has else None,
@@ -259,7 +300,10 @@ def _pair_results(page: Page) -> list[PairResult]:
             then_gid=int(r["then_gid"]), then_time=float(r["then_time"]), then_score=float(r["then_score"]),
             gap=float(r["gap"]), first_thumbnail_url=f"/frames/{int(r['first_gid'])}/thumbnail",
             then_thumbnail_url=f"/frames/{int(r['then_gid'])}/thumbnail",
-            video_url=_video_url(r["site"], r["video_id"], r["first_time"])))
+            video_url=_video_url(r["site"], r["video_id"], r["first_time"]),
+            step_gids=[int(g) for g in r.get("step_gids") or []],
+            step_times=[float(x) for x in r.get("step_times") or []],
+            step_scores=[float(x) for x in r.get("step_scores") or []]))
     return out
 
 
@@ -281,7 +325,38 @@ OFFSET = Annotated[int, Query(ge=0, lt=MAX_RESULTS, description="results to skip
 FUSION = Annotated[Literal[FUSIONS], Query(description="how a frame's and its best object's scores combine")]
 WEIGHT = Annotated[float, Query(ge=0.0, le=1.0, description="object weight w of fusion=weighted")]
 GROUP = Annotated[Literal["video"] | None, Query(description="video: one result (the best) per video")]
+CELLS = Annotated[str, Query(max_length=200, description="position query: the matching object lies in these "
+                                                         "cells of a 3x3 grid, names (top-left, center, ...) or "
+                                                         "numbers 0..8, comma-separated; others are down-weighted")]
+NPROBE = Annotated[int | None, Query(ge=1, description="IVF lists probed (IVF indexes only)")]
+EF_SEARCH = Annotated[int | None, Query(ge=1, description="HNSW nodes explored (HNSW indexes only)")]
 FILTERS = Annotated[Filters, Depends(filter_params)]
+
+
+class FeedbackSessions:
+    """Likes and dislikes per API session id, in memory (bounded: the oldest sessions are forgotten)."""
+    LIMIT = 1000
+
+    def __init__(self) -> None:
+        import threading
+        from collections import OrderedDict
+        self._lock = threading.Lock()
+        self._store: OrderedDict[str, tuple[list[str], list[str]]] = OrderedDict()
+
+    def update(self, session: str | None, positive: list[str], negative: list[str], *,
+               clear: bool = False) -> tuple[list[str], list[str]]:
+        """The session's likes and dislikes after adding these (a later label of one id replaces its earlier)."""
+        if session is None:
+            return list(dict.fromkeys(positive)), list(dict.fromkeys(negative))
+        with self._lock:
+            pos, neg = ([], []) if clear else self._store.get(session, ([], []))
+            pos = [p for p in pos if p not in negative] + [p for p in positive if p not in pos]
+            neg = [n for n in neg if n not in positive] + [n for n in negative if n not in neg]
+            self._store[session] = (pos, neg)
+            self._store.move_to_end(session)
+            while len(self._store) > self.LIMIT:
+                self._store.popitem(last=False)
+            return list(pos), list(neg)
 
 
 # -- the application ---------------------------------------------------------------------------------
@@ -298,6 +373,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
                     "the header `Authorization: Bearer <token>`.",
     )
     expected = f"Bearer {token}".encode() if token else None
+    sessions = FeedbackSessions()
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
@@ -349,9 +425,12 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
                     k: K = 20, offset: OFFSET = 0, fusion: FUSION = "max", weight: WEIGHT = 0.5,
                     filters: FILTERS = Filters(), group_by: GROUP = None,
                     exact: Annotated[bool, Query(description="score every frame exactly")] = False,
+                    cells: CELLS = "", nprobe: NPROBE = None, ef_search: EF_SEARCH = None,
                     ) -> SearchResponse:
         page = service.search(q, k=k, offset=offset, fusion=fusion, weight=weight, filters=filters,
-                              group_by=group_by, exact=True if exact else None)
+                              group_by=group_by, exact=True if exact else None,
+                              params=SearchParams(nprobe=nprobe, ef_search=ef_search),
+                              cells=parse_cells(cells) if cells.strip() else ())
         return SearchResponse(query=q, kind="text", results=_frame_results(page), **_page_info(page, k))
 
     @app.post("/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"],
@@ -368,14 +447,55 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
     @app.get("/search/temporal", response_model=TemporalResponse, responses=ERRORS, tags=["search"],
              summary="Pairs of frames: 'first' then 'then' within some seconds in the same video")
     def search_temporal(first: Annotated[str, Query(description="what happens first", max_length=2000)] = "",
-                        then: Annotated[str, Query(description="what happens next", max_length=2000)] = "",
+                        then: Annotated[list[str], Query(description="what happens next (repeatable: the steps "
+                                                                     "after the first, in order)")] = [],
                         within: Annotated[float, Query(gt=0, le=86400, description="seconds allowed between")] = 10.0,
                         k: K = 20, offset: OFFSET = 0, fusion: FUSION = "max", weight: WEIGHT = 0.5,
                         filters: FILTERS = Filters(), group_by: GROUP = None) -> TemporalResponse:
-        page = service.temporal(first, then, within=within, k=k, offset=offset, fusion=fusion, weight=weight,
+        if any(len(t) > 2000 for t in then):
+            raise QueryError("then: a text may have at most 2000 characters")
+        steps = then or [""]
+        page = service.temporal(first, steps, within=within, k=k, offset=offset, fusion=fusion, weight=weight,
                                 filters=filters, group_by=group_by)
-        return TemporalResponse(first=first, then=then, within=within, results=_pair_results(page),
-                                **_page_info(page, k))
+        return TemporalResponse(first=first, then=steps[0] if len(steps) == 1 else steps, within=within,
+                                results=_pair_results(page), **_page_info(page, k))
+
+    @app.get("/search/like", response_model=SearchResponse, responses=ERRORS, tags=["search"],
+             summary="More like this: frames like a result (its frame, or one of its objects)")
+    def search_like(id: Annotated[str, Query(max_length=600, description="SITE/VIDEO_ID/FRAME_INDEX, or "
+                                                                         ".../TRACK_ID for one of its objects")],
+                    whole_track: Annotated[bool, Query(description="the object's whole track in its video")] = False,
+                    k: K = 20, offset: OFFSET = 0, fusion: FUSION = "max", weight: WEIGHT = 0.5,
+                    filters: FILTERS = Filters(), group_by: GROUP = None, cells: CELLS = "") -> SearchResponse:
+        query = LikeQuery(ItemRef.parse(id), whole_track=whole_track)
+        page = service.run(query, Options(k=k, offset=offset, fusion=fusion, weight=weight, filters=filters,
+                                          group_by=group_by).with_cells(cells), source="api")
+        return SearchResponse(query=id, kind="like", results=_frame_results(page), **_page_info(page, k))
+
+    @app.post("/search/feedback", response_model=FeedbackResponse, responses=ERRORS, tags=["search"],
+              summary="Relevance feedback: re-rank by liked and disliked results (kept per session id)")
+    def search_feedback(body: FeedbackRequest) -> FeedbackResponse:
+        positive, negative = sessions.update(body.session, body.positive, body.negative, clear=body.clear)
+        if body.q is not None and body.like is not None:
+            raise QueryError("give the base query once: q or like")
+        base = TextQuery(body.q) if body.q else LikeQuery(ItemRef.parse(body.like)) if body.like else None
+        query = FeedbackQuery(base, tuple(ItemRef.parse(r) for r in positive),
+                              tuple(ItemRef.parse(r) for r in negative), body.method, display=body.display or body.k)
+        filters = Filters(sites=tuple(body.site), places=tuple(body.place), date_from=body.date_from,
+                          date_to=body.date_to)
+        page = service.run(query, Options(k=body.k, offset=body.offset, fusion=body.fusion, weight=body.weight,
+                                          filters=filters, group_by=body.group_by), source="api")
+        return FeedbackResponse(query=body.q or body.like or "", kind="feedback", results=_frame_results(page),
+                                session=body.session, positive=positive, negative=negative, method=body.method,
+                                **_page_info(page, body.k))
+
+    @app.get("/frames/{gid}/heatmap.png", response_class=Response, tags=["frames"],
+             responses={200: {"content": {"image/png": {}}, "description": "the thumbnail with the text's "
+                              "similarity to each part drawn over it; header X-Peak: row,column"}, **ERRORS},
+             summary="Where in a frame a text matches")
+    def heatmap(gid: int, q: Annotated[str, Query(max_length=2000, description="the text")] = "") -> Response:
+        png, peak = service.heatmap(gid, q)
+        return Response(png, media_type="image/png", headers={"X-Peak": f"{peak[0]},{peak[1]}"})
 
     @app.get("/frames/{gid}", response_model=FrameInfo, responses=ERRORS, tags=["frames"],
              summary="One frame with its objects (boxes, masks, track ids)")

@@ -46,26 +46,32 @@ def rocchio(base: np.ndarray | None, positives: np.ndarray, negatives: np.ndarra
 
 
 def bayes_log_scores(prior: np.ndarray | None, liked: np.ndarray, others: np.ndarray,
-                     sigma: float = SIGMA) -> np.ndarray:
+                     disliked: np.ndarray | None = None, sigma: float = SIGMA) -> np.ndarray:
     """Log relevance of every frame after SOMHunter's update (see the module docstring).
 
     ``prior``: (N,) base fused scores or None (flat); ``liked``: (L, N) similarity of each liked example to every
-    frame; ``others``: (O, N) similarity of each other displayed (and each disliked) result to every frame.
-    Frames whose similarities are not finite keep -inf."""
-    liked = np.asarray(liked, np.float64)
-    others = np.asarray(others, np.float64)
-    n = liked.shape[1] if liked.ndim == 2 and liked.size else (others.shape[1] if others.size else
-                                                               (0 if prior is None else len(prior)))
+    frame; ``others``: (O, N) of each other displayed result; ``disliked``: (K, N) of each disliked one. A like
+    multiplies by e(x, l) / (e(x, l) + sum_o e(x, o)) over the others and the dislikes; a dislike by the
+    complement of that factor, 1 - e(x, d) / (e(x, d) + sum_o e(x, o)), over the others and the likes.
+    Frames whose similarities are not finite get -inf."""
+    n = max(np.shape(liked)[-1] if np.size(liked) else 0, np.shape(others)[-1] if np.size(others) else 0,
+            np.shape(disliked)[-1] if disliked is not None and np.size(disliked) else 0,
+            0 if prior is None else len(prior))
+    empty = np.zeros((0, n))
+    liked = np.asarray(liked, np.float64) if np.size(liked) else empty
+    others = np.asarray(others, np.float64) if np.size(others) else empty
+    disliked = np.asarray(disliked, np.float64) if disliked is not None and np.size(disliked) else empty
     out = np.zeros(n, np.float64) if prior is None else np.asarray(prior, np.float64) / sigma
-    if len(liked) == 0:
-        if len(others) == 0:
-            return out
-        # no like: the dislikes alone push their neighbours down (log of 1 - the chance of being like them)
-        e = np.exp(-(1.0 - others) / sigma)
-        return out + np.log1p(-np.clip(e / (e.sum(axis=0, keepdims=True) + 1.0), 0.0, 1.0 - 1e-12)).sum(axis=0)
-    log_e_like = -(1.0 - liked) / sigma                                   # (L, N)
-    if len(others):
-        log_sum_others = np.logaddexp.reduce(-(1.0 - others) / sigma, axis=0)   # (N,)
-        out = out + (log_e_like - np.logaddexp(log_e_like, log_sum_others[None, :])).sum(axis=0)
+    log_e = lambda sims: -(1.0 - sims) / sigma                      # noqa: E731  (e(x, y) in log space)
+    for chosen, competitors, complement in ((liked, np.concatenate([others, disliked]), False),
+                                            (disliked, np.concatenate([others, liked]), True)):
+        if not len(chosen):
+            continue
+        log_c = log_e(chosen)                                            # (C, N)
+        log_rest = np.logaddexp.reduce(log_e(competitors), axis=0) if len(competitors) else np.full(n, -np.inf)
+        log_factor = log_c - np.logaddexp(log_c, log_rest[None, :])     # log e / (e + rest)
+        if complement:
+            log_factor = np.log1p(-np.minimum(np.exp(log_factor), 1.0 - 1e-12))
+        out = out + log_factor.sum(axis=0)
     out[~np.isfinite(out)] = -np.inf
     return out

@@ -16,6 +16,7 @@ from search.query import Filters, parse_cells
 from search.scoring import FUSIONS, SearchParams
 
 __all__ = ["FEEDBACK_METHODS", "FUSIONS", "FeedbackQuery", "Filters", "ImageQuery", "ItemRef", "LikeQuery", "Options",
+           "parse_cells",
            "Query", "SearchParams", "SequenceQuery", "TextQuery", "describe"]
 
 
@@ -86,11 +87,13 @@ class FeedbackQuery:
     """A query re-ranked by results the user liked and disliked (frames or objects). ``base`` is the query the
     results came from (None: the liked examples alone). ``method``: SOMHunter's Bayesian update over the
     displayed results (default) or Rocchio's vector update (``search.feedback`` says which model and its
-    parameters)."""
+    parameters). ``display``: how many of the base query's first results the user saw (Bayes compares each
+    label with the other displayed results)."""
     base: "Query | None"
     positives: tuple[ItemRef, ...] = ()
     negatives: tuple[ItemRef, ...] = ()
     method: FeedbackMethod = "bayes"
+    display: int = 20
 
 
 Query = Union[TextQuery, ImageQuery, SequenceQuery, LikeQuery, FeedbackQuery]

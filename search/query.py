@@ -232,8 +232,9 @@ def search(index: Index, encoder: Encoder | None, query: str | np.ndarray, *, k:
     query or an unknown site in ``filters``. ``df.attrs['notes']`` says what the caller should know
     (truncated text, skipped shards, random weights). ``exact`` forces (True) or forbids (False) the
     exact path; None chooses by index type and size (``params`` given: approximate). ``cells`` (grid cells
-    0..8): a position query: only objects whose box centre lies in those cells count as a frame's best object,
-    and frames with none there lose ``POSITION_PENALTY`` from their fused score (down-weighted, not dropped)."""
+    0..8): a position query: only objects whose box centre lies in those cells count as a frame's best object;
+    a frame with none there is scored as a whole frame (its own vector) less ``POSITION_PENALTY``: down-weighted,
+    never dropped."""
     _check_fusion(fusion, weight)
     if k < 1:
         raise QueryError(f"k must be at least 1, got {k}")

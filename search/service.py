@@ -268,7 +268,9 @@ class QueryService:
             return self._search(index, fb.rocchio(base_vec, pos, neg), options), fields
         # Bayes: the displayed results are the base ranking's first page (or the likes' own neighbours)
         start = base_vec if base_vec is not None else fb.rocchio(None, pos, neg)
-        shown = self._search(index, start, replace(options, k=max(options.k, 20), cells=()))
+        if query.display < 1:
+            raise QueryError(f"display must be at least 1 result, got {query.display}")
+        shown = self._search(index, start, replace(options, k=query.display, cells=()))
         labelled = {self.resolve(index, r)[0] for r in (*query.positives, *query.negatives)}
         others_gid = [g for g in shown["gid"].astype(int) if g not in labelled][:fb.MAX_OTHERS]
         other_vecs = [self.stored_vector(index, self.ref_of(index, g)) for g in others_gid]
@@ -277,7 +279,7 @@ class QueryService:
         sims = score_frames_batch(index, examples, fusions=[options.fusion], weight=options.weight)[options.fusion]
         prior = score_frames_batch(index, start, fusions=[options.fusion], weight=options.weight)[options.fusion][0] \
             if base_vec is not None else None
-        logp = fb.bayes_log_scores(prior, sims[:len(pos)], sims[len(pos):])
+        logp = fb.bayes_log_scores(prior, sims[:len(pos)], sims[len(pos) + len(neg):], sims[len(pos):len(pos) + len(neg)])
         ranked = self._search(index, start, replace(options, k=len(index.frames), exact=True, group_by=None))
         ranked = ranked.assign(score=logp[ranked["gid"].to_numpy(np.int64)].astype(np.float32))
         ranked = ranked[np.isfinite(ranked["score"].to_numpy())]

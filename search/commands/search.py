@@ -145,7 +145,7 @@ def build_query(args: argparse.Namespace):
         return Qs.SequenceQuery((base, *(Qs.TextQuery(t) for t in args.then)), args.within)
     if args.positive or args.negative:
         return Qs.FeedbackQuery(base, tuple(Qs.ItemRef.parse(r) for r in args.positive),
-                                tuple(Qs.ItemRef.parse(r) for r in args.negative), args.feedback)
+                                tuple(Qs.ItemRef.parse(r) for r in args.negative), args.feedback, display=args.k)
     return base
 
 
