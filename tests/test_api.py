@@ -75,7 +75,8 @@ def test_health_and_info(api):
 def test_docs_describe_every_endpoint(api):
     assert api.get("/docs").status_code == 200
     spec = api.get("/openapi.json").json()
-    expected = {"/health", "/info", "/search", "/search/image", "/search/temporal", "/frames/{gid}",
+    expected = {"/health", "/info", "/search", "/search/image", "/search/temporal", "/search/like", "/search/feedback",
+                "/frames/{gid}/heatmap.png", "/frames/{gid}",
                 "/frames/{gid}/thumbnail", "/frames/{gid}/objects/{track_id}/mask.png", "/videos/{site}/{video_id}",
                 "/videos/{site}/{video_id}/segment"}
     assert set(spec["paths"]) == expected
