@@ -128,7 +128,7 @@ def segment_labels(image: np.ndarray, extractor: object, params: object | None =
     """(H, W) int32 unsupervised segment ids of one frame (-1: none), the segmentation's own path."""
     from indexer.segment import SegmentParams, segment_frames, upsample_labels
 
-    seg = segment_frames(image[None], extractor, params or SegmentParams())
+    seg = segment_frames(np.stack([image]), extractor, params or SegmentParams())
     return upsample_labels(seg.labels, image.shape[:2], getattr(extractor, "device", "cpu"))[0]
 
 
