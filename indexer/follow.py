@@ -7,7 +7,7 @@ collects the same into a compact ``Track`` (COCO RLE per frame and object)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,10 @@ from indexer.tracks import Track, collect
 
 @dataclass(frozen=True)
 class FollowSettings:
-    propagator: PropagatorSettings = PropagatorSettings()
+    propagator: PropagatorSettings = field(default_factory=PropagatorSettings)
     every_nth: int = 1                          # propagate over every n-th frame only
     max_frames: int | None = None               # at most this many (sampled) frames from the start
-    segment: SegmentParams = SegmentParams()    # the unsupervised segments that clicks and boxes pick from
+    segment: SegmentParams = field(default_factory=SegmentParams)    # the unsupervised segments that clicks and boxes pick from
 
 
 @dataclass

@@ -33,7 +33,8 @@ def semi_scores(gt: np.ndarray, pred: np.ndarray, *, bound_th: float = 0.008) ->
     per_object = {}
     for oid in ids:
         g, p = gt[keep] == oid, pred[keep] == oid
-        per_object[oid] = {"J": float(jaccard_frames(g, p).mean()), "F": float(boundary_f_frames(g, p, bound_th).mean())}
+        per_object[oid] = {"J": float(jaccard_frames(g, p).mean()),
+                           "F": float(boundary_f_frames(g, p, bound_th).mean())}
     j = float(np.mean([v["J"] for v in per_object.values()]))
     f = float(np.mean([v["F"] for v in per_object.values()]))
     return {"frames": int(gt.shape[0]), "objects": len(ids), "J": j, "F": f, "J&F": (j + f) / 2,

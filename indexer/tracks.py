@@ -155,7 +155,7 @@ def track_to_coco(track: Track) -> dict:
             x0, y0, x1, y1 = obj["bbox"]
             annotations.append({"id": len(annotations) + 1, "image_id": f.index, "category_id": 1,
                                 "track_id": oid, "segmentation": obj["rle"], "bbox": [x0, y0, x1 - x0, y1 - y0],
-                                "area": int(round(obj["area"] * h * w)), "iscrowd": 0})
+                                "area": round(obj["area"] * h * w), "iscrowd": 0})
     return {"info": {"source": track.source, "seed_frame": track.seed_frame}, "images": images,
             "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
 

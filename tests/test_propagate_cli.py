@@ -110,7 +110,7 @@ def test_cli_click_and_box(video, tmp_path) -> None:
 
 
 def test_bad_inputs_exit_2_with_the_thing_named(video, folder, tmp_path, capsys) -> None:
-    path, masks = video
+    path, _ = video
     frames = folder / "frames"
 
     def err(*argv: str) -> str:

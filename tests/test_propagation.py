@@ -10,8 +10,14 @@ import torch.nn.functional as F
 
 from indexer.backbone import build_timm_extractor, load_backbone
 from indexer.metrics import jaccard_frames
-from indexer.propagation import (PropagateParams, features, labels_from_soft, propagate_frames, propagate_step,
-                                 seed_to_grid)
+from indexer.propagation import (
+    PropagateParams,
+    features,
+    labels_from_soft,
+    propagate_frames,
+    propagate_step,
+    seed_to_grid,
+)
 from indexer.tracks import coco_rle_decode, coco_rle_encode
 from mvk_tools.synth import render_clip
 from mvk_tools.video import Frame
@@ -149,7 +155,7 @@ def test_streaming_keeps_only_the_context(synth, monkeypatch) -> None:
 
 
 def test_seed_errors(synth) -> None:
-    clip, frames = synth
+    _, frames = synth
     ex = load_backbone("color")
     with pytest.raises(InputError, match="empty"):
         list(propagate_frames(frames[:2], np.zeros((96, 160), np.uint8), ex))

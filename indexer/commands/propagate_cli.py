@@ -38,7 +38,7 @@ def point_arg(text: str) -> tuple[float, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from indexer.propagation import PropagateParams
+    from indexer.propagate_params import PropagateParams
 
     d = PropagateParams()
     g = parser.add_argument_group("following objects (semi-supervised propagation)")
@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"previous frames in the context besides the seed frame (default: {d.n_last_frames})")
     g.add_argument("--neighborhood", type=int, default=d.neighborhood,
                    help=f"source patches within this many patches of the target; 0: all (default: {d.neighborhood})")
-    g.add_argument("--topk", type=int, default=d.topk, help=f"labels from the k most similar patches (default: {d.topk})")
+    g.add_argument("--topk", type=int, default=d.topk,
+                   help=f"labels from the k most similar patches (default: {d.topk})")
     g.add_argument("--temperature", type=float, default=d.temperature,
                    help=f"affinity exp(cos / temperature) (default: {d.temperature})")
     g.add_argument("--propagator", default="dino",
@@ -67,7 +68,7 @@ def wants_propagation(args: argparse.Namespace) -> bool:
 
 def _settings(args: argparse.Namespace, default_segment_params):
     from indexer.follow import FollowSettings
-    from indexer.propagation import PropagateParams
+    from indexer.propagate_params import PropagateParams
     from indexer.propagators import PropagatorSettings
 
     params = PropagateParams(n_last_frames=args.n_last_frames, neighborhood=args.neighborhood, topk=args.topk,
@@ -102,7 +103,8 @@ def semi_table(result: dict) -> str:
         lines.append(f"{name:<{width}}  {r['frames']:>6}  {r['objects']:>7}  "
                      + "  ".join(f"{r[m]:>6.3f}" for m in SEMI_METRICS))
     lines.append("-" * len(head))
-    lines.append(f"{'mean':<{width}}  {'':>6}  {'':>7}  " + "  ".join(f"{result['mean'][m]:>6.3f}" for m in SEMI_METRICS))
+    lines.append(f"{'mean':<{width}}  {'':>6}  {'':>7}  "
+                 + "  ".join(f"{result['mean'][m]:>6.3f}" for m in SEMI_METRICS))
     return "\n".join(lines)
 
 
@@ -160,13 +162,13 @@ def run_follow(args: argparse.Namespace, segment_params) -> int:
     import sys
     from pathlib import Path
 
+    from PIL import Image
     from tqdm import tqdm
 
     from indexer.follow import follow_stream, prepare
     from indexer.overlay import overlay_frame
     from indexer.segment import SegmentedFrame, objects_in_frame
     from indexer.tracks import Track, track_frame, track_to_coco, write_label_png
-    from PIL import Image
 
     settings = _settings(args, segment_params)
     prepared = prepare(args.video, _seed(args), args.from_frame, settings)
