@@ -133,6 +133,7 @@ def test_bad_inputs_exit_2_with_the_thing_named(video, folder, tmp_path, capsys)
     assert "past the end" in err(str(path), "--point", "5,5", "--from-frame", "40", *out)
     assert "one seed" in err(str(frames), "--point", "5,5", "--box", "0,0,9,9", *out)
     assert "--semi goes with --eval" in err(str(frames), "--semi", *out)
+    assert "--every-nth" in err(str(path), "--point", "5,5", "--every-seconds", "1", *out)
     assert "needs its weights" in err(str(frames), "--point", "5,5", "--propagator", "deaot", *out)
     assert "unknown propagator" in err(str(frames), "--point", "5,5", "--propagator", "nope", *out)
 
@@ -214,3 +215,22 @@ def test_cli_semi_eval_on_a_davis_folder(clip, tmp_path, capsys) -> None:
     result = json.loads(out_json.read_text())
     assert result["scored"] == 2 and result["mean"]["J"] > 0.5
     assert set(result["clips"]["alpha"]) >= {"J", "F", "J&F", "per_object"}
+
+
+def test_davis_blackswan_follow_and_semi_eval(davis_dir, tmp_path, capsys) -> None:
+    """The issue's two commands on the shared DAVIS-2016 clip, shortened to a few frames (the full runs are
+    in BENCHMARKS.md)."""
+    frames = davis_dir / "JPEGImages" / "480p" / "blackswan"
+    seed = davis_dir / "Annotations" / "480p" / "blackswan" / "00000.png"
+    out = tmp_path / "bs"
+    assert main(["segment", str(frames), "--propagate", str(seed), "--backbone", "color", "--max-frames", "3",
+                 "--short-side", "120", "--out", str(out)]) == 0
+    assert len(list((out / "masks").glob("*.png"))) == 3
+    gt = np.asarray(Image.open(davis_dir / "Annotations" / "480p" / "blackswan" / "00002.png")) > 0
+    pred = np.asarray(Image.open(out / "masks" / "00002.png")) > 0
+    assert jaccard_frames(gt[None], pred[None])[0] > 0.6
+    capsys.readouterr()
+    assert main(["segment", "--eval", str(davis_dir), "--semi", "--sequences", "blackswan", "--max-frames", "4",
+                 "--backbone", "color", "--short-side", "120"]) == 0
+    out_text = capsys.readouterr().out
+    assert "blackswan" in out_text and "J&F" in out_text

@@ -68,6 +68,11 @@ def wants_propagation(args: argparse.Namespace) -> bool:
 
 def _settings(args: argparse.Namespace, default_segment_params):
     from indexer.follow import FollowSettings
+    from search.errors import InputError
+
+    if args.every_seconds is not None:
+        raise InputError("--every-seconds does not apply to propagation (it needs consecutive frames); "
+                         "use --every-nth")
     from indexer.propagate_params import PropagateParams
     from indexer.propagators import PropagatorSettings
 
