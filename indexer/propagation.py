@@ -119,7 +119,7 @@ def seed_to_grid(seed: np.ndarray, ids: np.ndarray, grid: tuple[int, int], devic
                  ) -> torch.Tensor:
     """(h*w, C) soft labels of a label map (H, W): the share of each patch covered by each id in ``ids``
     (area averaging; DINO takes the nearest pixel, which loses objects smaller than a patch)."""
-    lab = torch.from_numpy(np.ascontiguousarray(seed)).to(device).long()
+    lab = torch.from_numpy(np.array(seed, dtype=np.int64)).to(device)
     lookup = torch.full((256,), -1, dtype=torch.long, device=device)
     lookup[torch.from_numpy(ids.astype(np.int64)).to(device)] = torch.arange(len(ids), device=device)
     one_hot = F.one_hot(lookup[lab], len(ids)).permute(2, 0, 1).float()[None]
