@@ -69,17 +69,23 @@ class TimmQK:
         self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), device=self.device).view(1, 3, 1, 1)
 
-    def _qk_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, x: torch.Tensor, *, tokens: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """q, k of the last block's patch tokens and, with ``tokens``, the last block's output patch tokens
+        (after the final norm, DINO's ``get_intermediate_layers(n=1)``) from the same forward pass.
+        Without ``tokens`` the pass stops at the last block's qkv projection."""
         attn = self.model.blocks[-1].attn
         box: dict[str, torch.Tensor] = {}
 
         def hook(_module: Any, _inputs: Any, output: torch.Tensor) -> None:
             box["qkv"] = output
-            raise _Captured
+            if not tokens:
+                raise _Captured
 
         handle = attn.qkv.register_forward_hook(hook)
+        out = None
         try:
-            self.model.forward_features(x)
+            out = self.model.forward_features(x)
         except _Captured:
             pass
         finally:
@@ -89,24 +95,50 @@ class TimmQK:
         b, n, _ = box["qkv"].shape
         qkv = box["qkv"].reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
-        return q[:, :, self.prefix_tokens:], k[:, :, self.prefix_tokens:]
+        patch_tokens = out[:, self.prefix_tokens:] if out is not None else None
+        return q[:, :, self.prefix_tokens:], k[:, :, self.prefix_tokens:], patch_tokens
 
-    @torch.inference_mode()
-    def qk(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    def _batches(self, frames: np.ndarray) -> tuple[list[torch.Tensor], tuple[int, int]]:
+        """Normalised model inputs (B, 3, H, W) of at most ``batch_size`` frames each, and the patch grid."""
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected (T, H, W, 3) uint8 frames, got shape {frames.shape}")
         t, hh, ww, _ = frames.shape
         p = self.patch_size
         if hh % p or ww % p:
             raise ValueError(f"frame size {ww}x{hh} is not a multiple of the patch size {p}")
-        qs, ks = [], []
+        out = []
         for i in range(0, t, self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(frames[i:i + self.batch_size])).to(self.device)
-            x = (x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-            q, k = self._qk_batch(x)
+            out.append((x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std)
+        return out, (hh // p, ww // p)
+
+    @torch.inference_mode()
+    def qk(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        batches, grid = self._batches(frames)
+        qs, ks = [], []
+        for x in batches:
+            q, k, _ = self._forward(x)
             qs.append(q.float())
             ks.append(k.float())
-        return torch.cat(qs), torch.cat(ks), (hh // p, ww // p)
+        return torch.cat(qs), torch.cat(ks), grid
+
+    @torch.inference_mode()
+    def qk_tokens(self, frames: np.ndarray
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """``qk`` plus the last block's output patch tokens (T, h*w, D) of the same forward pass."""
+        batches, grid = self._batches(frames)
+        qs, ks, ts = [], [], []
+        for x in batches:
+            q, k, tok = self._forward(x, tokens=True)
+            qs.append(q.float())
+            ks.append(k.float())
+            ts.append(tok.float())
+        return torch.cat(qs), torch.cat(ks), torch.cat(ts), grid
+
+    def patch_tokens(self, frames: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Last-block output patch tokens (T, h*w, D) after the final norm: DINO's label-propagation features."""
+        _, _, tokens, grid = self.qk_tokens(frames)
+        return tokens, grid
 
     def identity(self) -> dict:
         return {"backbone": self.name, "timm_name": self.timm_name, "weights": self.weights,

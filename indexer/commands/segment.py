@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from indexer.commands.propagate_cli import PROPAGATION_HELP
 from search.clikit import add_deprecated_alias, add_model_weight_arguments, positive_float, positive_int
 
 NAME = "segment"
@@ -30,7 +31,8 @@ examples:
   mvk synth demo && mvk segment --eval demo --backbone color --short-side 96
   mvk segment --eval ../shared/data/davis2016 --sequences blackswan,dog --tau 1.6 --every-nth 5
   mvk segment clip.mp4 --out overlays --every-seconds 1 --level 0
-"""
+
+""" + PROPAGATION_HELP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,19 +66,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames per first-pass clustering window (default: 8)")
     method.add_argument("--chunk", type=positive_int, default=64,
                         help="frames segmented together; tracks are linked across chunks (default: 64)")
-    method.add_argument("--short-side", type=positive_int, default=224,
-                        help="model input short side in pixels, rounded to the patch size (default: 224)")
+    method.add_argument("--short-side", type=positive_int, default=None,
+                        help="model input short side in pixels, rounded to the patch size (default: 224; "
+                             "propagation: 480, the colour baseline 240)")
     method.add_argument("--min-area", type=float, default=0.005,
                         help="drop objects smaller than this fraction of the frame (default: 0.005)")
     method.add_argument("--level", type=int, default=None,
                         help="hierarchy level to output, 0 = finest (default: the last, tau's result)")
     add_model_weight_arguments(parser)
+    from indexer.commands import propagate_cli
+    propagate_cli.add_arguments(parser)
 
 
 def _params(args: argparse.Namespace):
     from indexer.segment import SegmentParams
     return SegmentParams(tau=args.tau, key_stride=args.key_stride, window=args.window, chunk=args.chunk,
-                         short_side=args.short_side, min_area=args.min_area, level=args.level)
+                         short_side=args.short_side or 224, min_area=args.min_area, level=args.level)
 
 
 def _weights_note(identity: dict) -> str:
@@ -129,6 +134,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either VIDEO (with --out DIR) or --eval PATH")
     if args.video is not None and not args.out:
         raise InputError("segmenting VIDEO needs --out DIR for the overlay images")
+    from indexer.commands import propagate_cli
+    if propagate_cli.wants_propagation(args):
+        if args.semi and args.eval_path is None:
+            raise InputError("--semi goes with --eval DAVIS_DIR")
+        if args.eval_path is not None and not args.semi:
+            raise InputError("--propagate, --box and --point follow objects in VIDEO; to score use --eval PATH --semi")
+        if args.level is not None and args.level < 0:
+            raise InputError(f"--level must be 0 or more, got {args.level}")
+        if args.eval_path is not None:
+            return propagate_cli.run_semi(args, _params(args))
+        return propagate_cli.run_follow(args, _params(args))
     if args.level is not None and args.level < 0:
         raise InputError(f"--level must be 0 or more, got {args.level}")
     if not 0 <= args.min_area < 1:
