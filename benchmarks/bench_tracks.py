@@ -10,7 +10,7 @@ Clips: a fresh ``mvk synth`` collection (ground-truth masks of every frame) and 
 (one annotated foreground object each; skipped when ../shared/data/davis2016 is absent). Backbones: the
 colour baseline (accuracy) and DINO ViT-S/16 with RANDOM weights (cost only: its tracks mean nothing).
 
-    python3 benchmarks/bench_tracks.py [--backbone color dino-vits16] [--davis-every 2] [--json FILE]
+    python3 benchmarks/bench_tracks.py [--backbone color dino-vits16] [--merge-comoving on|off] [--json FILE]
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ from indexer.metrics import track_counts  # noqa: E402
 from indexer.segment import SegmentParams, label_volume, segment_stream  # noqa: E402
 from mvk_tools.synth import make_collection  # noqa: E402
 
-DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
+DAVIS = next((p / "shared" / "data" / "davis2016" for p in Path(__file__).resolve().parents
+              if (p / "shared" / "data" / "davis2016").is_dir()), Path("../shared/data/davis2016"))
 COLUMNS = ("gt_maxn", "pred_maxn", "maxn_error", "object_maxn_error", "count_mae", "fragmentation", "id_switches",
            "spurious_tracks", "tracks", "objects", "missed_objects")
 
@@ -72,17 +73,18 @@ def main() -> None:
     ap.add_argument("--backbone", nargs="+", default=["color", "dino-vits16"])
     ap.add_argument("--synth", default=None, help="an mvk synth collection (default: a fresh one, 2 sites x 2 videos)")
     ap.add_argument("--davis", default=str(DAVIS))
-    ap.add_argument("--davis-every", type=int, default=2, help="every n-th DAVIS frame (default 2)")
-    ap.add_argument("--davis-max-frames", type=int, default=40)
-    ap.add_argument("--short-side", type=int, default=224)
+    ap.add_argument("--davis-every", type=int, default=3, help="every n-th DAVIS frame (default 3)")
+    ap.add_argument("--davis-max-frames", type=int, default=24)
+    ap.add_argument("--short-side", type=int, default=96, help="segmentation short side (default 96: the synthetic "
+                    "frames' own size)")
     ap.add_argument("--link-tau", type=float, default=None, help="SegmentParams.link_tau")
-    ap.add_argument("--merge-fragments", type=float, default=None,
-                    help="SegmentParams.merge_fragments (if this version has it)")
+    ap.add_argument("--merge-comoving", choices=("on", "off"), default=None,
+                    help="SegmentParams.merge_comoving (default: its default)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     params = SegmentParams(short_side=args.short_side, link_tau=args.link_tau)
-    if args.merge_fragments is not None:
-        params = replace(params, merge_fragments=args.merge_fragments)
+    if args.merge_comoving is not None:
+        params = replace(params, merge_comoving=args.merge_comoving == "on")
     with tempfile.TemporaryDirectory() as tmp:
         coll = Path(args.synth) if args.synth else make_collection(Path(tmp) / "synth", videos_per_site=2)
         sets = {"synth": synth_clips(coll)}
@@ -95,7 +97,10 @@ def main() -> None:
             random = backbone != "color"
             extractor = load_backbone(backbone, random_weights=random)
             for name, clips in sets.items():
-                rows = [run_clip(c, extractor, params) for c in clips]
+                rows = []
+                for c in clips:
+                    rows.append(run_clip(c, extractor, params))
+                    print(f"{backbone} {c.name}: {rows[-1]}", file=sys.stderr, flush=True)
                 key = f"{name} / {backbone}{' (RANDOM weights: cost only)' if random else ''}"
                 results[key] = rows
                 print(table(rows, key), "\n", flush=True)

@@ -108,3 +108,18 @@ def test_size_change_mid_stream_starts_a_new_chunk(clip) -> None:
     out = list(segment_stream(frames, ColorExtractor(), PARAMS))
     assert [sf.frame.index for sf in out] == list(range(8))
     assert out[5].objects[0].mask.shape == small.shape[1:3]
+
+
+def test_comoving_fragments_merge_and_crossing_or_still_objects_do_not() -> None:
+    from indexer.segment import comoving_groups
+    t, h, w = 8, 12, 24
+    labels = np.full((t, h, w), 0, np.int64)          # 0: background
+    for i in range(t):
+        labels[i, 2:6, 2 + 2 * i:4 + 2 * i] = 1      # left half of a moving square
+        labels[i, 2:6, 4 + 2 * i:6 + 2 * i] = 2      # its right half: same motion, touching
+        labels[i, 8:11, 20 - 2 * i:23 - 2 * i] = 3   # another object moving the other way
+        labels[i, 8:11, 0:2] = 4                     # a still thing ...
+        labels[i, 8:11, 2:4] = 5                     # ... touching another still thing
+    groups = comoving_groups(labels, background=(0,))
+    assert groups[2] == groups[1] == 1
+    assert len({groups[1], groups[3], groups[4], groups[5]}) == 4 and groups[0] == 0
