@@ -144,12 +144,14 @@ def query_samples(q: torch.Tensor, labels: torch.Tensor, n_clusters: int, m: int
 
 
 def comoving_groups(labels: np.ndarray, background: Sequence[int], *, min_shared: int = 3, min_touch: float = 0.8,
-                    max_offset_spread: float = 1.0, min_path: float = 2.0) -> np.ndarray:
+                    max_offset_spread: float = 1.0, spread_radius: float = 1.25, min_path: float = 2.0) -> np.ndarray:
     """Fragments of one object in a chunk: cluster pairs that move together. ``labels`` (T, h, w) cluster
     ids (-1 none) on the patch grid. Two non-background clusters are one object when they are both
     visible in at least ``min_shared`` frames, touch (4-neighbour patches) in at least ``min_touch`` of
     those frames, the offset between their centres stays put (spread, the RMS distance from its mean, at
-    most ``max_offset_spread`` patches) and both travel (path of each centre over those frames at least
+    most ``spread_radius`` times the radius of the larger one, sqrt(mean area / pi), or ``max_offset_spread``
+    patches if more: a small fragment at the edge of an object jitters about as far as the object is wide,
+    another object passing by moves through and beyond it) and both travel (path of each centre over those frames at least
     ``min_path`` patches: two parts of a still scene are not merged). Objects that cross each other touch
     briefly and their offset changes, so they stay apart. Returns the group of every cluster (union-find
     roots, the smallest id of each group), shape (K,)."""
@@ -184,7 +186,8 @@ def comoving_groups(labels: np.ndarray, background: Sequence[int], *, min_shared
             off = np.stack([cy[shared, a] - cy[shared, b], cx[shared, a] - cx[shared, b]], 1)
             spread = float(np.sqrt(((off - off.mean(0)) ** 2).sum(1).mean()))
             path = [float(np.hypot(np.diff(cy[shared, c]), np.diff(cx[shared, c])).sum()) for c in (a, b)]
-            if spread <= max_offset_spread and min(path) >= min_path:
+            radius = float(np.sqrt(max(counts[shared, a].mean(), counts[shared, b].mean()) / np.pi))
+            if spread <= max(max_offset_spread, spread_radius * radius) and min(path) >= min_path:
                 ra, rb = root(a), root(b)
                 parent[max(ra, rb)] = min(ra, rb)
     return np.array([root(c) for c in range(k)])
