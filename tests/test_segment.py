@@ -123,3 +123,18 @@ def test_comoving_fragments_merge_and_crossing_or_still_objects_do_not() -> None
     groups = comoving_groups(labels, background=(0,))
     assert groups[2] == groups[1] == 1
     assert len({groups[1], groups[3], groups[4], groups[5]}) == 4 and groups[0] == 0
+
+
+def test_merging_comoving_fragments_brings_track_counts_to_the_truth() -> None:
+    from dataclasses import replace
+
+    from indexer.metrics import track_counts
+    clip = render_clip(n_frames=48, seed=0)
+    params = SegmentParams(short_side=96)
+    errors = {}
+    for merge in (False, True):
+        out = list(segment_stream(as_frames(clip.frames), ColorExtractor(), replace(params, merge_comoving=merge)))
+        errors[merge] = track_counts(clip.masks, label_volume(out, include_background=False))
+    assert errors[True].object_maxn_error < errors[False].object_maxn_error
+    assert abs(errors[True].maxn_error) < abs(errors[False].maxn_error)
+    assert errors[True].missed_objects == 0
