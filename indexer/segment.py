@@ -12,6 +12,14 @@ frame, ids shared by the whole chunk (tracks, also across occlusion). Tiny clust
 ``BACKGROUND_BORDER_SHARE`` of its border count (a background split by a light gradient stays background;
 an object crossing the edge for a few frames does not).
 
+Fragments (``merge_comoving``, off by default: with short chunks the cross-chunk linking does not yet
+follow merged tracks well): a textured object often comes out as one big cluster and a
+few small ones at its edges, each a track of its own, so counting tracks (MaxN) over-counts. Inside a
+chunk, non-background clusters that touch in most frames they share, keep a steady offset between their
+centres and both move are merged into one (``comoving_groups``); objects that pass each other touch
+briefly and their offset changes, still scenery does not move, so both stay apart
+(``benchmarks/bench_tracks.py``: MaxN error before and after).
+
 Across chunks, attention rows over different key frames are not comparable, so every track keeps a small
 sample of its patches' queries (at most ``TRACK_SAMPLES``). When a chunk is done, each track's sample
 attends over the new chunk's key patches; the mean of those rows is the track's centroid in the new
