@@ -12,12 +12,12 @@ frame, ids shared by the whole chunk (tracks, also across occlusion). Tiny clust
 ``BACKGROUND_BORDER_SHARE`` of its border count (a background split by a light gradient stays background;
 an object crossing the edge for a few frames does not).
 
-Fragments (``merge_comoving``, off by default: with short chunks the cross-chunk linking does not yet
-follow merged tracks well): a textured object often comes out as one big cluster and a
+Fragments (``merge_comoving``, on by default): a textured object often comes out as one big cluster and a
 few small ones at its edges, each a track of its own, so counting tracks (MaxN) over-counts. Inside a
-chunk, non-background clusters that touch in most frames they share, keep a steady offset between their
-centres and both move are merged into one (``comoving_groups``); objects that pass each other touch
-briefly and their offset changes, still scenery does not move, so both stay apart
+chunk, a small non-background cluster (at most a quarter of the other's area) that touches a larger one
+in most frames they share, keeps a steady offset from it and moves is merged into it
+(``comoving_groups``); objects that pass each other touch briefly and their offset changes, two animals
+of a size swimming side by side are not fragments, still scenery does not move, so all stay apart
 (``benchmarks/bench_tracks.py``: MaxN error before and after).
 
 Across chunks, attention rows over different key frames are not comparable, so every track keeps a small
@@ -58,7 +58,7 @@ class SegmentParams:
     level: int | None = None      # hierarchy level to output (None: the last, i.e. tau's result)
     window_max_clusters: int = 32  # first pass: a window stops merging once it has at most this many clusters
     link_tau: float | None = None  # symmetric-KL distance below which a cluster continues a track across chunks (None: tau)
-    merge_comoving: bool = False  # one track for the fragments of an object that move together (comoving_groups)
+    merge_comoving: bool = True   # one track for the fragments of an object that move together (comoving_groups)
 
 
 @dataclass(frozen=True)
@@ -152,14 +152,16 @@ def query_samples(q: torch.Tensor, labels: torch.Tensor, n_clusters: int, m: int
 
 
 def comoving_groups(labels: np.ndarray, background: Sequence[int], *, min_shared: int = 3, min_touch: float = 0.8,
-                    max_offset_spread: float = 1.0, spread_radius: float = 1.25, min_path: float = 2.0) -> np.ndarray:
+                    max_offset_spread: float = 1.0, spread_radius: float = 1.25, min_path: float = 2.0,
+                    max_size_ratio: float = 0.25) -> np.ndarray:
     """Fragments of one object in a chunk: cluster pairs that move together. ``labels`` (T, h, w) cluster
     ids (-1 none) on the patch grid. Two non-background clusters are one object when they are both
     visible in at least ``min_shared`` frames, touch (4-neighbour patches) in at least ``min_touch`` of
     those frames, the offset between their centres stays put (spread, the RMS distance from its mean, at
     most ``spread_radius`` times the radius of the larger one, sqrt(mean area / pi), or ``max_offset_spread``
     patches if more: a small fragment at the edge of an object jitters about as far as the object is wide,
-    another object passing by moves through and beyond it) and both travel (path of each centre over those frames at least
+    another object passing by moves through and beyond it), the smaller covers at most ``max_size_ratio``
+    of the larger's area (a fragment, not a second animal swimming alongside) and both travel (path of each centre over those frames at least
     ``min_path`` patches: two parts of a still scene are not merged). Objects that cross each other touch
     briefly and their offset changes, so they stay apart. Returns the group of every cluster (union-find
     roots, the smallest id of each group), shape (K,)."""
@@ -194,7 +196,10 @@ def comoving_groups(labels: np.ndarray, background: Sequence[int], *, min_shared
             off = np.stack([cy[shared, a] - cy[shared, b], cx[shared, a] - cx[shared, b]], 1)
             spread = float(np.sqrt(((off - off.mean(0)) ** 2).sum(1).mean()))
             path = [float(np.hypot(np.diff(cy[shared, c]), np.diff(cx[shared, c])).sum()) for c in (a, b)]
-            radius = float(np.sqrt(max(counts[shared, a].mean(), counts[shared, b].mean()) / np.pi))
+            small, large = sorted((counts[shared, a].mean(), counts[shared, b].mean()))
+            if small > max_size_ratio * large:
+                continue
+            radius = float(np.sqrt(large / np.pi))
             if spread <= max(max_offset_spread, spread_radius * radius) and min(path) >= min_path:
                 ra, rb = root(a), root(b)
                 parent[max(ra, rb)] = min(ra, rb)
