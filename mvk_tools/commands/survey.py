@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.clikit import add_model_weight_arguments
+from search.clikit import add_encoder_arguments
 
 NAME = "survey"
 HELP = "presence, MaxN counts, per-site tables, Darwin Core occurrences and plots for a query"
@@ -46,10 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--place", action="append", default=[], help="only this place (repeatable)")
     parser.add_argument("--date-from", default="", help="only footage from this month on (YYYY-MM)")
     parser.add_argument("--date-to", default="", help="only footage up to this month (YYYY-MM)")
-    parser.add_argument("--model", default=None, help="open_clip model (default: the one recorded in the index)")
-    parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default: the index's)")
-    parser.add_argument("--checkpoint", default=None, help="local open_clip checkpoint file")
-    add_model_weight_arguments(parser)
+    add_encoder_arguments(parser)
 
 
 def _calibration(args: argparse.Namespace, index, scores, notes: list[str]):
@@ -79,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
     from mvk_tools.survey_plots import write_survey_plots
     from search import calibration as C
     from search import survey as S
-    from search.commands.search import _read_image, encoder_arguments
-    from search.encoder import describe, load_encoder
+    from search.clikit import encoder_choice
+    from search.commands.search import _read_image
     from search.errors import QueryError
+    from search.identity import describe, encoder_for_index
     from search.query import Filters, encode_query, filter_mask
-    from search.store import check_encoder, open_index
+    from search.store import open_index
 
     if args.threshold is not None:
         S.check_threshold(args.threshold)
@@ -97,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     filters = Filters(sites=tuple(args.site), places=tuple(args.place), date_from=args.date_from, date_to=args.date_to)
     if not filter_mask(index, filters).any():
         raise QueryError("no frames of the index pass the filters: nothing to survey")
-    encoder = load_encoder(**encoder_arguments(args, (index.manifest or {}).get("encoder") or {}))
-    check_encoder(index, encoder.identity())
+    encoder = encoder_for_index(index.encoder, encoder_choice(args), device=args.device, where=args.index)
     query = args.text if image is None else f"image {Path(args.image).name}"
     vector, notes = encode_query(index, encoder, image if image is not None else args.text)
     scores = S.survey_scores(index, vector, filters)
