@@ -26,6 +26,7 @@ Typical session:
   mvk search "a turtle over coral" --index IDX rank frames for a text query
   mvk check IDX                                verify every index file against its checksum
   mvk kis QUERIES.csv --index IDX --out RUN    known-item-search benchmark
+  mvk survey "a turtle" --index IDX --out DIR  presence, MaxN and occurrence records for a query
   mvk app --index IDX --collection COLLECTION  the browser front end
   mvk serve --index IDX                        a JSON HTTP API for other programs
   mvk submit --video V --time S                submit an answer to a DRES server

@@ -172,3 +172,82 @@ def davis_unsupervised(gt: np.ndarray, pred: np.ndarray, *, ignore: tuple[int, .
     js = [v[0] for v in per_object.values()]
     fs = [v[1] for v in per_object.values()]
     return DavisScore(float(np.mean(js)), float(np.mean(fs)), per_object, matching)
+
+
+@dataclass(frozen=True)
+class TrackCounts:
+    """How well tracks count objects in one clip (see ``track_counts``)."""
+    gt_maxn: int                 # most ground-truth objects visible in one frame
+    pred_maxn: int               # most non-background tracks visible in one frame
+    maxn_error: int              # pred_maxn - gt_maxn
+    object_maxn_error: float     # mean over objects of (most tracks of that object in one frame - 1)
+    count_mae: float             # mean over frames of |tracks visible - objects visible|
+    fragmentation: float         # mean over matched objects of the distinct tracks matched to it
+    id_switches: int             # changes of an object's matched track between its matched frames
+    spurious_tracks: int         # tracks never matched to an object
+    objects: int
+    tracks: int
+    missed_objects: int          # objects never matched
+
+
+def track_counts(gt: np.ndarray, pred: np.ndarray, *, iou_min: float = 0.5, min_area: float = 0.005) -> TrackCounts:
+    """Count accuracy of tracks ``pred`` (T, H, W) (track ids >= 0, -1 none; background tracks should be -1)
+    against ground truth ``gt`` (0 background, 1..K). Objects count in a frame where they cover at least
+    ``min_area`` of it (the segmentation drops smaller objects too). Per frame, objects and tracks are
+    matched one-to-one (Hungarian) on IoU >= ``iou_min``; fragmentation and identity switches follow the
+    matched track of each object over time (CLEAR-MOT style). ``object_maxn_error`` is what a perfect
+    query for one object would over-count: every track is given to the object it overlaps most over the
+    clip, and per object the most of its tracks visible at once, minus one, is averaged."""
+    _check_pair(gt, pred)
+    t, h, w = gt.shape
+    min_px = max(1, int(np.ceil(min_area * h * w)))
+    gt_count = np.zeros(t, np.int64)
+    pred_count = np.zeros(t, np.int64)
+    matched_tracks: dict[int, list[int]] = {}
+    ever_matched: set[int] = set()
+    for i in range(t):
+        table, ug, up = contingency(gt[i], pred[i])
+        area_g, area_p = table.sum(1), table.sum(0)
+        keep_g = (ug > 0) & (area_g >= min_px)
+        keep_p = up >= 0
+        gt_count[i], pred_count[i] = int(keep_g.sum()), int(keep_p.sum())
+        if not keep_g.any() or not keep_p.any():
+            continue
+        inter = table[keep_g][:, keep_p]
+        union = area_g[keep_g][:, None] + area_p[keep_p][None, :] - inter
+        iou = inter / np.maximum(union, 1)
+        rows, cols = linear_sum_assignment(-iou)
+        for r, c in zip(rows, cols):
+            if iou[r, c] >= iou_min:
+                matched_tracks.setdefault(int(ug[keep_g][r]), []).append(int(up[keep_p][c]))
+                ever_matched.add(int(up[keep_p][c]))
+    objects = [int(g) for g in np.unique(gt) if g > 0 and (gt == g).reshape(t, -1).sum(1).max() >= min_px]
+    tracks = [int(p) for p in np.unique(pred) if p >= 0]
+    switches = sum(int(np.sum(np.diff(seq) != 0)) for seq in matched_tracks.values())
+    frag = [len(set(seq)) for seq in matched_tracks.values()]
+    # per object MaxN of the tracks assigned to it (by most overlap over the clip)
+    over, ug, up = contingency(gt, pred)
+    owner = {}
+    for j, p in enumerate(up):
+        if p < 0:
+            continue
+        col = over[:, j].copy()
+        col[ug <= 0] = 0
+        if col.max() > 0:
+            owner[int(p)] = int(ug[int(np.argmax(col))])
+    per_object = []
+    for g in objects:
+        mine = [p for p, o in owner.items() if o == g]
+        if not mine:
+            per_object.append(0.0)          # never tracked: counted as missed, not as an over-count
+            continue
+        visible = np.isin(pred.reshape(t, -1), mine)
+        n_at_once = max(len(np.unique(pred[i][visible[i].reshape(h, w)])) for i in range(t))
+        per_object.append(float(n_at_once - 1))
+    return TrackCounts(gt_maxn=int(gt_count.max(initial=0)), pred_maxn=int(pred_count.max(initial=0)),
+                       maxn_error=int(pred_count.max(initial=0) - gt_count.max(initial=0)),
+                       object_maxn_error=float(np.mean(per_object)) if per_object else float("nan"),
+                       count_mae=float(np.abs(pred_count - gt_count).mean()) if t else float("nan"),
+                       fragmentation=float(np.mean(frag)) if frag else float("nan"), id_switches=int(switches),
+                       spurious_tracks=len(set(tracks) - ever_matched), objects=len(objects), tracks=len(tracks),
+                       missed_objects=len([g for g in objects if g not in matched_tracks]))

@@ -12,6 +12,14 @@ frame, ids shared by the whole chunk (tracks, also across occlusion). Tiny clust
 ``BACKGROUND_BORDER_SHARE`` of its border count (a background split by a light gradient stays background;
 an object crossing the edge for a few frames does not).
 
+Fragments (``merge_comoving``, on by default): a textured object often comes out as one big cluster and a
+few small ones at its edges, each a track of its own, so counting tracks (MaxN) over-counts. Inside a
+chunk, a small non-background cluster (at most a quarter of the other's area) that touches a larger one
+in most frames they share, keeps a steady offset from it and moves is merged into it
+(``comoving_groups``); objects that pass each other touch briefly and their offset changes, two animals
+of a size swimming side by side are not fragments, still scenery does not move, so all stay apart
+(``benchmarks/bench_tracks.py``: MaxN error before and after).
+
 Across chunks, attention rows over different key frames are not comparable, so every track keeps a small
 sample of its patches' queries (at most ``TRACK_SAMPLES``). When a chunk is done, each track's sample
 attends over the new chunk's key patches; the mean of those rows is the track's centroid in the new
@@ -50,6 +58,7 @@ class SegmentParams:
     level: int | None = None      # hierarchy level to output (None: the last, i.e. tau's result)
     window_max_clusters: int = 32  # first pass: a window stops merging once it has at most this many clusters
     link_tau: float | None = None  # symmetric-KL distance below which a cluster continues a track across chunks (None: tau)
+    merge_comoving: bool = True   # one track for the fragments of an object that move together (comoving_groups)
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,78 @@ def query_samples(q: torch.Tensor, labels: torch.Tensor, n_clusters: int, m: int
     return out
 
 
+def comoving_groups(labels: np.ndarray, background: Sequence[int], *, min_shared: int = 3, min_touch: float = 0.8,
+                    max_offset_spread: float = 1.0, spread_radius: float = 1.25, min_path: float = 2.0,
+                    max_size_ratio: float = 0.25) -> np.ndarray:
+    """Fragments of one object in a chunk: cluster pairs that move together. ``labels`` (T, h, w) cluster
+    ids (-1 none) on the patch grid. Two non-background clusters are one object when they are both
+    visible in at least ``min_shared`` frames, touch (4-neighbour patches) in at least ``min_touch`` of
+    those frames, the offset between their centres stays put (spread, the RMS distance from its mean, at
+    most ``spread_radius`` times the radius of the larger one, sqrt(mean area / pi), or ``max_offset_spread``
+    patches if more: a small fragment at the edge of an object jitters about as far as the object is wide,
+    another object passing by moves through and beyond it), the smaller covers at most ``max_size_ratio``
+    of the larger's area (a fragment, not a second animal swimming alongside) and both travel (path of each centre over those frames at least
+    ``min_path`` patches: two parts of a still scene are not merged). Objects that cross each other touch
+    briefly and their offset changes, so they stay apart. Returns the group of every cluster (union-find
+    roots, the smallest id of each group), shape (K,)."""
+    t, h, w = labels.shape
+    k = int(labels.max()) + 1 if labels.size else 0
+    parent = np.arange(k)
+    if k < 2:
+        return parent
+    flat = labels.reshape(t, -1)
+    counts = np.stack([np.bincount(f[f >= 0], minlength=k) for f in flat])          # (T, K)
+    ys, xs = np.divmod(np.arange(h * w), w)
+    cy = np.stack([np.bincount(f[f >= 0], weights=ys[f >= 0], minlength=k) for f in flat]) / np.maximum(counts, 1)
+    cx = np.stack([np.bincount(f[f >= 0], weights=xs[f >= 0], minlength=k) for f in flat]) / np.maximum(counts, 1)
+    touch = np.zeros((t, k, k), bool)
+    for a, b in ((labels[:, :, 1:], labels[:, :, :-1]), (labels[:, 1:, :], labels[:, :-1, :])):
+        pair = (a != b) & (a >= 0) & (b >= 0)
+        fr = np.broadcast_to(np.arange(t)[:, None, None], a.shape)[pair]
+        touch[fr, a[pair], b[pair]] = True
+    touch |= touch.transpose(0, 2, 1)
+    fg = [c for c in range(k) if c not in set(background)]
+
+    def root(c: int) -> int:
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    for i, a in enumerate(fg):
+        for b in fg[i + 1:]:
+            shared = np.flatnonzero((counts[:, a] > 0) & (counts[:, b] > 0))
+            if len(shared) < min_shared or touch[shared, a, b].mean() < min_touch:
+                continue
+            off = np.stack([cy[shared, a] - cy[shared, b], cx[shared, a] - cx[shared, b]], 1)
+            spread = float(np.sqrt(((off - off.mean(0)) ** 2).sum(1).mean()))
+            path = [float(np.hypot(np.diff(cy[shared, c]), np.diff(cx[shared, c])).sum()) for c in (a, b)]
+            small, large = sorted((counts[shared, a].mean(), counts[shared, b].mean()))
+            if small > max_size_ratio * large:
+                continue
+            radius = float(np.sqrt(large / np.pi))
+            if spread <= max(max_offset_spread, spread_radius * radius) and min(path) >= min_path:
+                ra, rb = root(a), root(b)
+                parent[max(ra, rb)] = min(ra, rb)
+    return np.array([root(c) for c in range(k)])
+
+
+def _merge_groups(labels: torch.Tensor, centroids: torch.Tensor, background: tuple[int, ...], groups: np.ndarray
+                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Labels, centroids (the mean of each group's attention centroids) and background of the clusters
+    after merging each group of ``groups`` (cluster -> group root) into one, ids again by first appearance."""
+    if np.array_equal(groups, np.arange(len(groups))):
+        return labels, centroids, background
+    g = torch.as_tensor(groups, device=labels.device)
+    kept = labels >= 0
+    merged = torch.full_like(labels, -1)
+    new, old_of_new = _relabel_by_first_appearance(g[labels[kept]])
+    merged[kept] = new
+    member = torch.as_tensor(groups, device=centroids.device)[None, :] == old_of_new.to(centroids.device)[:, None]
+    merged_centroids = (member.to(centroids.dtype) @ centroids) / member.sum(1, keepdim=True).to(centroids.dtype)
+    back = tuple(i for i, root in enumerate(old_of_new.tolist()) if root in set(background))
+    return merged, merged_centroids, back
+
+
 def border_mask(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
     m = torch.zeros(h, w, dtype=torch.bool, device=device)
     m[0], m[-1], m[:, 0], m[:, -1] = True, True, True, True
@@ -213,6 +294,11 @@ def segment_frames(images: np.ndarray, extractor: QKExtractor, params: SegmentPa
             flagged = border_counts >= BACKGROUND_BORDER_SHARE * border_counts.max()
             background = tuple(int(i) for i in torch.nonzero(flagged).flatten())
     centroids = result.centroids[result.assigned_level][source_ids]
+    if params.merge_comoving and n_clusters > 1:
+        grid_labels, centroids, background = _merge_groups(
+            grid_labels, centroids, background, comoving_groups(grid_labels.cpu().numpy(), background))
+        compact = grid_labels.reshape(-1)
+        n_clusters = int(centroids.shape[0])
     samples = query_samples(q, compact, n_clusters)
     times["postprocess"] = time.perf_counter() - t2
     return ChunkSegmentation(

@@ -11,6 +11,7 @@ COMMANDS = (
     "mvk_tools.commands.kis",
     "mvk_tools.commands.captions",
     "mvk_tools.commands.submit",
+    "mvk_tools.commands.survey",
 )
 
 

@@ -83,3 +83,32 @@ def test_davis_unsupervised_matching() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="shape"):
         fg_ari(np.zeros((2, 3, 4)), np.zeros((2, 3, 5)))
+
+
+def _gt_two_objects(t: int = 6) -> np.ndarray:
+    gt = np.zeros((t, 20, 20), np.uint8)
+    gt[:, 2:8, 2:8] = 1
+    gt[:, 10:18, 10:18] = 2
+    return gt
+
+
+def test_track_counts_perfect_tracks_count_right() -> None:
+    from indexer.metrics import track_counts
+    gt = _gt_two_objects()
+    pred = gt.astype(np.int32) - 1            # object k -> track k-1, background -> -1
+    c = track_counts(gt, pred)
+    assert (c.gt_maxn, c.pred_maxn, c.maxn_error, c.id_switches, c.spurious_tracks) == (2, 2, 0, 0, 0)
+    assert c.fragmentation == 1.0 and c.object_maxn_error == 0.0 and c.count_mae == 0.0
+
+
+def test_track_counts_see_fragments_in_time_and_in_space() -> None:
+    from indexer.metrics import track_counts
+    gt = _gt_two_objects()
+    pred = gt.astype(np.int32) - 1
+    pred[3:][gt[3:] == 2] = 7                  # object 2 changes track half way: a fragment in time
+    c = track_counts(gt, pred)
+    assert c.id_switches == 1 and c.fragmentation == 1.5 and c.maxn_error == 0 and c.object_maxn_error == 0.0
+    pred = gt.astype(np.int32) - 1
+    pred[:, 10:18, 14:18] = 9                  # object 2 split in two tracks at once: MaxN over-counts
+    c = track_counts(gt, pred)
+    assert c.pred_maxn == 3 and c.maxn_error == 1 and c.object_maxn_error == 0.5 and c.spurious_tracks == 1

@@ -108,3 +108,35 @@ def test_size_change_mid_stream_starts_a_new_chunk(clip) -> None:
     out = list(segment_stream(frames, ColorExtractor(), PARAMS))
     assert [sf.frame.index for sf in out] == list(range(8))
     assert out[5].objects[0].mask.shape == small.shape[1:3]
+
+
+def test_comoving_fragments_merge_and_crossing_or_still_objects_do_not() -> None:
+    from indexer.segment import comoving_groups
+    t, h, w = 8, 16, 24
+    labels = np.full((t, h, w), 0, np.int64)          # 0: background
+    for i in range(t):
+        labels[i, 1:5, 2 + 2 * i:6 + 2 * i] = 1      # a moving square ...
+        labels[i, 2:4, 6 + 2 * i:7 + 2 * i] = 2      # ... and a small fragment at its edge, moving with it
+        labels[i, 8:11, 20 - 2 * i:23 - 2 * i] = 3   # another object moving the other way
+        labels[i, 8:11, 0:2] = 4                     # a still thing ...
+        labels[i, 8:11, 2:4] = 5                     # ... touching another still thing
+        labels[i, 12:15, 2 + i:5 + i] = 6            # two animals of one size swimming side by side
+        labels[i, 12:15, 5 + i:8 + i] = 7
+    groups = comoving_groups(labels, background=(0,))
+    assert groups[2] == groups[1] == 1
+    assert len({groups[1], groups[3], groups[4], groups[5], groups[6], groups[7]}) == 6 and groups[0] == 0
+
+
+def test_merging_comoving_fragments_brings_track_counts_to_the_truth() -> None:
+    from dataclasses import replace
+
+    from indexer.metrics import track_counts
+    clip = render_clip(n_frames=48, seed=0)
+    params = SegmentParams(short_side=96)
+    errors = {}
+    for merge in (False, True):
+        out = list(segment_stream(as_frames(clip.frames), ColorExtractor(), replace(params, merge_comoving=merge)))
+        errors[merge] = track_counts(clip.masks, label_volume(out, include_background=False))
+    assert errors[True].object_maxn_error < errors[False].object_maxn_error
+    assert abs(errors[True].maxn_error) < abs(errors[False].maxn_error)
+    assert errors[True].missed_objects == 0
