@@ -181,7 +181,12 @@ def check_compatible(disk: dict, asked: dict, root: str | Path) -> None:
     if have_enc and want_enc:
         check_space(have_enc, want_enc, root)
         diffs += [("frame fit", have, want) for _, have, want in differences(have_enc, want_enc, ["fit"])]
-    if asked.get("segmentation") is not None and disk.get("segmentation") is not None:
+    if isinstance(asked.get("segmentation"), dict) and isinstance(disk.get("segmentation"), dict):
+        # a key the index does not record was no setting when it was built (its behaviour then is the default)
+        recorded = disk["segmentation"]
+        diffs += [("segmentation", recorded, asked["segmentation"]) for _ in differences(
+            recorded, {k: v for k, v in asked["segmentation"].items() if k in recorded})[:1]]
+    elif asked.get("segmentation") is not None and disk.get("segmentation") is not None:
         diffs += differences(disk, asked, ["segmentation"])
     if diffs:
         raise ModelMismatchError(mismatch_message(root, diffs, what="use the same settings or another index "
