@@ -627,3 +627,28 @@ def test_a_folder_that_is_no_collection_fails_the_job_in_one_line(app_env):
     job.thread.join(TIMEOUT)
     assert job.error.startswith(f"{empty}") and "no videos found" in job.error
     assert "Error" not in job.error and not any("Traceback" in line for line in job.log)
+
+
+def test_more_like_this_likes_and_heatmaps_on_the_search_page(app_env):
+    at = search(page("search_page"), "a red fish")
+    found = at.session_state["search_results"]
+    third = found.iloc[2]
+    ref = f"{third['site']}/{third['video_id']}/{int(third['frame_index'])}"
+    at.button(key=f"similar_{int(third['gid'])}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    like = at.session_state["search_results"]
+    assert int(like["gid"].iloc[0]) == int(third["gid"])                     # the frame itself comes first
+    assert at.query_params["like"] in (ref, [ref])
+    at.button(key="back_to_query").click().run()
+    last = at.session_state["search_results"].iloc[-1]
+    at.button(key=f"up_{int(last['gid'])}").click().run()
+    liked = f"{last['site']}/{last['video_id']}/{int(last['frame_index'])}"
+    assert at.query_params["up"] in (liked, [liked])
+    at.toggle(key="use_feedback").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "1 liked" in at.session_state["search_label"]
+    at.toggle(key="heat_grid").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [c.value for c in at.caption if "No heatmap" in c.value]
+    at.checkbox(key="cell_0").check().run()
+    assert not at.exception, [e.value for e in at.exception]

@@ -53,23 +53,114 @@ def where(row: dict) -> str:
     return f"{common.plain(row['site'])} · video {common.plain(row['video_id'])}"
 
 
+# -- after the first query: more like this, likes and dislikes (kept in the page's address) --------------
+
+LIKES, DISLIKES, LIKE = "up", "down", "like"      # URL parameters: a reload keeps the feedback and the query
+
+
+def result_id(row: dict) -> str:
+    """The stable id of a result's frame, SITE/VIDEO_ID/FRAME_INDEX (what the query service takes)."""
+    return f"{row['site']}/{row['video_id']}/{int(row['frame_index'])}"
+
+
+def object_id(row: dict) -> str | None:
+    """The stable id of a result's best object, or None when the frame matched as a whole."""
+    track = row.get("track_id")
+    if track is None or (isinstance(track, float) and np.isnan(track)) or int(track) < 0:
+        return None
+    return f"{result_id(row)}/{int(track)}"
+
+
+def like_target() -> str:
+    """The result a "more like this" search starts from ('' for none)."""
+    return str(st.query_params.get(LIKE, "") or "")
+
+
+def feedback_labels() -> tuple[list[str], list[str]]:
+    """The ids the user liked and disliked in this search session."""
+    return st.query_params.get_all(LIKES), st.query_params.get_all(DISLIKES)
+
+
+def _more_like(ref: str) -> None:
+    st.query_params[LIKE] = ref
+    st.session_state.pop("selected", None)
+    st.session_state["page"] = 1
+
+
+def _back_to_query() -> None:
+    st.query_params.pop(LIKE, None)
+
+
+def _label(ref: str, liked: bool) -> None:
+    """Toggle a like (or a dislike) of ``ref``; a like replaces a dislike of the same result and back."""
+    ups, downs = feedback_labels()
+    mine, other = (ups, downs) if liked else (downs, ups)
+    mine = [r for r in mine if r != ref] if ref in mine else [*mine, ref]
+    other = [r for r in other if r != ref]
+    ups, downs = (mine, other) if liked else (other, mine)
+    st.query_params[LIKES] = ups
+    st.query_params[DISLIKES] = downs
+
+
+def _clear_feedback() -> None:
+    st.query_params.pop(LIKES, None)
+    st.query_params.pop(DISLIKES, None)
+    st.session_state["use_feedback"] = False
+
+
+def feedback_bar(likes: list[str], dislikes: list[str], like_ref: str) -> None:
+    """What the user did after the first query, and how to use or undo it."""
+    if like_ref:
+        a, b = st.columns([5, 2], vertical_alignment="center")
+        a.caption(f":material/image_search: More like {common.plain(like_ref)} (the result itself comes first)")
+        b.button("Back to the query", key="back_to_query", on_click=_back_to_query, width="stretch")
+    if not likes and not dislikes:
+        return
+    a, b, c = st.columns([5, 2, 2], vertical_alignment="center")
+    a.caption(f":material/thumbs_up_down: {len(likes)} liked, {len(dislikes)} disliked: re-rank to move their "
+              f"neighbours up and down (SOMHunter's Bayesian feedback over the results shown)")
+    b.toggle("Re-rank with feedback", key="use_feedback")
+    c.button("Clear feedback", key="clear_feedback", on_click=_clear_feedback, width="stretch")
+
+
 def card_actions(row: dict, key: str) -> None:
-    """The buttons under one result (widget keys end in ``key``): ▶ Play (the player opens above the results)
-    and, when a competition server is configured, Submit."""
+    """The buttons under one result (widget keys end in ``key``): ▶ Play (the player opens above the results),
+    ≈ more like this, 👍 / 👎 feedback and, when a competition server is configured, Submit."""
     st.button("▶ Play", key=f"play_{key}", on_click=_select, args=(row,), width="stretch",
               help="play the video from this moment and show the object's track")
+    if "frame_index" in row:
+        ref = result_id(row)
+        ups, downs = feedback_labels()
+        similar, up, down = st.columns(3)
+        similar.button("≈", key=f"similar_{key}", on_click=_more_like, args=(ref,), width="stretch",
+                       help="more like this frame")
+        up.button("👍", key=f"up_{key}", on_click=_label, args=(ref, True), width="stretch",
+                  type="primary" if ref in ups else "secondary", help="like: re-ranking moves similar frames up")
+        down.button("👎", key=f"down_{key}", on_click=_label, args=(ref, False), width="stretch",
+                    type="primary" if ref in downs else "secondary", help="dislike: similar frames move down")
     competition.submit_button(row, key=f"submit_{key}")
 
 
-def _card(index, row: dict, frame: pd.Series, overlay: str) -> None:
+def heatmap_image(cfg, gid: int, text: str):
+    """PNG bytes of where ``text`` matches in frame ``gid`` (None with the reason shown when it cannot)."""
+    from search.errors import MvkError
+    try:
+        return common.service(cfg).heatmap(int(gid), text)[0]
+    except MvkError as exc:
+        st.caption(f"No heatmap: {common.plain(exc)}")
+        return None
+
+
+def _card(index, row: dict, frame: pd.Series, overlay: str, heat_text: str = "", cfg=None) -> None:
     with st.container(border=True):
-        st.image(thumbnail(frame, row, overlay), width="stretch")
+        heat = heatmap_image(cfg, row["gid"], heat_text) if heat_text and cfg is not None else None
+        st.image(heat if heat is not None else thumbnail(frame, row, overlay), width="stretch")
         st.markdown(f"**#{int(row['rank'])}** · {float(row['score']):.3f} · {common.fmt_time(row['time'])}")
         st.caption(where(row))
         card_actions(row, str(int(row['gid'])))
 
 
-def _cards(index, rows: pd.DataFrame, overlay: str) -> None:
+def _cards(index, rows: pd.DataFrame, overlay: str, heat_text: str = "", cfg=None) -> None:
     frames = frame_rows(index, rows["gid"])
     records = rows.to_dict("records")
     for start in range(0, len(records), COLUMNS):
@@ -77,12 +168,14 @@ def _cards(index, rows: pd.DataFrame, overlay: str) -> None:
         for col, row, (_, frame) in zip(cols, records[start:start + COLUMNS],
                                         frames.iloc[start:start + COLUMNS].iterrows()):
             with col:
-                _card(index, row, frame, overlay)
+                _card(index, row, frame, overlay, heat_text, cfg)
 
 
-def grid(index, found: pd.DataFrame, *, overlay: str, group_by_video: bool) -> None:
-    """The ranked frames as cards; with ``group_by_video`` one section per video, best video first."""
-    _by_video(found, lambda rows: _cards(index, rows, overlay), "frames", group_by_video)
+def grid(index, found: pd.DataFrame, *, overlay: str, group_by_video: bool, heat_text: str = "",
+         cfg=None) -> None:
+    """The ranked frames as cards; with ``group_by_video`` one section per video, best video first; with
+    ``heat_text`` each card shows where that text matches instead of the object overlay."""
+    _by_video(found, lambda rows: _cards(index, rows, overlay, heat_text, cfg), "frames", group_by_video)
 
 
 def is_pairs(found: pd.DataFrame) -> bool:
@@ -166,9 +259,9 @@ def video(cfg, row: dict) -> None:
         st.error(f"Cannot play this video: {common.plain(exc)}")
 
 
-def player(index, cfg, row: dict, overlay: str) -> None:
-    """The chosen result: its video playing from that moment, the frame, and the object's track over time.
-    Close (or Esc) goes back to the results."""
+def player(index, cfg, row: dict, overlay: str, heat_text: str = "") -> None:
+    """The chosen result: its video playing from that moment, the frame (or where ``heat_text`` matches in it),
+    "more like" the frame or its object, and the object's track over time. Close (or Esc) goes back."""
     head, close = st.columns([8, 1], vertical_alignment="center")
     head.subheader(f"{where(row)} · {common.fmt_time(row['time'])}")
     close.button("Close", key="close_player", on_click=_close, shortcut="Esc", help="close the player (Esc)")
@@ -177,8 +270,21 @@ def player(index, cfg, row: dict, overlay: str) -> None:
         video(cfg, row)
     frame = frame_rows(index, [row["gid"]]).iloc[0]
     with right:
-        st.image(thumbnail(frame, row, overlay if overlay != "none" else "mask"), width="stretch",
+        heat = st.toggle("Where does the text match? (heatmap)", key="heat_player", disabled=not heat_text,
+                         help="the similarity of the query text to each part of the frame, from the model's "
+                              "dense features" if heat_text else "a heatmap needs a text query")
+        image = heatmap_image(cfg, row["gid"], heat_text) if heat and heat_text else None
+        st.image(image if image is not None else thumbnail(frame, row, overlay if overlay != "none" else "mask"),
+                 width="stretch",
                  caption=f"score {float(row['score']):.3f} · {_parts(row)} · frame {int(row['frame_index'])}")
+        if "frame_index" in row:
+            a, b = st.columns(2)
+            a.button("More like this frame", key="similar_player", on_click=_more_like, args=(result_id(row),),
+                     width="stretch", icon=":material/image_search:")
+            obj = object_id(row)
+            b.button("More like this object", key="similar_object", on_click=_more_like, args=(obj or "",),
+                     width="stretch", disabled=obj is None, icon=":material/category_search:",
+                     help="search with this object's own vector" if obj else "this frame matched as a whole")
         competition.submit_button(row, key="submit_player")
     track(index, row, overlay)
 

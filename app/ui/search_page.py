@@ -1,5 +1,7 @@
-"""Search page: a text (or example image) query, optionally followed by a second description in the same video
-within N seconds (pairs of frames); filters, fusion; a grid of frames; a result plays in place."""
+"""Search page: a text (or example image) query, optionally followed by more descriptions in the same video
+within N seconds (chains of frames); filters, fusion, where in the frame; a grid of frames; a result plays in
+place. After the first query: "more like this" on any result, likes and dislikes that re-rank (kept in the
+page's address, so a reload keeps them), and heatmaps of where the text matches."""
 from __future__ import annotations
 
 
@@ -14,7 +16,8 @@ index = common.open_index(cfg)
 common.random_banner(index, cfg)
 
 from search.errors import MvkError  # noqa: E402
-from search.queries import FUSIONS, Filters, ImageQuery, Options, SequenceQuery, TextQuery  # noqa: E402
+from search.queries import (FUSIONS, FeedbackQuery, Filters, ImageQuery, ItemRef, LikeQuery, Options,  # noqa: E402
+                            SequenceQuery, TextQuery)
 from search.service import MAX_RESULTS  # noqa: E402  (the deepest rank paging reaches, as in the API)
 URL = "query-params"      # widgets bound to the URL: a link (or a reload) brings back the query and filters
 
@@ -43,6 +46,16 @@ with st.sidebar:
     group = st.toggle("Group by video", key="group", bind=URL)
     overlay = st.radio("Draw the matching object", ["none", "mask", "box"], index=1, horizontal=True,
                        key="overlay", bind=URL)
+    heat_grid = st.toggle("Heatmaps on the grid", key="heat_grid",
+                          help="draw where the text matches over each result (one pass of the model per frame)")
+    with st.expander("Where in the frame", expanded=any(st.session_state.get(f"cell_{i}") for i in range(9))):
+        st.caption("The matching object lies in these parts of the frame; frames whose matching object lies "
+                   "elsewhere are scored as whole frames, a little lower (not left out).")
+        for row_no in range(3):
+            for col, cell in zip(st.columns(3), range(3 * row_no, 3 * row_no + 3)):
+                col.checkbox(["top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom",
+                              "bottom right"][cell], key=f"cell_{cell}", bind=URL)
+cells = tuple(i for i in range(9) if st.session_state.get(f"cell_{i}"))
 
 with st.form("query", border=False):
     col_text, col_go = st.columns([6, 1], vertical_alignment="bottom")
@@ -59,6 +72,8 @@ with st.form("query", border=False):
                                              "leave empty for an ordinary search", bind=URL)
         within = col_within.number_input("within N seconds", min_value=0.1, value=10.0, step=1.0,
                                          key="q_within", bind=URL)
+        then_more = st.text_input("…and then this (optional)", key="q_then2", placeholder="a turtle",
+                                  help="a third step, at most N seconds after the second", bind=URL)
 
 
 def clear_results() -> None:
@@ -73,20 +88,28 @@ page_no = max(1, int(st.session_state.get("page") or 1))
 # filters, the ranking, the page or the index (a rebuilt shard) re-runs the current query at once, and so does
 # opening a link (or reloading) that holds a query.
 then_text = then_text.strip()
-params = (text.strip(), upload.file_id if upload is not None else None, then_text, float(within), filters, fusion,
-          float(weight), int(k), index_fingerprint(cfg.index))
+then_steps = [s for s in (then_text, then_more.strip()) if s]
+like_ref = results.like_target()
+likes, dislikes = results.feedback_labels()
+use_feedback = bool(st.session_state.get("use_feedback")) and bool(likes or dislikes)
+params = (text.strip(), upload.file_id if upload is not None else None, tuple(then_steps), float(within), filters,
+          fusion, float(weight), int(k), cells, like_ref, (tuple(likes), tuple(dislikes)) if use_feedback else None,
+          index_fingerprint(cfg.index))
 last = st.session_state.get("search_params")
 if (last is not None and params[:-1] != last[:-1]) or submitted:
     page_no = 1                      # a new query or new filters start on the first page
     st.session_state["page"] = 1
 wanted = min(MAX_RESULTS, int(k) * page_no)
-from_url = last is None and bool(params[0])
+from_url = last is None and bool(params[0] or like_ref)
 if submitted or from_url or (last is not None and (params != last or st.session_state.get("search_k") != wanted)):
     query = None
     label = ""
     st.session_state["search_params"] = params
     try:
-        if upload is not None:
+        if like_ref:
+            query = LikeQuery(ItemRef.parse(like_ref))
+            label = f"more like {like_ref}"
+        elif upload is not None:
             from app.security import read_uploaded_image
 
             query = read_uploaded_image(upload.getvalue(), upload.name)
@@ -96,18 +119,23 @@ if submitted or from_url or (last is not None and (params != last or st.session_
             label = f"“{query}”"
         else:
             st.warning("Type a description or upload an example image."
-                       + (" The “then” description needs a first one to follow." if then_text else ""))
+                       + (" The “then” description needs a first one to follow." if then_steps else ""))
             clear_results()
         if query is not None:
             common.encoder(index, cfg)           # a missing model stops the page with the reason
-            step = TextQuery(query) if isinstance(query, str) else ImageQuery(query, f"image {upload.name}")
-            if then_text:
-                q = SequenceQuery((step, TextQuery(then_text)), float(within))
-                label += f" then “{then_text}” within {float(within):g} s"
+            if isinstance(query, LikeQuery):
+                q = query
             else:
-                q = step
+                q = TextQuery(query) if isinstance(query, str) else ImageQuery(query, f"image {upload.name}")
+            if then_steps and not isinstance(q, LikeQuery):
+                q = SequenceQuery((q, *(TextQuery(s) for s in then_steps)), float(within))
+                label += "".join(f" then “{s}”" for s in then_steps) + f" within {float(within):g} s"
+            elif use_feedback:
+                q = FeedbackQuery(q, tuple(ItemRef.parse(r) for r in likes), tuple(ItemRef.parse(r) for r in dislikes),
+                                  display=int(k))
+                label += f" with {len(likes)} liked and {len(dislikes)} disliked results"
             page = common.service(cfg).run(q, Options(k=wanted, fusion=fusion, weight=float(weight),
-                                                      filters=filters), source="app")
+                                                      filters=filters).with_cells(cells), source="app")
             found = page.rows
             if st.session_state.get("search_k") is None or params != last:
                 st.session_state.pop("selected", None)
@@ -144,6 +172,7 @@ json_col.download_button("JSON", export.to_json(orient="records", indent=1).enco
                          on_click="ignore", icon=":material/download:", width="stretch")
 for note in st.session_state.get("search_notes", []):
     st.caption(f":material/info: Note: {common.plain(note)}")
+results.feedback_bar(likes, dislikes, like_ref)
 if found.empty:
     st.info("No frame of the second description follows one of the first within that time in the same video "
             "(with these filters)." if pairs else "No frame matches these filters.")
@@ -151,13 +180,14 @@ if found.empty:
 
 selected = st.session_state.get("selected")
 if selected is not None:
-    results.player(index, cfg, selected, overlay)
+    results.player(index, cfg, selected, overlay, heat_text=text.strip() if not like_ref else "")
     st.divider()
 
 if pairs:
     results.pair_list(index, shown, group_by_video=group)
 else:
-    results.grid(index, shown, overlay=overlay, group_by_video=group)
+    results.grid(index, shown, overlay=overlay, group_by_video=group,
+                 heat_text=text.strip() if heat_grid and not like_ref and upload is None else "", cfg=cfg)
 
 more = len(found) >= int(k) * page_no and int(k) * page_no < MAX_RESULTS
 pages = page_no + 1 if more else page_no
