@@ -53,6 +53,14 @@ class TargetName:
             raise ValueError(why)
         return seconds
 
+    @property
+    def key(self) -> str:
+        """A short id: ``<site>/<video>_<nnnnn>`` or ``<site>/<video>@h-mm-ss-ff``."""
+        if self.number is not None:
+            return f"{self.site}/{self.video}_{self.number:05d}"
+        h, m, s, f = self.timecode or (0, 0, 0, 0)
+        return f"{self.site}/{self.video}@{h}-{m:02d}-{s:02d}-{f:02d}"
+
 
 def timecode_seconds(timecode: tuple[int, int, int, int], reading: str, fps: float) -> tuple[float | None, str]:
     """(seconds, "") of a time code (h, m, s, xx) under one of TIMECODE_READINGS, or (None, why) when the
@@ -66,14 +74,6 @@ def timecode_seconds(timecode: tuple[int, int, int, int], reading: str, fps: flo
             return None, "no frame rate to read frames with"
         return (base + x / fps, "") if x < fps else (None, f"{x} is not a frame number at {fps:g} fps")
     raise ValueError(f"unknown time-code reading {reading!r}; choose from {', '.join(TIMECODE_READINGS)}")
-
-    @property
-    def key(self) -> str:
-        """A short id: ``<site>/<video>_<nnnnn>`` or ``<site>/<video>@h-mm-ss-ff``."""
-        if self.number is not None:
-            return f"{self.site}/{self.video}_{self.number:05d}"
-        h, m, s, f = self.timecode or (0, 0, 0, 0)
-        return f"{self.site}/{self.video}@{h}-{m:02d}-{s:02d}-{f:02d}"
 
 
 def _split_flat(stem: str, name: str) -> tuple[str, str]:
