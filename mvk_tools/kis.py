@@ -294,7 +294,7 @@ def timecode_readings(queries: pd.DataFrame, frames: pd.DataFrame, *,
                          vec))
         possible = [r for r in TIMECODE_READINGS if all(t[r] is not None for _, t, _ in cand)]
         ruled = [r for r in TIMECODE_READINGS if r not in possible]
-        ruled_why = f"{' and '.join(ruled)} ruled out (a time code impossible under it)" if ruled else ""
+        ruled_why = f"{' and '.join(ruled)} ruled out: some time code is impossible under it" if ruled else ""
         if len(possible) == 1:
             out[file] = {"reading": possible[0], "why": ruled_why, "rows": len(cand)}
             continue
