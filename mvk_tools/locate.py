@@ -264,7 +264,8 @@ def align(cost: np.ndarray, numbers: np.ndarray, time: np.ndarray, *, fps: float
     resolved by order and spacing, not by noise. The order is only imposed when the images placed with
     certainty agree with it (else the numbers are not in time order: each image takes its nearest frame).
     ``exclude`` (poor matches) take their nearest frame and do not constrain the others. A video with more
-    than ``max_cells`` image-frame pairs is aligned on every k-th frame, then within k frames of that."""
+    than ``max_cells`` image-frame pairs is aligned on blocks of k frames (each block's best frame), then
+    frame by frame within a block either side of that path."""
     m, n = cost.shape
     arg0 = np.argmin(cost, axis=1) if m else np.zeros(0, np.int64)
     if m < 2:
@@ -288,7 +289,9 @@ def align(cost: np.ndarray, numbers: np.ndarray, time: np.ndarray, *, fps: float
     if step == 1:
         path = monotonic_path(full, strict=strict)
     else:
-        coarse = monotonic_path(full[:, ::step], strict=len(use) <= (n + step - 1) // step) * step
+        blocks = -(-n // step)
+        pad = np.pad(full, ((0, 0), (0, blocks * step - n)), constant_values=np.inf)
+        coarse = monotonic_path(pad.reshape(len(use), blocks, step).min(axis=2), strict=False) * step
         path = _refine(full, coarse, step, strict)
     out = arg0.copy()
     out[use] = path
@@ -296,10 +299,11 @@ def align(cost: np.ndarray, numbers: np.ndarray, time: np.ndarray, *, fps: float
 
 
 def _refine(full: np.ndarray, coarse: np.ndarray, step: int, strict: bool) -> np.ndarray:
-    """``monotonic_path`` inside a band of ``step`` frames either side of a coarse path (long videos)."""
+    """``monotonic_path`` inside a band around a coarse path of block starts (long videos): the block and
+    one block either side."""
     m, n = full.shape
-    width = 2 * step + 1
-    cols = np.clip(coarse[:, None] + np.arange(-step, step + 1)[None, :], 0, n - 1)
+    width = 3 * step
+    cols = np.clip(coarse[:, None] + np.arange(-step, 2 * step)[None, :], 0, n - 1)
     band = full[np.arange(m)[:, None], cols].astype(np.float64)
     total = band[0].copy()
     back = np.zeros((m, width), np.int64)

@@ -334,3 +334,14 @@ def test_kis_names_the_flagged_targets(static: Path, static_index: tuple[Path, s
     assert f"its target's selected frame is flagged by the index: foreign" in captured.err
     summary = json.loads((out / "summary.json").read_text())
     assert [f["flag"].split(" ")[0] for f in summary["flagged_targets"]] == ["foreign", "ambiguous"]
+
+
+def test_long_videos_are_aligned_on_blocks_then_frame_by_frame() -> None:
+    rng = np.random.default_rng(1)
+    truth = np.sort(rng.choice(3000, 100, replace=False))
+    cost = rng.uniform(0.5, 1.0, (100, 3000)).astype(np.float32)
+    cost[np.arange(100), truth] = 0.05                                   # one unique frame per image
+    time = np.arange(3000) / 30.0
+    full = locate.align(cost, np.arange(1, 101), time)
+    banded = locate.align(cost, np.arange(1, 101), time, max_cells=15_000)   # blocks of 20 frames
+    assert full.tolist() == truth.tolist() and banded.tolist() == truth.tolist()
