@@ -36,8 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.selected import read_image, selected_frames  # noqa: E402
 from mvk_tools.layout import SelectedImage  # noqa: E402
-from mvk_tools.locate import (VideoThumbs, distances, image_thumbs, locate, locate_files, normalise,  # noqa: E402
-                              video_thumbs)
+from mvk_tools.locate import (  # noqa: E402
+    VideoThumbs,
+    distances,
+    image_thumbs,
+    locate,
+    locate_files,
+    normalise,
+    video_thumbs,
+)
 from mvk_tools.video import iter_frames, output_size, probe  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brackish"
@@ -161,8 +168,9 @@ def placement(cases: list, repeats: int) -> None:
         for images, thumbs, numbers, truth in group:
             got = locate(images, thumbs, numbers=numbers)
             assert got.frame_index.tolist() == list(truth), name
-        per, per_cpu = median_time(lambda: [distances(i, t.thumbs).argmin(axis=1) for i, t, _, _ in group], repeats)
-        ali, ali_cpu = median_time(lambda: [locate(i, t, numbers=n) for i, t, n, _ in group], repeats)
+        per, per_cpu = median_time(lambda g=group: [distances(i, t.thumbs).argmin(axis=1) for i, t, _, _ in g],
+                                   repeats)
+        ali, ali_cpu = median_time(lambda g=group: [locate(i, t, numbers=n) for i, t, n, _ in g], repeats)
         print(f"  {name:32s} per-image wall {per * 1e3:8.1f} ms cpu {per_cpu * 1e3:8.1f} ms | aligned wall "
               f"{ali * 1e3:8.1f} ms cpu {ali_cpu * 1e3:8.1f} ms | aligned / per-image cpu {ali_cpu / per_cpu:.2f}")
 

@@ -189,7 +189,7 @@ def report(frames: pd.DataFrame) -> dict | None:
     if not len(rows):
         return None
     poor, amb, foreign = _flag(rows, "match_poor"), _flag(rows, "match_ambiguous"), _foreign(rows) != ""
-    out = {"images": int(len(rows)), "poor": int(poor.sum()),
+    out = {"images": len(rows), "poor": int(poor.sum()),
            "numbering": numbering(rows["selected_number"].to_numpy(), rows["frame_index"].to_numpy(),
                                   poor | foreign, amb if "match_ambiguous" in rows else None)}
     if "match_ambiguous" in rows:

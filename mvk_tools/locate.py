@@ -346,7 +346,7 @@ def probe_thumbs(grey: np.ndarray, side: int = PROBE_SIDE) -> np.ndarray:
     (``VideoThumbs.thumbs`` reshaped): the small signature kept per video for the foreign-frame check."""
     if not len(grey):
         return np.zeros((0, 0), np.float16)
-    n, h, w = grey.shape
+    _, h, w = grey.shape
     size = thumb_size(w, h, side)
     out = [normalise(shrink_float(g, size)[None])[0] for g in grey]
     return np.stack(out).astype(np.float16)

@@ -111,11 +111,12 @@ def test_a_field_impossible_under_frames_rules_that_reading_out() -> None:
 def test_image_vectors_choose_the_reading_of_a_file() -> None:
     # frame vectors: one axis per indexed frame; a target's CLIP_img vector points at its true frame
     eye = np.eye(len(FRAMES), dtype=np.float32)
-    scores_of = lambda v: v @ eye.T                                      # noqa: E731
-    # 0:00:01:11 as frames at 30 fps = 1.367 s (frame 41, gid 1); as hundredths 1.11 s (nearest: gid 1 too)
-    # 0:00:02:10 as frames = 2.333 s (frame 70, gid 2); as hundredths 2.10 s (nearest gid 2) -> no vote;
-    # 0:00:00:07 as frames = 0.233 s (frame 7, gid 0); as hundredths 0.07 s (gid 0) -> no vote
-    # 0:00:01:28 as frames = 1.933 s (nearest gid 2); as hundredths 1.28 s (gid 1)
+
+    def scores_of(v: np.ndarray) -> np.ndarray:
+        return v @ eye.T
+
+    # 0:00:00:07 as frames = 0.233 s (frame 7, gid 0); as hundredths 0.07 s (gid 0 too): no vote
+    # 0:00:01:28 as frames = 1.933 s (nearest gid 2); as hundredths 1.28 s (gid 1): the vector decides
     by_frames = make_queries([_tc("a", "0:00:01:28", "f.csv", eye[2]), _tc("b", "0:00:00:07", "f.csv", eye[0])])
     got = kis.timecode_readings(by_frames, FRAMES, scores_of=scores_of, dim=len(FRAMES))
     assert got["f.csv"]["reading"] == "frames" and "CLIP_img" in got["f.csv"]["why"]

@@ -331,7 +331,7 @@ def test_kis_names_the_flagged_targets(static: Path, static_index: tuple[Path, s
     pq = pd.read_csv(out / "per_query.csv", keep_default_na=False)
     assert pq["target_flag"].tolist() == ["foreign (matches video 0001 better)", "ambiguous (static footage)", ""]
     assert "2 target(s) are selected frames the index flagged (1 foreign, 1 ambiguous)" in captured.out
-    assert f"its target's selected frame is flagged by the index: foreign" in captured.err
+    assert "its target's selected frame is flagged by the index: foreign" in captured.err
     summary = json.loads((out / "summary.json").read_text())
     assert [f["flag"].split(" ")[0] for f in summary["flagged_targets"]] == ["foreign", "ambiguous"]
 
