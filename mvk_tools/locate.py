@@ -15,8 +15,8 @@ n), by dynamic programming over the frames with the distance as the cost and a w
 the numbers suggest; so in static footage, where every frame is about as close as the true one, order and
 spacing decide instead of noise. The order is imposed only when the images whose place is certain agree with
 it. Per image: ``distance`` of the frame chosen, ``margin`` (the best frame more than WINDOW frames away,
-minus that distance: how unique the match is) and ``ambiguous`` (margin near zero: the content cannot
-tell, see ``ambiguous_flags``). ``poor``: the image's best distance anywhere in the video is an outlier of
+minus that distance: how unique the match is) and ``ambiguous`` (a margin within the frame-to-frame noise
+of the distances: the content cannot tell, see ``ambiguous_flags``). ``poor``: the image's best distance anywhere in the video is an outlier of
 that video's own matches (``poor_threshold``, robust statistics; the fixed POOR_MATCH only for videos with
 too few images to have statistics). Whether an image rather comes from another video is decided by
 comparison (``foreign_flags`` over small probe thumbnails), not by a fixed distance. ``numbering`` says what
@@ -38,8 +38,8 @@ MIN_STATS = 5            # images a video needs for its own robust statistics
 ROBUST_K = 6.0           # an outlier lies this many robust standard deviations (1.4826 MAD) above the median
 MIN_POOR = 0.05          # ... and above this distance (exact copies have distances near 0: MAD 0)
 WINDOW = 1               # frames either side of a match that count as the same place ("within one frame")
-AMBIGUOUS_REL = 0.1      # ambiguous: the best frame outside the window is within 10% of the match's noise ...
-AMBIGUOUS_ABS = 0.005    # ... plus this (identical frames of a fully static video have margin 0)
+AMBIGUOUS_Z = 3.0        # ambiguous: the margin is under 3 times the frame-to-frame jitter of the distances ...
+AMBIGUOUS_ABS = 1e-4     # ... plus this (identical frames of a fully static video have margin 0 and no jitter)
 SECONDS_PER_NUMBER = 1.0  # MVK's selected frames: about one per second
 PRIOR_WEIGHT = 0.05      # pull toward the expected time: this share of the typical match distance per second
 PRIOR_CAP = 10.0         # seconds beyond which the pull grows no more
@@ -142,7 +142,7 @@ def locate(images: np.ndarray, video: VideoThumbs, *, poor: float = POOR_MATCH,
     rows = np.arange(len(images))
     dist = cost[rows, arg].astype(np.float32)
     marg = margins(cost, arg)
-    amb = ambiguous_flags(dist, marg, bad)
+    amb = ambiguous_flags(marg, jitter(cost), bad)
     return Located(video.index[arg], video.time[arg], dist, bad | (dist > poor_threshold(own, poor)),
                    marg, amb)
 
@@ -190,14 +190,24 @@ def margins(cost: np.ndarray, arg: np.ndarray, window: int = WINDOW) -> np.ndarr
     return (other - cost[np.arange(len(cost)), arg]).astype(np.float32)
 
 
-def ambiguous_flags(dist: np.ndarray, margin: np.ndarray, poor: np.ndarray | None = None) -> np.ndarray:
+def jitter(cost: np.ndarray) -> np.ndarray:
+    """(M,) how much each image's distances wobble from frame to frame by noise alone: the robust standard
+    deviation (1.4826 MAD) of the second differences along the frames, over sqrt(6) (the second difference of
+    independent noise has 6 times its variance). Smooth changes of content barely count; sensor noise and
+    re-encoding do. 0 with fewer than 3 frames."""
+    if cost.shape[1] < 3 or not len(cost):
+        return np.zeros(len(cost), np.float32)
+    second = np.abs(np.diff(cost, n=2, axis=1))
+    return (1.4826 * np.median(second, axis=1) / np.sqrt(6.0)).astype(np.float32)
+
+
+def ambiguous_flags(margin: np.ndarray, noise: np.ndarray, poor: np.ndarray | None = None) -> np.ndarray:
     """Images whose place the content cannot tell (static footage): the best frame outside the window is
-    within AMBIGUOUS_REL of the match's own distance (the re-encoding noise of that video: the median of its
-    match distances when larger), plus AMBIGUOUS_ABS for exact copies. Poor matches are not called ambiguous."""
-    if not len(dist):
-        return np.zeros(0, bool)
-    noise = np.maximum(dist, np.median(dist))
-    amb = margin < AMBIGUOUS_REL * noise + AMBIGUOUS_ABS
+    closer to the chosen one's distance than AMBIGUOUS_Z times the distances' own noise (``jitter``), plus
+    AMBIGUOUS_ABS for identical frames. On real footage a near-exact copy is told from the frames two away
+    by margins far under its distance but far over that noise; in static footage the margin is noise. Poor
+    matches are not called ambiguous."""
+    amb = np.asarray(margin) < AMBIGUOUS_Z * np.asarray(noise) + AMBIGUOUS_ABS
     return amb & ~np.asarray(poor, bool) if poor is not None else amb
 
 
@@ -272,7 +282,7 @@ def align(cost: np.ndarray, numbers: np.ndarray, time: np.ndarray, *, fps: float
         return arg0
     skip = np.zeros(m, bool) if exclude is None else np.asarray(exclude, bool)
     dist0 = cost[np.arange(m), arg0]
-    sure = ~skip & ~ambiguous_flags(dist0, margins(cost, arg0), skip)
+    sure = ~skip & ~ambiguous_flags(margins(cost, arg0), jitter(cost), skip)
     order = np.argsort(numbers[sure], kind="stable")
     if np.any(np.diff(arg0[sure][order]) < 0):
         return arg0                                 # the numbers do not follow time: no order to impose

@@ -311,7 +311,7 @@ def test_the_index_flags_static_images_as_ambiguous_and_the_foreign_frame(static
     static_rows = frames[frames["video_id"].isin(["0002", "0004"])]
     assert static_rows["match_ambiguous"].all()
     assert not frames[frames["video_id"] == "0001"][["match_poor", "match_ambiguous"]].to_numpy().any()
-    assert "ambiguous (static footage) in 3, ordinal in 1" in printed        # the pan is too slow at 1/4 size
+    assert "ambiguous (static footage) in 2" in printed and "ordinal in 2" in printed   # noise, still; moving, pan
     assert "1 matched better by another video" in printed
     assert f"{slipped} (from video 0001)" in printed
 
