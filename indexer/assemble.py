@@ -1,7 +1,9 @@
 """The assembly stage (driver): the committed parts of a site -> its shard, swapped in whole.
 
 Parts are read in catalog order (object rows re-pointed at the site's frame rows) and handed to
-``search.store.write_shard``, which writes the shard aside and swaps it in. Nothing is written when no video
+``search.store.write_shard``, which writes the shard aside and swaps it in. Selected frames that another
+video of the site matches better than their own are flagged here (``indexer.selected.foreign_check`` over the
+parts' probe thumbnails), since only the driver sees every video of the site. Nothing is written when no video
 of the site has rows; the previous shard is then kept.
 """
 from __future__ import annotations
@@ -30,13 +32,12 @@ def assemble_site(root: Path, plan: SitePlan, results: list[VideoResult], *, dim
     frames, objects, fvecs, ovecs = [], [], [], []
     n_frames = 0
     ok = {v.video_path for v in results if v.status in ("indexed", "resumed")}
-    for rel, key in plan.order:
-        if rel not in ok:
-            continue
-        part = plan.work.read_part(key)
+    parts = {rel: plan.work.read_part(key) for rel, key in plan.order if rel in ok}
+    foreign = _flag_foreign(parts, {v.video_path: v for v in results})
+    for rel, part in parts.items():
         obj = part.objects.copy()
         obj["frame_row"] = obj["frame_row"].astype(np.int64) + n_frames
-        frames.append(part.frames)
+        frames.append(foreign.get(rel, part.frames))
         if len(obj):
             objects.append(obj)
         fvecs.append(part.frame_vectors)
@@ -67,3 +68,32 @@ def assemble_site(root: Path, plan: SitePlan, results: list[VideoResult], *, dim
     result.frames, result.objects = len(frames_df), len(objects_df)
     result.notes += [f"repaired: {b}" for b in plan.broken]
     return result
+
+
+def _flag_foreign(parts: dict, results: dict[str, VideoResult]) -> dict[str, pd.DataFrame]:
+    """The frame rows of the videos with selected frames, ``match_foreign`` filled by the foreign-frame
+    check; their VideoResults' ``selected`` report and note updated to say so."""
+    from indexer.selected import foreign_check, report
+
+    probes = {rel: p.probes for rel, p in parts.items() if p.probes}
+    out = {}
+    names = {rel: str(parts[rel].frames["video_id"].iat[0]) if len(parts[rel].frames) else rel for rel in probes}
+    for rel, flags in foreign_check(probes).items():
+        frames = parts[rel].frames.copy()
+        sel = np.flatnonzero(pd.to_numeric(frames["selected_number"], errors="coerce").fillna(-1).to_numpy() >= 0)
+        if len(sel) != len(flags):
+            continue
+        column = np.full(len(frames), "", object)
+        column[sel] = [names.get(f, f) for f in flags]
+        frames["match_foreign"] = column
+        out[rel] = frames
+        vr = results.get(rel)
+        if vr is not None:
+            vr.selected = report(frames)
+            hits = [f"{n} (from video {names.get(f, f)})" for n, f in zip(frames["selected_name"].iloc[sel], flags)
+                    if f]
+            if hits:
+                vr.note = "; ".join(n for n in (vr.note, f"{len(hits)} selected frame(s) match another video "
+                                                f"better (kept, flagged match_foreign): {', '.join(hits[:5])}"
+                                                + (" ..." if len(hits) > 5 else "")) if n)
+    return out

@@ -26,7 +26,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +90,7 @@ class Part:
     objects: pd.DataFrame
     frame_vectors: np.ndarray
     object_vectors: np.ndarray
+    probes: dict[str, np.ndarray] = field(default_factory=dict)   # selected frames' probe thumbnails, if any
 
 
 class SiteWork:
@@ -205,7 +206,7 @@ class SiteWork:
 
         def save_vectors(p: Path) -> None:
             with open(p, "wb") as fh:
-                np.savez(fh, frame_vectors=part.frame_vectors, object_vectors=part.object_vectors)
+                np.savez(fh, frame_vectors=part.frame_vectors, object_vectors=part.object_vectors, **part.probes)
         atomic_write(files["vectors"], save_vectors)
         sums = {name: file_checksum(path) for name, path in files.items() if name != "done"}
         return self.commit(key, {**record, "checksums": sums})
@@ -223,7 +224,8 @@ class SiteWork:
         try:
             with np.load(files["vectors"]) as z:
                 fv, ov = z["frame_vectors"], z["object_vectors"]
-            return Part(pd.read_parquet(files["frames"]), pd.read_parquet(files["objects"]), fv, ov)
+                probes = {k: z[k] for k in z.files if k.startswith("probe_")}
+            return Part(pd.read_parquet(files["frames"]), pd.read_parquet(files["objects"]), fv, ov, probes)
         except Exception as exc:
             self.discard(key)
             raise InputError(f"part {key} in {self.path} is unreadable ({type(exc).__name__}: {exc}); it was "

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from mvk_tools.video import Frame
 
 STAGES = ("decode", "segmentation", "object_embedding", "frame_embedding", "write")
-SELECTED_SOURCE = "images located by content (v1)"
+# how selected frames are placed in their video; a new version makes an index built the old way refuse to be
+# extended (its places may be wrong in static footage, and it lacks the ambiguity and foreign-frame columns)
+SELECTED_SOURCE = "images aligned with their video by content and order, ambiguity and foreign checks (v2)"
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,10 @@ def compute_part(frames: Iterable["Frame"], *, encoder: "Encoder", extractor: "Q
     n_frames = 0
     fvecs: list[np.ndarray] = []
     ovecs: list[np.ndarray] = []
+    from indexer.selected import ProbeCollector
+    probes = ProbeCollector()
     for batch in _chunks(stream, max(1, config.batch_size)):
+        probes.add([sf.frame for sf in batch])
         emb = embed_batch(encoder, [sf.frame.image for sf in batch], [sf.objects for sf in batch],
                           config.objects, fit=config.frame_fit, margin=config.crop_margin,
                           batch_size=config.batch_size, dense_size=config.dense_size)
@@ -172,7 +175,7 @@ def compute_part(frames: Iterable["Frame"], *, encoder: "Encoder", extractor: "Q
     return Part(pd.concat(frame_rows, ignore_index=True) if frame_rows else pd.DataFrame(columns=list(FRAME_COLUMNS)),
                 pd.concat(objects, ignore_index=True) if objects else pd.DataFrame(columns=list(OBJECT_COLUMNS)),
                 np.concatenate(fvecs) if fvecs else np.zeros((0, dim), np.float32),
-                np.concatenate(ovecs) if ovecs else np.zeros((0, dim), np.float32))
+                np.concatenate(ovecs) if ovecs else np.zeros((0, dim), np.float32), probes.result())
 
 
 def transient_reason(task: VideoTask) -> str | None:

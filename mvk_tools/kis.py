@@ -7,12 +7,24 @@ Which indexed frames are a target's ("matching frames") depends on the match rul
   the selected frame decides. A target named ``<video>_<n>.jpg`` (``target_selected`` = n) matches the
   indexed row of that selected frame, found by name, never by guessing a frame from ``n``; a target given
   by ``target_frame`` matches the row of that frame index; one given by a time (``target_time`` or an MVK
-  time code ``frame<h>-<mm>-<ss>-<ff>.jpg``) matches the rows shown at that time (within half a frame).
+  time code ``frame<h>-<mm>-<ss>-<xx>.jpg``) matches the rows shown at that time (within half a frame).
 - ``time`` (the default otherwise, for indexes sampled every N seconds): every indexed frame of the
   target's video within ``tolerance`` seconds of the target time counts. The time of a selected frame is
   the time the index located it at; of a frame index, ``frame / fps`` with the video's fps estimated from
   its indexed rows (median of ``frame_index / time``) or ``default_fps`` (MVK: about 30); of a time code,
-  its seconds plus ``ff / fps``.
+  its seconds under the file's reading (below).
+
+Time codes (``frame0-00-28-03.jpg``) are read per file (``timecode_readings``): as hundredths of a second or as
+frames at the video's fps (``mvk_tools.targetnames``). When the file carries the targets' image vectors
+(``CLIP_img``) of the index's dimension, the reading whose frames score higher with them wins; else
+hundredths (the frame-extraction script's output), and the result says so. A row impossible under the file's
+reading, or a time past the video's end (known for selected-frame indexes), is ``not_in_index`` with that
+reason.
+
+A target whose own selected frame is flagged by the index (``match_foreign``, ``match_poor``: the image may
+not come from that video; ``match_ambiguous``: its place in the video is not told by the content, static
+footage) gets ``target_flag`` in the per-query table, and the summary lists them (``flagged``): its rank is
+fine under the exact rule, but its time (``--match time``, ▶ Play) is uncertain or wrong.
 
 Videos match by site (case-insensitive) and video id (numeric ids compare as numbers, ``0016`` == ``16``).
 A target matching more than MANY_MATCHES frames is reported (per query and in the summary): its rank is
@@ -41,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from mvk_tools.querysets import Issue, parse_timecode
+from mvk_tools.targetnames import timecode_seconds
 from search.errors import InputError
 
 HIT_KS = (1, 10, 100, 1000)
@@ -91,6 +104,28 @@ class _Video:
     time: np.ndarray
     selected: np.ndarray   # selected-frame number per row, -1 for rows that are not selected frames
     fps: float | None
+    flags: np.ndarray      # per row: what the index flagged about a selected frame's place ("" for none)
+    duration: float | None  # the video's length in seconds when the index knows it
+
+
+def _bool_column(frames: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frames:
+        return np.zeros(len(frames), bool)
+    return frames[name].where(frames[name].notna(), False).astype(bool).to_numpy()
+
+
+def selected_flags(frames: pd.DataFrame) -> np.ndarray:
+    """Per frame row, what the index says is wrong with a selected frame's place: ``foreign (video X)``,
+    ``poor match``, ``ambiguous (static footage)``, or ""."""
+    foreign = (frames["match_foreign"].where(frames["match_foreign"].notna(), "").astype(str).to_numpy()
+               if "match_foreign" in frames else np.full(len(frames), "", object))
+    poor, amb = _bool_column(frames, "match_poor"), _bool_column(frames, "match_ambiguous")
+    out = np.full(len(frames), "", object)
+    out[amb] = "ambiguous (static footage)"
+    out[poor] = "poor match (may not come from this video)"
+    has = foreign != ""
+    out[has] = [f"foreign (matches video {v} better)" for v in foreign[has]]
+    return out
 
 
 def _videos(frames: pd.DataFrame) -> dict[tuple[str, str], _Video]:
@@ -104,11 +139,17 @@ def _videos(frames: pd.DataFrame) -> dict[tuple[str, str], _Video]:
     t_all = frames["time"].to_numpy(dtype=np.float64)
     sel_all = (pd.to_numeric(frames["selected_number"], errors="coerce").fillna(-1).to_numpy(np.int64)
                if "selected_number" in frames else np.full(len(frames), -1, np.int64))
+    flags = selected_flags(frames)
+    dur_all = (pd.to_numeric(frames["video_duration"], errors="coerce").to_numpy(np.float64)
+               if "video_duration" in frames else np.full(len(frames), np.nan))
     for key, rows in groups.items():
         fi, t = fi_all[rows], t_all[rows]
         pos = t > 0
         fps = float(np.median(fi[pos] / t[pos])) if pos.any() else None
-        out[key] = _Video(gid[rows], fi, t, sel_all[rows], fps if fps and np.isfinite(fps) and fps > 0 else None)
+        dur = dur_all[rows]
+        dur = dur[np.isfinite(dur) & (dur > 0)]
+        out[key] = _Video(gid[rows], fi, t, sel_all[rows], fps if fps and np.isfinite(fps) and fps > 0 else None,
+                          flags[rows], float(dur.max()) if len(dur) else None)
     return out
 
 
@@ -117,6 +158,7 @@ class Target:
     gids: np.ndarray      # matching frames (global rows), empty when not in the index
     time: float | None    # target time used, seconds
     reason: str           # why there is no matching frame ("" when found)
+    flag: str = ""        # what the index flagged about the target's selected frame (``selected_flags``)
 
 
 def _none_int(v: object) -> int | None:
@@ -133,7 +175,7 @@ def _column(queries: pd.DataFrame, name: str) -> list:
 
 def _resolve_one(v: _Video, site: str, video: str, frame: int | None, ttime: float | None,
                  selected: int | None, timecode: str | None, *, match: str, tolerance: float,
-                 default_fps: float) -> Target:
+                 default_fps: float, reading: str = "hundredths") -> Target:
     fps = v.fps or default_fps
     none = np.empty(0, np.int64)
     if selected is not None:
@@ -149,12 +191,19 @@ def _resolve_one(v: _Video, site: str, video: str, frame: int | None, ttime: flo
                 why = f"selected frame {name} is not in the index (it holds {site}/{video}'s {have[0]}-{have[-1]})"
             return Target(none, ttime, why)
         ttime = float(v.time[rows][0])
+        flag = str(v.flags[rows][0])
         if match == "exact":
-            return Target(v.gids[rows], ttime, "")
-        frame = None
+            return Target(v.gids[rows], ttime, "", flag)
+        hit = np.abs(v.time - ttime) <= tolerance + 1e-9
+        return Target(v.gids[hit], ttime, "", flag)
     elif timecode is not None:
-        h, m, s, f = parse_timecode(timecode)
-        ttime = h * 3600 + m * 60 + s + f / fps
+        tc = parse_timecode(timecode)
+        ttime, why = timecode_seconds(tc, reading, fps)
+        if ttime is None:
+            return Target(none, None, f"time code {tc[0]}-{tc[1]:02d}-{tc[2]:02d}-{tc[3]:02d} read as {reading}: {why}")
+        if v.duration is not None and ttime > v.duration:
+            return Target(none, ttime, f"time code read as {reading} is {ttime:.2f} s, past the end of "
+                                       f"{site}/{video} ({v.duration:.2f} s)")
     elif ttime is None and frame is not None:
         ttime = frame / fps
     if match == "exact":
@@ -177,10 +226,12 @@ def _resolve_one(v: _Video, site: str, video: str, frame: int | None, ttime: flo
 
 def resolve_targets(queries: pd.DataFrame, frames: pd.DataFrame, *, match: str | None = None,
                     tolerance: float = DEFAULT_TOLERANCE, default_fps: float = DEFAULT_FPS,
-                    skipped_sites: dict[str, str] | None = None) -> list[Target]:
+                    skipped_sites: dict[str, str] | None = None,
+                    readings: dict[str, str] | None = None) -> list[Target]:
     """Matching frames of each query's target under the ``match`` rule (None: ``default_match(frames)``),
     see the module docstring; ``skipped_sites`` (site -> why) names shards that could not be read, so
-    their targets say so instead of "not in the index"."""
+    their targets say so instead of "not in the index". ``readings``: source file -> how its time codes
+    are read (``timecode_readings``; hundredths for files not named)."""
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise InputError(f"tolerance must be a finite number of seconds >= 0, got {tolerance}")
     match = match or default_match(frames)
@@ -190,10 +241,11 @@ def resolve_targets(queries: pd.DataFrame, frames: pd.DataFrame, *, match: str |
     sites = {video_key(s, "")[0] for s in frames["site"].unique()}
     skipped = {video_key(s, "")[0]: why for s, why in (skipped_sites or {}).items()}
     out = []
-    for site, video, frame, ttime, selected, timecode in zip(
+    readings = readings or {}
+    for site, video, frame, ttime, selected, timecode, file in zip(
             _column(queries, "target_site"), _column(queries, "target_video"), _column(queries, "target_frame"),
             _column(queries, "target_time"), _column(queries, "target_selected"),
-            _column(queries, "target_timecode")):
+            _column(queries, "target_timecode"), _column(queries, "source_file")):
         key = video_key(site, video)
         v = videos.get(key)
         if v is None:
@@ -204,7 +256,75 @@ def resolve_targets(queries: pd.DataFrame, frames: pd.DataFrame, *, match: str |
             continue
         out.append(_resolve_one(v, str(site), str(video), _none_int(frame), _none_float(ttime), _none_int(selected),
                                 None if timecode is None or pd.isna(timecode) else str(timecode),
-                                match=match, tolerance=tolerance, default_fps=default_fps))
+                                match=match, tolerance=tolerance, default_fps=default_fps,
+                                reading=readings.get(str(file), "hundredths")))
+    return out
+
+
+def _has_vector(v: object) -> bool:
+    return isinstance(v, np.ndarray) and v.ndim == 1 and v.size > 0
+
+
+def timecode_readings(queries: pd.DataFrame, frames: pd.DataFrame, *,
+                      scores_of: Callable[[np.ndarray], np.ndarray] | None = None, dim: int | None = None,
+                      default_fps: float = DEFAULT_FPS) -> dict[str, dict]:
+    """How each file's time codes are read: source file -> {"reading", "why", "rows"}. A reading under
+    which any of the file's time codes is impossible is ruled out. Between the two left, the targets' image
+    vectors decide where the file has them (``target_vector`` of ``dim`` dimensions; ``scores_of(vectors)``
+    gives their (k, n_frames) scores against the index, e.g. ``search.query.score_frames_batch``): per row
+    whose readings land on different indexed frames, the reading whose frame scores higher wins a vote; the
+    file takes the reading with more votes. Else hundredths, the frame-extraction script's output."""
+    from mvk_tools.targetnames import TIMECODE_READINGS
+
+    if "target_timecode" not in queries:
+        return {}
+    tc_rows = queries[queries["target_timecode"].notna()]
+    if not len(tc_rows):
+        return {}
+    videos = _videos(frames)
+    out = {}
+    for file, rows in tc_rows.groupby(tc_rows["source_file"].astype(str), sort=False):
+        rows = rows.drop_duplicates(["target_site", "target_video", "target_timecode"])
+        cand: list[tuple[_Video | None, dict[str, float | None], object]] = []
+        for site, video, tc, vec in zip(rows["target_site"], rows["target_video"], rows["target_timecode"],
+                                        _column(rows, "target_vector")):
+            v = videos.get(video_key(site, video))
+            fps = (v.fps if v is not None and v.fps else None) or default_fps
+            cand.append((v, {r: timecode_seconds(parse_timecode(str(tc)), r, fps)[0] for r in TIMECODE_READINGS},
+                         vec))
+        possible = [r for r in TIMECODE_READINGS if all(t[r] is not None for _, t, _ in cand)]
+        ruled = [r for r in TIMECODE_READINGS if r not in possible]
+        ruled_why = f"{' and '.join(ruled)} ruled out: some time code is impossible under it" if ruled else ""
+        if len(possible) == 1:
+            out[file] = {"reading": possible[0], "why": ruled_why, "rows": len(cand)}
+            continue
+        if not possible:
+            out[file] = {"reading": "hundredths", "why": "every reading is impossible for some time code; rows "
+                         "impossible under hundredths are not in the index", "rows": len(cand)}
+            continue
+        usable = [(v, t, vec) for v, t, vec in cand
+                  if v is not None and _has_vector(vec) and (dim is None or vec.shape[0] == dim)]
+        votes = {r: 0 for r in TIMECODE_READINGS}
+        if usable and scores_of is not None:
+            scores = scores_of(np.stack([np.asarray(vec, np.float32) for _, _, vec in usable]))
+            for row, (v, t, _) in enumerate(usable):
+                best = {r: int(v.gids[np.argmin(np.abs(v.time - t[r]))]) for r in TIMECODE_READINGS}
+                if best["hundredths"] != best["frames"]:
+                    win = max(TIMECODE_READINGS, key=lambda r: scores[row, best[r]])
+                    votes[win] += 1
+        if votes["frames"] > votes["hundredths"]:
+            out[file] = {"reading": "frames", "why": f"the targets' image vectors (CLIP_img) agree with frames in "
+                         f"{votes['frames']} of {sum(votes.values())} rows that tell the readings apart",
+                         "rows": len(cand)}
+        elif votes["hundredths"]:
+            out[file] = {"reading": "hundredths", "why": "the targets' image vectors (CLIP_img) agree with "
+                         f"hundredths in {votes['hundredths']} of {sum(votes.values())} rows that tell the readings "
+                         "apart", "rows": len(cand)}
+        else:
+            why = ("no CLIP_img vectors of the index's dimension" if not usable else
+                   "the image vectors could not tell the readings apart")
+            out[file] = {"reading": "hundredths", "why": f"{why}: hundredths of a second assumed (what the "
+                         "frame-extraction script writes)", "rows": len(cand)}
     return out
 
 
@@ -224,6 +344,7 @@ PER_QUERY_COLUMNS = (
     "query_id", "query_type", "fusion", "status", "rank", "ties", "score", "best_gid", "best_site", "best_video",
     "best_frame_index", "best_time", "best_selected", "n_matching", "n_frames", "reason", "text", "target_site",
     "target_video", "target_selected", "target_frame", "target_time", "source_file", "source_line",
+    "target_flag",
 )
 
 
@@ -264,7 +385,7 @@ def rank_queries(queries: pd.DataFrame, vectors: np.ndarray, frames: pd.DataFram
             batch = batch_scorer(np.asarray(vectors[i:i + batch_size], np.float32), list(fusions))
         tgt = targets[i]
         base = {c: cols[c][i] for c in cols}
-        base.update(n_matching=len(tgt.gids), n_frames=n, reason=tgt.reason,
+        base.update(n_matching=len(tgt.gids), n_frames=n, reason=tgt.reason, target_flag=tgt.flag,
                     target_time=tgt.time if tgt.time is not None else cols["target_time"][i])
         match_rows = np.sort(tgt.gids)
         for fusion in fusions:
@@ -292,6 +413,14 @@ def many_matches(per_query: pd.DataFrame, limit: int = MANY_MATCHES) -> list[dic
     """Queries whose target matches more than ``limit`` frames (their rank is of the best of them)."""
     many = per_query[per_query["n_matching"] > limit].drop_duplicates("query_id")
     return [{"query_id": q, "n_matching": int(k)} for q, k in zip(many["query_id"], many["n_matching"])]
+
+
+def flagged_targets(per_query: pd.DataFrame) -> list[dict]:
+    """Queries whose target's selected frame the index flagged (foreign, poor, ambiguous): one per query."""
+    if "target_flag" not in per_query:
+        return []
+    flagged = per_query[per_query["target_flag"].fillna("").astype(str) != ""].drop_duplicates("query_id")
+    return [{"query_id": q, "flag": f} for q, f in zip(flagged["query_id"], flagged["target_flag"])]
 
 
 def metrics(ranks: np.ndarray, ks: Sequence[int] = HIT_KS) -> dict[str, float]:
@@ -405,6 +534,8 @@ class KisResult:
     match: str = "time"                                      # the match rule used (MATCH_RULES)
     match_rule: str = ""                                     # ``describe_match``: the rule in words
     many_matches: list[dict] = field(default_factory=list)   # {"query_id", "n_matching"} > MANY_MATCHES
+    flagged: list[dict] = field(default_factory=list)        # {"query_id", "flag"}: ``flagged_targets``
+    timecode_readings: dict = field(default_factory=dict)    # file -> ``timecode_readings`` entry
 
     @property
     def warnings(self) -> list[str]:
@@ -489,8 +620,19 @@ def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_f
             starts = range(0, len(texts), batch)
             return np.concatenate([enc.encode_text(texts[i:i + batch], batch_size=batch)
                                    for i in progress(starts, "encoding queries", len(starts))])
+    readings = timecode_readings(
+        queries, index.frames, dim=dim, default_fps=default_fps,
+        scores_of=lambda vecs: score_frames_batch(index, _unit(vecs), fusions=["frame"], weight=weight)["frame"])
+    for file, r in readings.items():
+        warn(f"{file}: {r['rows']} time code(s) read as {r['reading']}" + (f" ({r['why']})" if r["why"] else ""),
+             "timecode")
     targets = resolve_targets(queries, index.frames, match=match, tolerance=tolerance, default_fps=default_fps,
-                              skipped_sites=index.errors)
+                              skipped_sites=index.errors, readings={f: r["reading"] for f, r in readings.items()})
+    for qid, file, line, tgt in zip(queries["query_id"], queries["source_file"], queries["source_line"], targets):
+        if tgt.flag:
+            warn(str(Issue(str(file), None if pd.isna(line) else int(line),
+                           f"query {qid!r}: its target's selected frame is flagged by the index: {tgt.flag}",
+                           skipped=False)), "flag")
     for qid, file, line, tgt in zip(queries["query_id"], queries["source_file"], queries["source_line"], targets):
         if len(tgt.gids) > MANY_MATCHES:
             warn(str(Issue(str(file), None if pd.isna(line) else int(line),
@@ -510,5 +652,11 @@ def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_f
         random_weights=bool(index.encoder.get("random_weights")) and not use_file_vectors,
         not_in_index=[{"query_id": q, "reason": r} for q, r in zip(missing["query_id"], missing["reason"])],
         file_errors=list(file_errors), issues=issues, seconds=time.perf_counter() - started, match=match,
-        match_rule=describe_match(match, tolerance), many_matches=many_matches(per_query))
+        match_rule=describe_match(match, tolerance), many_matches=many_matches(per_query),
+        flagged=flagged_targets(per_query), timecode_readings=readings)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 

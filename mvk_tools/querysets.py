@@ -18,7 +18,10 @@ MVK KIS files (semicolon-separated, header, vectors ``|``-separated), recognised
 
 The vector columns may be absent (``img; text``). The target is named by the image path's last parts in
 any form ``mvk_tools.targetnames`` reads (``<site>/<video>_<n>.jpg``, where ``n`` is the selected frame's
-number, not a frame index; flat, per-video folder and time-code forms). A byte-order mark, CRLF line
+number, not a frame index; flat, per-video folder and time-code forms). For time-code targets the target
+image's own vector (``CLIP_img``), when the file has one, is kept in ``target_vector``: ``mvk_tools.kis``
+uses it to decide how the file's time codes are to be read. A row whose query text is empty is kept (MVK's
+code ranks it: it is the query of an empty text) and reported as a warning, not skipped. A byte-order mark, CRLF line
 ends and a trailing separator on every line are read. Precomputed vectors are parsed only when asked
 for (``with_vectors``); an all-zero or non-finite vector is a bad row.
 
@@ -200,7 +203,7 @@ def _too_long(fields: Sequence[str]) -> str:
     return f"a field of {longest} characters (limit {MAX_TEXT_CHARS})" if longest > MAX_TEXT_CHARS else ""
 
 
-ALL_COLUMNS = (*QUERY_COLUMNS, *TARGET_EXTRA_COLUMNS, *ORIGIN_COLUMNS, "vector")
+ALL_COLUMNS = (*QUERY_COLUMNS, *TARGET_EXTRA_COLUMNS, *ORIGIN_COLUMNS, "vector", "target_vector")
 
 
 def _empty_frame() -> pd.DataFrame:
@@ -278,11 +281,18 @@ def _read_mvk(path: Path, text: str, fmt: str, sep: str, with_vectors: bool) -> 
         except ValueError as exc:
             issues.append(Issue(str(path), line, f"img {fields[pos['img']]!r}: {exc}"))
             continue
+        target_vector = None
+        if target.timecode is not None and "clip_img" in pos and fields[pos["clip_img"]]:
+            try:
+                target_vector = parse_vector(fields[pos["clip_img"]])
+            except ValueError as exc:
+                issues.append(Issue(str(path), line, f"CLIP_img: {exc} (not used to read the time code)",
+                                    skipped=False))
         for qtype, text_col, vec_col in kinds:
             qtext = fields[pos[text_col]]
             if not qtext:
-                issues.append(Issue(str(path), line, f"empty {text_col} ({qtype} query)"))
-                continue
+                issues.append(Issue(str(path), line, f"empty {text_col} ({qtype} query): kept and ranked as the "
+                                                     "query of an empty text, as MVK's code does", skipped=False))
             vector = None
             if with_vectors and vec_col in pos:
                 try:
@@ -294,7 +304,7 @@ def _read_mvk(path: Path, text: str, fmt: str, sep: str, with_vectors: bool) -> 
             seen[base] = seen.get(base, 0) + 1
             records.add(query_id=base if seen[base] == 1 else f"{base}#{seen[base]}", query_type=qtype,
                         text=qtext, **_target_columns(target), source=source, source_file=file,
-                        source_line=line, vector=vector)
+                        source_line=line, vector=vector, target_vector=target_vector)
     return records, issues
 
 

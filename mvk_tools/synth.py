@@ -311,3 +311,76 @@ def load_masks(collection: str | Path, site: str, video_id: str) -> np.ndarray:
     if masks.ndim != 3 or masks.dtype != np.uint8:
         raise SynthError(f"{path}: masks should be (T, H, W) uint8, found {masks.shape} {masks.dtype}")
     return masks
+
+
+STATIC_KINDS = ("moving", "noise", "pan", "still")
+
+
+def _static_frames(kind: str, rng: np.random.Generator, n_frames: int, size: tuple[int, int],
+                   fps: float, seed: np.random.SeedSequence) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames of one kind: ``moving`` (a normal clip), ``noise`` (one still picture with
+    fresh sensor noise in every frame), ``pan`` (a still scene panned slowly, one pixel a frame, with sensor
+    noise), ``still`` (the same picture in every frame)."""
+    w, h = size
+    if kind == "moving":
+        return _render(n_frames=n_frames, size=size, n_objects=3, fps=fps, seed=seed)[0].frames
+    wide = w + (n_frames if kind == "pan" else 0)
+    scene = _background(rng, h, wide) + 40.0 * (_smooth_noise(rng, (h, wide), (h // 4, wide // 4))[..., None] - 0.5)
+    if kind == "pan":
+        frames = np.stack([scene[:, t:t + w] for t in range(n_frames)])
+    else:
+        frames = np.broadcast_to(scene[:, :w], (n_frames, h, w, 3)).copy()
+    if kind != "still":
+        frames = frames + rng.normal(0.0, 3.0, size=frames.shape)
+    return np.clip(frames, 0, 255).astype(np.uint8)
+
+
+def _degraded_jpeg(path: Path, image: np.ndarray, scale: float, quality: int) -> None:
+    from PIL import Image
+    img = Image.fromarray(image)
+    if scale != 1:
+        img = img.resize((max(8, round(img.size[0] * scale)), max(8, round(img.size[1] * scale))), Image.BILINEAR)
+    img.save(path, quality=quality)
+
+
+def make_static_collection(out: str | Path, *, site: str = SYNTH_SITES[0], kinds: tuple[str, ...] = STATIC_KINDS,
+                           n_frames: int = 100, size: tuple[int, int] = (160, 96), fps: float = 10.0,
+                           scale: float = 0.25, quality: int = 40, foreign: tuple[int, int] | None = (0, 2),
+                           seed: int = 0) -> Path:
+    """An MVK-layout collection (one site) to test where selected frames are placed: video ``v + 1`` is of
+    kind ``kinds[v]`` (``_static_frames``), its selected frames (about one a second, ``selected_indices``)
+    written at ``scale`` of the frame size with JPEG ``quality``. ``foreign`` = (a, b): a frame of video a
+    (0-based) is slipped among video b's selected frames, in the middle of its numbers. The metadata's
+    ``selected_frames`` give each image's true frame (None for the foreign one) and ``foreign_from``."""
+    out = Path(out)
+    w, h = size
+    if w % 2 or h % 2:
+        raise SynthError(f"frame size {w}x{h}: width and height must be even (the video is yuv420p)")
+    dirs = {name: out / base / site for name, base in (("videos", "videos"), ("meta", "information/metadata"),
+                                                       ("selected", "information/selected_frames"))}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for v, kind in enumerate(kinds):
+        ss = np.random.SeedSequence([seed, 7, v])
+        frames = _static_frames(kind, np.random.default_rng(ss), n_frames, size, fps, ss)
+        _encode(dirs["videos"] / f"{v + 1:04d}.mp4", frames, fps)
+        clips.append(frames)
+    for v, kind in enumerate(kinds):
+        video_id = f"{v + 1:04d}"
+        chosen: list[tuple[int | None, np.ndarray, str]] = [
+            (f, clips[v][f], "") for f in selected_indices(n_frames, fps, np.random.SeedSequence([seed, 7, v, 1]))]
+        if foreign is not None and foreign[1] == v:
+            src = f"{foreign[0] + 1:04d}"
+            chosen.insert(len(chosen) // 2, (None, clips[foreign[0]][n_frames // 2 + 1], src))
+        selected = []
+        for number, (f, image, src) in enumerate(chosen, start=1):
+            name = selected_name(video_id, number)
+            _degraded_jpeg(dirs["selected"] / name, image, scale, quality)
+            selected.append({"name": name, "number": number, "frame": f,
+                             "time": None if f is None else f / fps, "foreign_from": src})
+        meta = {"site": site, "video_id": video_id, "fps": float(fps), "frame_count": n_frames, "width": w,
+                "height": h, "duration": n_frames / fps, "kind": kind, "seed": seed, "synthetic": True,
+                "generator": "mvk_tools.synth.make_static_collection", "selected_frames": selected}
+        (dirs["meta"] / f"{video_id}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out

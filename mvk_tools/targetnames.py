@@ -8,9 +8,13 @@ Accepted forms (``/`` or ``\\`` separators, any prefix before them):
 - flat ``<site>_<video>_<n>.jpg`` (VBS style, ``Tulamben2_Jun2022_0016_00012.jpg``), bare or under a folder
   such as ``selected_frames/``;
 - ``<site>/<video>/<n>.jpg``: the same selected frame, one folder per video;
-- ``<site>/<video>/frame<h>-<mm>-<ss>-<ff>.jpg`` (the form of MVK's KIS examples, ``frame0-00-28-03.jpg``):
-  a time code, hours-minutes-seconds-frames as in SMPTE time codes: the frame ``ff`` frames after second
-  ``h*3600 + mm*60 + ss``, i.e. ``time = h*3600 + mm*60 + ss + ff / fps`` with the video's frame rate.
+- ``<site>/<video>/frame<h>-<mm>-<ss>-<xx>.jpg`` or ``frame<h>-<mm>-<ss>.<xx>.jpg`` (the form of MVK's KIS
+  examples, ``frame0-00-28-03.jpg``): a time code. Nothing says what ``xx`` is, so it is read both ways
+  (``TIMECODE_READINGS``, ``timecode_seconds``): ``hundredths`` of a second (what the widely copied
+  frame-extraction script writes, ``frame0-00-28.03.jpg``; sanitised copies turn the dot into ``-``) and
+  ``frames`` after the second at the video's frame rate (SMPTE style). A reading under which the field is
+  impossible (``xx`` >= fps for frames, >= 100 for hundredths) is ruled out; which reading a file uses is
+  decided from evidence by ``mvk_tools.kis`` (hundredths unless the file's image vectors say otherwise).
   A time code with no site and video folder names no target.
 
 Any image extension (or none) is accepted. ``parse_target_name`` raises ValueError saying why a name
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 # folders that are never a site or a video name: a name under them is read in its flat form
 CONTAINER_DIRS = frozenset({"selected_frames", "thumbnails", "keyframes", "frames", "images", "img",
                             "information", "videos", ""})
-_TIMECODE = re.compile(r"^frame(?P<h>\d+)-(?P<m>\d{1,2})-(?P<s>\d{1,2})-(?P<f>\d{1,3})$", re.IGNORECASE)
+_TIMECODE = re.compile(r"^frame(?P<h>\d+)-(?P<m>\d{1,2})-(?P<s>\d{1,2})[-.](?P<f>\d{1,3})$", re.IGNORECASE)
+TIMECODE_READINGS = ("hundredths", "frames")    # what the last field of a time code counts
 _NUMBERED = re.compile(r"^(?P<video>.+)_(?P<n>\d+)$")
 _IMAGE_EXT = re.compile(r"\.(jpe?g|png|webp|bmp|tiff?)$", re.IGNORECASE)
 MAX_NUMBER = 10**9       # a selected-frame number beyond this is a typo, not a frame
@@ -38,12 +43,15 @@ class TargetName:
     number: int | None = None
     timecode: tuple[int, int, int, int] | None = None
 
-    def time(self, fps: float) -> float:
-        """Seconds of the time code at ``fps`` (see the module docstring)."""
+    def time(self, fps: float, reading: str = "hundredths") -> float:
+        """Seconds of the time code under ``reading`` (frames at ``fps``); ValueError when the time code is
+        impossible under it (see the module docstring)."""
         if self.timecode is None:
             raise ValueError("not a time code")
-        h, m, s, f = self.timecode
-        return h * 3600 + m * 60 + s + f / fps
+        seconds, why = timecode_seconds(self.timecode, reading, fps)
+        if seconds is None:
+            raise ValueError(why)
+        return seconds
 
     @property
     def key(self) -> str:
@@ -52,6 +60,20 @@ class TargetName:
             return f"{self.site}/{self.video}_{self.number:05d}"
         h, m, s, f = self.timecode or (0, 0, 0, 0)
         return f"{self.site}/{self.video}@{h}-{m:02d}-{s:02d}-{f:02d}"
+
+
+def timecode_seconds(timecode: tuple[int, int, int, int], reading: str, fps: float) -> tuple[float | None, str]:
+    """(seconds, "") of a time code (h, m, s, xx) under one of TIMECODE_READINGS, or (None, why) when the
+    field is impossible under it: ``xx`` >= 100 for hundredths, ``xx`` >= fps for frames at ``fps``."""
+    h, m, s, x = timecode
+    base = h * 3600 + m * 60 + s
+    if reading == "hundredths":
+        return (base + x / 100.0, "") if x < 100 else (None, f"{x} is not a number of hundredths of a second")
+    if reading == "frames":
+        if not fps > 0:
+            return None, "no frame rate to read frames with"
+        return (base + x / fps, "") if x < fps else (None, f"{x} is not a frame number at {fps:g} fps")
+    raise ValueError(f"unknown time-code reading {reading!r}; choose from {', '.join(TIMECODE_READINGS)}")
 
 
 def _split_flat(stem: str, name: str) -> tuple[str, str]:

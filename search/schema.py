@@ -17,9 +17,12 @@ FRAME_COLUMNS = (
 )
 # Columns a frame table may carry besides FRAME_COLUMNS, with the value of rows that lack them: MVK's
 # selected frames (indexer.selected): image name and number, distance to the video frame found for it by
-# content, and whether that match is poor (the image does not seem to come from that video).
+# content, whether that match is poor, its margin, whether the place is ambiguous, the other video it rather
+# comes from ("" when none) and the video's duration (seconds).
 OPTIONAL_FRAME_COLUMNS: dict[str, Any] = {"selected_name": "", "selected_number": -1,
-                                          "match_distance": float("nan"), "match_poor": False}
+                                          "match_distance": float("nan"), "match_poor": False,
+                                          "match_margin": float("nan"), "match_ambiguous": False,
+                                          "match_foreign": "", "video_duration": float("nan")}
 OBJECT_COLUMNS = (
     "frame_row",                        # row of the frame in this shard's frames table
     "track_id",                         # object id, stable across the frames of one video

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mvk_tools import querysets as qs
-from mvk_tools.targetnames import parse_target_name
+from mvk_tools.targetnames import parse_target_name, timecode_seconds
 
 
 def _vec(seed: int, dim: int = 4) -> str:
@@ -46,10 +46,34 @@ def test_every_target_name_form(name: str, expected: tuple) -> None:
     assert (t.site, t.video, t.number, t.timecode) == expected
 
 
-def test_time_codes_map_to_seconds_at_the_videos_rate() -> None:
+def test_time_codes_are_read_both_ways() -> None:
     t = parse_target_name("Oahu_Jul2022/0003/frame0-00-28-03.jpg")
-    assert t.time(30.0) == pytest.approx(28.1) and t.time(12.0) == pytest.approx(28.25)
+    assert t.time(30.0) == pytest.approx(28.03)                          # hundredths unless told otherwise
+    assert t.time(30.0, "frames") == pytest.approx(28.1) and t.time(12.0, "frames") == pytest.approx(28.25)
     assert t.key == "Oahu_Jul2022/0003@0-00-28-03"
+    dotted = parse_target_name("Oahu_Jul2022/0003/frame0-00-28.03.jpg")  # the extraction script's own form
+    assert dotted == t
+
+
+def test_a_field_impossible_under_a_reading_rules_it_out() -> None:
+    tc = parse_target_name("Oahu_Jul2022/0003/frame0-00-09-60.jpg").timecode
+    assert timecode_seconds(tc, "frames", 30.0) == (None, "60 is not a frame number at 30 fps")
+    assert timecode_seconds(tc, "hundredths", 30.0) == (pytest.approx(9.6), "")
+    with pytest.raises(ValueError, match="not a frame number"):
+        parse_target_name("Oahu_Jul2022/0003/frame0-00-09-60.jpg").time(30.0, "frames")
+    assert timecode_seconds((0, 0, 1, 120), "hundredths", 200.0)[0] is None
+
+
+def test_time_code_rows_keep_the_target_image_vector_and_empty_texts_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "tc.csv"
+    path.write_text("img; CLIP_img; ClipCap_text; CLIP_ClipCap; novice_text; CLIP_text\n"
+                    "Oahu_Jul2022/0001/frame0-00-01-05.jpg; 0|1; a reef; 1|0; ; 1|0\n"
+                    "Oahu_Jul2022/0001_00002.jpg; 0|1; sand; 1|0; fish; 1|0\n", encoding="utf-8")
+    got = qs.read_queryset(path)
+    assert got.queries["text"].tolist() == ["a reef", "", "sand", "fish"]        # the empty novice text is kept
+    assert [(i.line, i.skipped) for i in got.issues] == [(2, False)] and "empty novice_text" in str(got.issues[0])
+    vecs = got.queries["target_vector"].tolist()
+    assert vecs[0].tolist() == [0, 1] and vecs[1].tolist() == [0, 1] and vecs[2] is None   # time codes only
 
 
 @pytest.mark.parametrize("bad", ["0001_00031.jpg", "Oahu_Jul2022/frame.jpg", "Oahu_Jul2022/0001_abc.jpg", "",
@@ -111,13 +135,13 @@ def test_bad_rows_are_reported_with_file_and_line_and_valid_rows_kept(tmp_path: 
         encoding="utf-8")
     got = qs.read_queryset(path)
     lines = {(i.line, i.skipped) for i in got.issues}
-    assert lines == {(2, True), (3, True), (4, True)}
+    assert lines == {(2, False), (3, True), (4, True)}                  # the empty text is kept, said
     assert all(str(path) in str(i) for i in got.issues)
     assert "empty novice_text" in str(got.issues[0])
-    assert list(got.queries["query_id"]) == ["clipcap:Oahu_Jul2022/0001_00031", "clipcap:Oahu_Jul2022/0003_00010",
-                                             "novice:Oahu_Jul2022/0003_00010"]
-    assert got.queries["text"].iat[1] == "a diver; two fish"
-    assert list(got.queries["source_line"]) == [2, 6, 6]
+    assert list(got.queries["query_id"]) == ["clipcap:Oahu_Jul2022/0001_00031", "novice:Oahu_Jul2022/0001_00031",
+                                             "clipcap:Oahu_Jul2022/0003_00010", "novice:Oahu_Jul2022/0003_00010"]
+    assert got.queries["text"].iat[2] == "a diver; two fish"
+    assert list(got.queries["source_line"]) == [2, 2, 6, 6]
 
 
 def test_other_separator_is_detected_and_said(tmp_path: Path) -> None:

@@ -159,9 +159,9 @@ def test_timecode_targets_and_the_time_rule_on_the_same_index(mixed: tuple[Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     copy, idx = mixed
     sel = _meta(copy, SITE, "0001")["selected_frames"][1]
-    seconds, frames = divmod(sel["frame"], int(FPS))
+    seconds, hundredths = divmod(round(sel["time"] * 100), 100)   # the extraction script's hundredths
     qfile = tmp_path / "tc.csv"
-    qfile.write_text(f"img;text\n{SITE}/0001/frame0-00-{seconds:02d}-{frames:02d}.jpg;a reef\n"
+    qfile.write_text(f"img;text\n{SITE}/0001/frame0-00-{seconds:02d}-{hundredths:02d}.jpg;a reef\n"
                      f"{SITE}/0001_00002.jpg;a reef\n", encoding="utf-8")
     out = tmp_path / "out"
     assert main(["kis", str(qfile), "--index", str(idx), "--out", str(out), "--random-weights",
@@ -216,3 +216,132 @@ def test_an_unreadable_selected_image_is_named(coll: Path, tmp_path: Path) -> No
     images = [*selected_images(coll, SITE, "0001")[:1], SelectedImage(bad.name, 2, bad)]
     with pytest.raises(VideoError, match="0001_00002.jpg"):
         list(selected_frames(coll / "videos" / SITE / "0001.mp4", images))
+
+
+# ---- static footage, degraded images and a foreign frame (mvk_tools.synth.make_static_collection) ----
+
+KINDS = ("moving", "noise", "pan", "still")
+
+
+@pytest.fixture(scope="module")
+def static(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One site: a moving clip, a still with sensor noise, a slow pan, a fully static video; every selected
+    image at 1/4 size with JPEG 40; a frame of the moving clip slipped among the pan's selected frames."""
+    return synth.make_static_collection(tmp_path_factory.mktemp("static") / "coll", site=SITE, kinds=KINDS,
+                                        n_frames=80, size=(128, 96), fps=10.0, scale=0.25, quality=40,
+                                        foreign=(0, 2), seed=3)
+
+
+def _truth(coll: Path, video: str) -> list[int | None]:
+    return [s["frame"] for s in _meta(coll, SITE, video)["selected_frames"]]
+
+
+@pytest.mark.parametrize("video", ["0001", "0002", "0003", "0004"])
+def test_every_image_is_within_one_frame_or_flagged_and_in_order(static: Path, video: str) -> None:
+    images = selected_images(static, SITE, video)
+    found = locate.locate_files(static / "videos" / SITE / f"{video}.mp4", [im.path for im in images],
+                                numbers=[im.number for im in images])
+    truth = _truth(static, video)
+    genuine = np.array([t is not None for t in truth])
+    for f, t, amb in zip(found.frame_index, truth, found.ambiguous):
+        assert t is None or abs(int(f) - t) <= 1 or amb, (video, found.frame_index.tolist(), truth)
+    assert np.all(np.diff(found.frame_index[genuine]) > 0)              # none out of order, none on one frame
+    assert not found.poor[genuine].any()                                 # 1/4 size, JPEG 40: not flagged
+    if KINDS[int(video) - 1] in ("noise", "still"):
+        assert found.ambiguous.all()                                     # the content cannot tell: said
+        assert locate.numbering([im.number for im in images], found.frame_index, found.poor,
+                                found.ambiguous) == locate.AMBIGUOUS_NUMBERING
+    if KINDS[int(video) - 1] == "moving":
+        assert [int(f) for f in found.frame_index] == truth              # exact where the content tells
+
+
+def test_alignment_spreads_a_fully_static_video_by_order_and_spacing() -> None:
+    cost = np.full((5, 100), 0.4, np.float32)                            # every frame as close as any other
+    time = np.arange(100) / 10.0
+    per_image = np.argmin(cost, axis=1)
+    assert len(set(per_image.tolist())) == 1                             # today's matching: one frame for all
+    placed = locate.align(cost, np.arange(1, 6), time)
+    assert np.all(np.diff(placed) > 0)
+    assert np.abs(time[placed] - (np.arange(5) + 0.25)).max() <= 0.5     # about one a second, in order
+
+
+def test_numbers_out_of_time_order_are_not_forced_into_order() -> None:
+    cost = np.ones((3, 30), np.float32)
+    for i, f in enumerate([20, 5, 12]):                                  # unique matches, numbers not in time order
+        cost[i, f] = 0.05
+    placed = locate.align(cost, np.array([1, 2, 3]), np.arange(30) / 10.0)
+    assert placed.tolist() == [20, 5, 12]
+    assert locate.numbering([1, 2, 3], placed) == "other"
+
+
+def test_poor_threshold_comes_from_the_videos_own_matches() -> None:
+    own = np.array([0.40, 0.42, 0.38, 0.41, 0.39, 0.43, 0.40])           # heavily re-encoded, all genuine
+    assert not locate.poor_flags(own).any()                              # a fixed 0.5 would be close to them
+    assert locate.poor_flags(np.r_[own, 0.9]).tolist() == [False] * 7 + [True]
+    assert locate.foreign_flags(np.r_[own, 0.33], {"0009": np.r_[own + 0.5, 0.02]}) == [""] * 7 + ["0009"]
+
+
+@pytest.fixture(scope="module")
+def static_index(static: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    import contextlib
+    import io
+    idx = tmp_path_factory.mktemp("static_idx") / "idx"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["index", str(static), "--all", "--index", str(idx), "--selected-frames", "--objects", "none",
+                     "--model", "mvk-tiny-vit", "--random-weights", "--no-progress"]) == 0
+    return idx, out.getvalue()
+
+
+def test_the_index_flags_static_images_as_ambiguous_and_the_foreign_frame(static: Path,
+                                                                          static_index: tuple[Path, str]) -> None:
+    from search.store import open_index
+    idx, printed = static_index
+    frames = open_index(idx).frames
+    frames = frames[frames["selected_number"] >= 0]
+    foreign = frames[frames["match_foreign"] != ""]
+    truth3 = _truth(static, "0003")
+    slipped = selected_images(static, SITE, "0003")[truth3.index(None)].name
+    assert foreign["selected_name"].tolist() == [slipped] and foreign["match_foreign"].tolist() == ["0001"]
+    for video in ("0001", "0002", "0003", "0004"):
+        rows = frames[frames["video_id"] == video].sort_values("selected_number")
+        truth = _truth(static, video)
+        for f, t, amb in zip(rows["frame_index"], truth, rows["match_ambiguous"]):
+            assert t is None or abs(int(f) - t) <= 1 or amb
+    static_rows = frames[frames["video_id"].isin(["0002", "0004"])]
+    assert static_rows["match_ambiguous"].all()
+    assert not frames[frames["video_id"] == "0001"][["match_poor", "match_ambiguous"]].to_numpy().any()
+    assert "ambiguous (static footage) in 2" in printed and "ordinal in 2" in printed   # noise, still; moving, pan
+    assert "1 matched better by another video" in printed
+    assert f"{slipped} (from video 0001)" in printed
+
+
+def test_kis_names_the_flagged_targets(static: Path, static_index: tuple[Path, str], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    idx, _ = static_index
+    slipped = selected_images(static, SITE, "0003")[_truth(static, "0003").index(None)].name
+    qfile = tmp_path / "q.csv"
+    qfile.write_text(f"img;text\n{SITE}/{slipped};a reef\n{SITE}/0002_00003.jpg;sand\n"
+                     f"{SITE}/0001_00002.jpg;fish\n", encoding="utf-8")
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["kis", str(qfile), "--index", str(idx), "--out", str(out), "--random-weights",
+                 "--fusion", "frame"]) == 0
+    captured = capsys.readouterr()
+    pq = pd.read_csv(out / "per_query.csv", keep_default_na=False)
+    assert pq["target_flag"].tolist() == ["foreign (matches video 0001 better)", "ambiguous (static footage)", ""]
+    assert "2 target(s) are selected frames the index flagged (1 foreign, 1 ambiguous)" in captured.out
+    assert "its target's selected frame is flagged by the index: foreign" in captured.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["flag"].split(" ")[0] for f in summary["flagged_targets"]] == ["foreign", "ambiguous"]
+
+
+def test_long_videos_are_aligned_on_blocks_then_frame_by_frame() -> None:
+    rng = np.random.default_rng(1)
+    truth = np.sort(rng.choice(3000, 100, replace=False))
+    cost = rng.uniform(0.5, 1.0, (100, 3000)).astype(np.float32)
+    cost[np.arange(100), truth] = 0.05                                   # one unique frame per image
+    time = np.arange(3000) / 30.0
+    full = locate.align(cost, np.arange(1, 101), time)
+    banded = locate.align(cost, np.arange(1, 101), time, max_cells=15_000)   # blocks of 20 frames
+    assert full.tolist() == truth.tolist() and banded.tolist() == truth.tolist()

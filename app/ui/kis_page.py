@@ -98,6 +98,13 @@ for problem in run.file_errors:
 if run.issues:
     with st.expander(f"{len(run.issues)} rows were skipped or need attention"):
         st.code("\n".join(str(i) for i in run.issues[:500]), language=None)
+if run.flagged:
+    with st.expander(f"{len(run.flagged)} targets are selected frames the index flagged (their time and place "
+                     "are uncertain)"):
+        st.dataframe(pd.DataFrame(run.flagged), hide_index=True, width="stretch")
+for file, reading in run.timecode_readings.items():
+    st.caption(f"time codes of {file}: read as {reading['reading']}"
+               + (f" ({reading['why']})" if reading["why"] else ""))
 
 summary = run.summary
 st.subheader("Summary")

@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         "tolerance_s": args.tolerance if result.match == "time" else None, "default_fps": args.fps,
         "tie_rule": kis.TIE_RULE, "n_queries": result.n_queries,
         "many_matches": result.many_matches,
+        "flagged_targets": result.flagged,
+        "timecode_readings": result.timecode_readings,
         "groups": json.loads(summary.to_json(orient="records")),
         "not_in_index": result.not_in_index,
     }
@@ -135,6 +137,16 @@ def run(args: argparse.Namespace) -> int:
     if result.many_matches:
         print(f"warning: {len(result.many_matches)} target(s) match more than {kis.MANY_MATCHES} frames (their rank "
               f"is that of the best one): see above and summary.json")
+    if result.flagged:
+        kinds: dict[str, int] = {}
+        for f in result.flagged:
+            kind = f["flag"].split(" (")[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        print(f"warning: {len(result.flagged)} target(s) are selected frames the index flagged ("
+              + ", ".join(f"{n} {k}" for k, n in kinds.items()) + "): their time and place are uncertain; "
+              "see above, per_query.csv (target_flag) and summary.json")
+    for file, r in result.timecode_readings.items():
+        print(f"time codes of {file}: read as {r['reading']}" + (f" ({r['why']})" if r["why"] else ""))
     if result.not_in_index:
         print(f"{len(result.not_in_index)} target(s) not in the index (not counted as misses; reasons in "
               f"summary.json)")
