@@ -2,12 +2,14 @@
 
 Object vectors come from the segmentation masks in one of these modes:
 
-- ``crop``: the mask's box with a margin, pixels outside the mask set to CLIP's mean colour (zero after
-  CLIP's normalisation), one CLIP pass per object, batched across the objects of many frames;
+- ``crop``: the mask's box with a margin, pixels outside the mask set to the encoder's own mean colour
+  (zero after its normalisation: OpenAI's mean for CLIP, grey for SigLIP), one pass per object, batched
+  across the objects of many frames;
 - ``pool``: one CLIP pass per frame (``Encoder.encode_image_tokens``); each object's vector is the
   area-weighted mean of the dense features under its mask, then L2-normalised. The dense features are
-  CLIP's last block computed the ClearCLIP way (``search.dense``), which align with text where raw
-  last-layer tokens do not; ``pool-raw`` pools the raw last-layer patch tokens instead. Masks are brought
+  CLIP's last block computed the ClearCLIP way, or for a SigLIP-style tower the patches through its
+  attention-pooling head's value path (MaskCLIP; ``search.dense``), which align with text where raw
+  last-layer tokens do not; ``pool-raw`` pools CLIP's raw last-layer patch tokens instead. Masks are brought
   to the token grid with exact area weights that follow the letterbox (or centre-crop) geometry of the
   encoder, and all objects of all frames of a batch are pooled with one matmul.
 
@@ -31,11 +33,13 @@ if TYPE_CHECKING:
 
 ObjectMode = Literal["crop", "pool", "pool-raw", "none"]
 OBJECT_MODES: tuple[str, ...] = ("crop", "pool", "pool-raw", "none")
-# The dense feature variant (``search.dense``) of each pooling object mode.
+# The dense feature variant (``search.dense``) of each pooling object mode on a CLIP ViT; ``pool_variant``
+# gives the one of any tower.
 POOL_VARIANTS: dict[str, str] = {"pool": "clearclip", "pool-raw": "raw"}
 Fit = Literal["letterbox", "crop"]
 
-# CLIP's normalisation mean as 8-bit RGB: a pixel of this colour is zero at the model's input.
+# OpenAI CLIP's normalisation mean as 8-bit RGB (the default fill of ``object_crop``; ``embed_batch`` fills
+# with the encoder's own mean, ``Encoder.fill_rgb``).
 CLIP_MEAN_RGB = np.array([0.48145466, 0.4578275, 0.40821073]) * 255.0
 NEUTRAL_RGB = np.round(CLIP_MEAN_RGB).astype(np.uint8)
 
@@ -122,15 +126,27 @@ def crop_box(bbox: tuple[int, int, int, int], height: int, width: int, margin: f
 
 
 def object_crop(image: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int], *,
-                margin: float = 0.1) -> np.ndarray:
-    """(h, w, 3) uint8: the object's box with a margin, pixels outside the mask set to the neutral colour."""
+                margin: float = 0.1, fill: np.ndarray = NEUTRAL_RGB) -> np.ndarray:
+    """(h, w, 3) uint8: the object's box with a margin, pixels outside the mask set to ``fill`` (the
+    encoder's mean colour, zero at its input)."""
     h, w = image.shape[:2]
+    fill = np.asarray(fill, dtype=np.uint8)
     x0, y0, x1, y1 = crop_box(bbox, h, w, margin)
     if x1 <= x0 or y1 <= y0:
-        return np.broadcast_to(NEUTRAL_RGB, (1, 1, 3)).copy()
+        return np.broadcast_to(fill, (1, 1, 3)).copy()
     region = image[y0:y1, x0:x1]
     inside = np.asarray(mask[y0:y1, x0:x1], dtype=bool)[..., None]
-    return np.where(inside, region, NEUTRAL_RGB).astype(np.uint8)
+    return np.where(inside, region, fill).astype(np.uint8)
+
+
+def pool_variant(encoder: "Encoder", mode: str) -> str:
+    """The dense feature variant a pooling object mode computes with this encoder: ``pool`` is the tower's
+    text-aligned variant (ClearCLIP for a CLIP ViT, MaskCLIP's value path for a SigLIP attention-pooling
+    head), ``pool-raw`` the raw last-layer tokens."""
+    variant = POOL_VARIANTS[mode]
+    if variant == "clearclip":
+        return encoder.aligned_variant() or variant
+    return variant
 
 
 @dataclass
@@ -175,7 +191,8 @@ def embed_batch(encoder: "Encoder", images: Sequence[np.ndarray], objects: Seque
     t0 = time.perf_counter()
     if mode in POOL_VARIANTS:
         frame_vectors, tokens = encoder.encode_image_tokens(list(images), fit=fit, batch_size=batch_size,
-                                                            variant=POOL_VARIANTS[mode], dense_size=dense_size)
+                                                            variant=pool_variant(encoder, mode),
+                                                            dense_size=dense_size)
         frame_vectors = np.asarray(frame_vectors, dtype=np.float32)
         t1 = time.perf_counter()
         seconds["frame_embedding"] = t1 - t0
@@ -196,7 +213,9 @@ def embed_batch(encoder: "Encoder", images: Sequence[np.ndarray], objects: Seque
     t1 = time.perf_counter()
     seconds["frame_embedding"] = t1 - t0
     if mode == "crop" and frame_of_object.size:
-        crops = [object_crop(img, o.mask, o.bbox, margin=margin) for img, objs in zip(images, objects) for o in objs]
+        fill = encoder.fill_rgb
+        crops = [object_crop(img, o.mask, o.bbox, margin=margin, fill=fill)
+                 for img, objs in zip(images, objects) for o in objs]
         object_vectors = np.asarray(encoder.encode_images(crops, fit="letterbox", batch_size=batch_size),
                                     dtype=np.float32)
     else:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from indexer.assemble import assemble_site
-from indexer.embed import OBJECT_MODES, POOL_VARIANTS, ObjectMode
+from indexer.embed import OBJECT_MODES, POOL_VARIANTS, ObjectMode, pool_variant
 from indexer.parts import SiteWork
 from indexer.plan import SitePlan, plan_site
 from indexer.progress import Progress
@@ -128,7 +128,7 @@ def pool_features(encoder: "Encoder", config: IndexConfig) -> dict | None:
         if config.dense_size is not None:
             raise InputError(f"--dense-size applies to --objects pool and pool-raw, not {config.objects!r}")
         return None
-    variant = POOL_VARIANTS[config.objects]
+    variant = pool_variant(encoder, config.objects)
     encoder.check_dense(variant)
     return {"variant": variant, "size": encoder.dense_side(config.dense_size)}
 
@@ -180,7 +180,7 @@ def _check_indexing(on_disk: dict, wanted: dict, root: Path) -> None:
     if diffs:
         what = "index into a new --index folder or use the same settings"
         if any(k == "pool_features" for k, _, _ in diffs):
-            what += " (clearclip: --objects pool, raw: --objects pool-raw, px: --dense-size)"
+            what += " (clearclip, maskclip: --objects pool, raw: --objects pool-raw, px: --dense-size)"
         raise ModelMismatchError(mismatch_message(root, diffs, what=what))
 
 

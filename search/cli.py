@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from search import clikit
 
-COMMANDS = ("search.commands.search", "search.commands.check")
+COMMANDS = ("search.commands.search", "search.commands.check", "search.commands.models")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

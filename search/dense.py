@@ -13,6 +13,17 @@ The last block's input is taken through open_clip's public modules: a forward ho
 ``visual.transformer.resblocks[-1]`` during the model's own forward pass (so the frame vector and the
 dense features come from one pass), or, for a larger dense input, ``conv1``, ``class_embedding``, the
 position embeddings interpolated to the larger grid, ``ln_pre`` and ``resblocks[:-1]`` run here.
+
+Towers whose image vector comes out of an attention-pooling head (SigLIP/SigLIP2: a timm ViT trunk with a
+multi-head attention pooling "MAP" head, ``trunk.attn_pool``) have no class token in the joint space. For
+them the ``maskclip`` variant follows MaskCLIP (Zhou, Loy, Dai, "Extract Free Dense Labels from CLIP", ECCV
+2022), which for CLIP's attention-pooling head drops the query-key attention and sends every spatial token
+through the head's value and output projections alone. Here each patch token of the trunk's final (normed)
+output goes through the MAP head's value projection (the value half of ``kv``), its output projection
+``proj`` and then the rest of the head exactly as the pooled vector does (the head's MLP residual,
+``fc_norm``, the trunk's and open_clip's heads): the vector the head would output if its latent query
+attended to that patch alone. The trunk's features are caught with a forward hook on ``trunk.norm`` during
+the model's own forward pass, so the frame vector and the dense features again come from one pass.
 """
 from __future__ import annotations
 
@@ -24,25 +35,59 @@ import torch.nn.functional as F
 
 from search.errors import InputError
 
-VARIANTS: tuple[str, ...] = ("clearclip", "raw")
-MODES_FOR_VARIANT = {"clearclip": "pool", "raw": "pool-raw"}
+VARIANTS: tuple[str, ...] = ("clearclip", "raw", "maskclip")
+MODES_FOR_VARIANT = {"clearclip": "pool", "raw": "pool-raw", "maskclip": "pool"}
+# The text-aligned variant of each kind of tower (``tower_kind``): what ``--objects pool`` computes there.
+ALIGNED_VARIANT = {"vit": "clearclip", "map": "maskclip"}
 
 
 def _mode(variant: str) -> str:
     return MODES_FOR_VARIANT.get(variant, variant)
 
 
+def tower_kind(visual: Any) -> str | None:
+    """``vit``: an open_clip VisionTransformer with a class token (no attentional pooler); ``map``: an
+    open_clip TimmModel whose timm ViT trunk pools with a latent-query attention head (SigLIP); None: a tower
+    without a dense path here (ResNets, ConvNeXt, FastViT/MobileCLIP, CoCa's attentional pooler)."""
+    from open_clip.timm_model import TimmModel
+    from open_clip.transformer import VisionTransformer
+    if isinstance(visual, VisionTransformer):
+        return "vit" if getattr(visual, "attn_pool", None) is None else None
+    if isinstance(visual, TimmModel):
+        from timm.layers import AttentionPoolLatent
+        trunk = visual.trunk
+        pool = getattr(trunk, "attn_pool", None)
+        if isinstance(pool, AttentionPoolLatent) and pool.pos_embed is None and hasattr(trunk, "patch_embed") \
+                and hasattr(trunk, "norm") and not getattr(trunk, "pool_include_prefix", False):
+            return "map"
+    return None
+
+
+def aligned_variant(visual: Any) -> str | None:
+    """The dense variant ``--objects pool`` computes on this tower (None: the tower has no dense path)."""
+    kind = tower_kind(visual)
+    return ALIGNED_VARIANT[kind] if kind else None
+
+
 def check_tower(visual: Any, model_name: str, variant: str) -> None:
-    """InputError unless ``visual`` is an open_clip VisionTransformer whose last block supports ``variant``;
-    the message says which object modes work with this model instead."""
+    """InputError unless ``visual`` has dense features of ``variant``: ``clearclip`` and ``raw`` need an
+    open_clip VisionTransformer (``clearclip`` with a standard attention block), ``maskclip`` a timm trunk
+    with a MAP head; the message says which object modes work with this model instead."""
     from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
     if variant not in VARIANTS:
         raise InputError(f"unknown dense feature variant {variant!r}: one of {', '.join(VARIANTS)}")
     mode = _mode(variant)
-    if not isinstance(visual, VisionTransformer) or getattr(visual, "attn_pool", None) is not None:
-        kind = type(visual).__name__ + (" with attentional pooling" if isinstance(visual, VisionTransformer) else "")
+    kind = tower_kind(visual)
+    if kind == "map" and variant != "maskclip":
+        raise InputError(f"object mode {mode!r} needs a CLIP vision transformer with a class token; {model_name!r} "
+                         f"pools its patches with an attention head (SigLIP): use --objects pool (the head's value "
+                         f"path, MaskCLIP-style), crop or none there")
+    if kind is None or (kind == "vit" and variant == "maskclip"):
+        what = type(visual).__name__
+        if isinstance(visual, VisionTransformer):
+            what += " with attentional pooling"
         raise InputError(f"object mode {mode!r} pools patch features of a CLIP vision transformer; "
-                         f"{model_name!r} has a {kind} visual tower without per-patch tokens in the joint "
+                         f"{model_name!r} has a {what} visual tower without per-patch tokens in the joint "
                          f"space: use --objects crop (one CLIP pass per object) or --objects none there")
     if variant == "clearclip":
         block = visual.transformer.resblocks[-1]
@@ -54,10 +99,18 @@ def check_tower(visual: Any, model_name: str, variant: str) -> None:
                              f"{type(block).__name__}: use --objects pool-raw, crop or none there")
 
 
+def patch_size(visual: Any) -> tuple[int, int]:
+    """(ph, pw) of an open_clip ViT or of a timm ViT trunk."""
+    trunk = getattr(visual, "trunk", None)
+    size = trunk.patch_embed.patch_size if trunk is not None else visual.patch_size
+    ph, pw = (size, size) if isinstance(size, int) else size
+    return int(ph), int(pw)
+
+
 def grid_for(visual: Any, side: int, model_name: str = "this model") -> tuple[int, int]:
     """The token grid of a ``side`` x ``side`` input; InputError unless ``side`` is a positive multiple of
     the patch size (so the grid covers the whole input and mask weights stay exact)."""
-    ph, pw = (int(p) for p in visual.patch_size)
+    ph, pw = patch_size(visual)
     if side <= 0 or side % ph or side % pw:
         lo = max(ph, side // ph * ph)
         raise InputError(f"dense size {side} px is not a positive multiple of the patch size of {model_name!r} "
@@ -167,3 +220,49 @@ def dense_tokens(visual: Any, h_in: torch.Tensor, grid: tuple[int, int], variant
     else:
         raise InputError(f"unknown dense feature variant {variant!r}: one of {', '.join(VARIANTS)}")
     return project_tokens(visual, out, grid)
+
+
+def encode_with_trunk_features(model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own image vector (not normalised) of ``x`` and, from the same forward pass, the timm
+    trunk's final token features (N, L, D) (after ``trunk.norm``, prefix tokens included), caught with a
+    forward hook."""
+    caught: dict[str, torch.Tensor] = {}
+
+    def hook(module: Any, args: tuple, output: torch.Tensor) -> None:
+        caught["features"] = output
+
+    handle = model.visual.trunk.norm.register_forward_hook(hook)
+    try:
+        pooled = model.encode_image(x)
+    finally:
+        handle.remove()
+    return pooled, caught["features"]
+
+
+def maskclip_map_tokens(visual: Any, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(N, gh, gw, dim): every patch token of a timm trunk's final features (N, L, D) through the MAP head's
+    value path (MaskCLIP): value half of ``kv``, ``proj``, the head's MLP residual, then ``fc_norm`` and the
+    heads after the pool, as the pooled vector goes."""
+    trunk = visual.trunk
+    pool = trunk.attn_pool
+    tokens = features[:, trunk.num_prefix_tokens:]
+    width = pool.kv.out_features // 2
+    bias = pool.kv.bias[width:] if pool.kv.bias is not None else None
+    y = pool.proj(F.linear(tokens, pool.kv.weight[width:], bias))
+    y = pool.proj_drop(y)
+    if pool.mlp is not None:
+        y = y + pool.mlp(pool.norm(y))
+    y = trunk.head(trunk.head_drop(trunk.fc_norm(y)))
+    y = visual.head(y)
+    return y.reshape(features.shape[0], grid[0], grid[1], y.shape[-1])
+
+
+def encode_with_dense(model: Any, x: torch.Tensor, grid: tuple[int, int], variant: str
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image vectors (N, dim) not normalised, dense features (N, gh, gw, dim)) of ``x`` at the model's own
+    input size, from one forward pass, for any tower with a dense path (``check_tower`` first)."""
+    if variant == "maskclip":
+        pooled, features = encode_with_trunk_features(model, x)
+        return pooled, maskclip_map_tokens(model.visual, features, grid)
+    pooled, h_in, h_out = encode_with_last_block(model, x)
+    return pooled, dense_tokens(model.visual, h_in, grid, variant, h_out)

@@ -34,11 +34,44 @@ Fit = Literal["letterbox", "crop"]
 FITS: tuple[str, ...] = ("letterbox", "crop")
 
 
+TEST_SIGLIP_MODEL = "mvk-tiny-siglip"   # a tiny SigLIP-shaped model (timm ViT trunk, MAP head, mean 0.5)
+# What open_clip's model configs cannot hold for our own test models: their preprocessing and tokenizer.
+OWN_MODEL_EXTRAS = MODEL_CONFIG_DIR / "extras" / "own_models.json"
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+
+
 @functools.lru_cache(maxsize=1)
 def _register_model_configs() -> None:
-    """Make our own model configs (the tiny test model) known to open_clip, once per process."""
+    """Make our own model configs (the tiny test models) known to open_clip, once per process."""
     import open_clip
     open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+@functools.lru_cache(maxsize=1)
+def _own_extras() -> dict:
+    import json
+    return json.loads(OWN_MODEL_EXTRAS.read_text())
+
+
+def model_preprocess(model: str, pretrained: str | None) -> dict:
+    """The image preprocessing (mean, std, interpolation, resize_mode) of a model's own config: the pretrained
+    tag's (open_clip's table, e.g. SigLIP's mean 0.5 and squash resize) or our own test model's; empty when
+    neither says (open_clip's OpenAI defaults then apply). Used when the tag's weights are not loaded (random
+    weights, a checkpoint file), so the real architecture still preprocesses as its trained weights expect."""
+    from open_clip.pretrained import get_pretrained_cfg
+    own = _own_extras().get(model, {}).get("preprocess", {})
+    tag = get_pretrained_cfg(model, pretrained) if pretrained else {}
+    return {k: v for k in PREPROCESS_KEYS for v in [own.get(k, tag.get(k))] if v is not None}
+
+
+def _tokenizer(model: str) -> Any:
+    """open_clip's tokenizer for ``model``; our own test models name theirs (the SigLIP-shaped one uses the
+    bundled CLIP tokenizer so that it needs no download)."""
+    import open_clip
+    extras = _own_extras().get(model, {})
+    if extras.get("tokenizer") == "simple":
+        return open_clip.SimpleTokenizer(context_length=open_clip.get_model_config(model)["text_cfg"]["context_length"])
+    return open_clip.get_tokenizer(model)
 
 
 def _weights_source(model: str, pretrained: str) -> str:
@@ -69,6 +102,27 @@ def _is_cached(model: str, pretrained: str) -> bool:
     if cfg.get("url"):
         return os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"])))
     return False
+
+
+def _hf_hub_cached(model: str) -> bool:
+    """Whether an ``hf-hub:ORG/NAME`` model's config and weights are in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    repo = model.split(":", 1)[1]
+    has = lambda name: isinstance(try_to_load_from_cache(repo, name), str)
+    return has("open_clip_config.json") and (has("open_clip_model.safetensors") or has("open_clip_pytorch_model.bin"))
+
+
+def weights_cached(model: str, pretrained: str | None) -> bool:
+    """Whether a model's weights (an open_clip pretrained tag, or an ``hf-hub:`` repo) are in the local cache;
+    looks at the cache folders only, never the network."""
+    _register_model_configs()
+    if model.startswith("hf-hub:"):
+        return _hf_hub_cached(model)
+    from open_clip.pretrained import get_pretrained_cfg
+    return bool(pretrained) and bool(get_pretrained_cfg(model, pretrained)) and _is_cached(model, pretrained)
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -151,6 +205,12 @@ def create_open_clip(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAUL
             raise MissingWeightsError(f"checkpoint file {str(path)!r} for open_clip model {model!r} does not "
                                       f"exist; copy the .pt/.bin/.safetensors file there or fix --checkpoint")
         weights = str(path)
+    elif model.startswith("hf-hub:"):
+        weights = None          # open_clip reads the config and weights of an hf-hub: model from its repo
+        if not _hf_hub_cached(model) and not _hub_reachable():
+            raise MissingWeightsError(f"open_clip model {model!r} is not in the local Hugging Face cache and there "
+                                      f"is no network: run the same command once on a machine with internet "
+                                      f"(then copy ~/.cache/huggingface here)")
     elif pretrained:
         if not get_pretrained_cfg(model, pretrained):
             tags = list_pretrained_tags_by_model(model)
@@ -162,21 +222,24 @@ def create_open_clip(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAUL
     else:
         raise InputError(f"no weights given for open_clip model {model!r}: pass a pretrained tag, "
                          f"--checkpoint FILE, or --random-weights (tests and benchmarks only)")
+    own = {} if weights is not None and weights == pretrained else model_preprocess(model, pretrained)
+    forced = {f"image_{k}": tuple(v) if isinstance(v, list) else v for k, v in own.items()}
     try:
         with torch.random.fork_rng(devices=[]), _quiet_random_init(random_weights):
             torch.manual_seed(RANDOM_SEED)
-            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=weights, device=device)
+            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=weights, device=device,
+                                                                       **forced)
     except MissingWeightsError:
         raise
     except Exception as exc:  # open_clip wraps hub/network failures in RuntimeError, OSError, ...
         if checkpoint is not None and not random_weights:
             raise MissingWeightsError(f"cannot load checkpoint {str(checkpoint)!r} into open_clip model "
                                       f"{model!r}: {type(exc).__name__}: {str(exc)[:300]}") from exc
-        if weights is None:
+        if weights is None and (random_weights or not model.startswith("hf-hub:")):
             raise
         raise _missing_weights(model, pretrained or "", exc) from exc
     try:
-        tokenizer = open_clip.get_tokenizer(model)
+        tokenizer = _tokenizer(model)
     except Exception as exc:   # HF tokenizers (SigLIP, ...) fetch their files from the hub
         raise MissingWeightsError(f"the tokenizer of open_clip model {model!r} is not available offline "
                                   f"({type(exc).__name__}: {str(exc)[:200]}); run once on a machine with "
@@ -225,10 +288,17 @@ class Encoder:
         self.mean = tuple(float(v) for v in cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
         self.std = tuple(float(v) for v in cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
         self.interpolation = str(cfg.get("interpolation", "bicubic"))
+        self.resize_mode = str(cfg.get("resize_mode", "shortest"))
         self.context_length = int(getattr(tokenizer, "context_length", None) or model.context_length)
         with torch.inference_mode():
             probe = model.encode_text(tokenizer(["a"]).to(device))
         self.dim = int(probe.shape[-1])
+
+    @property
+    def fill_rgb(self) -> np.ndarray:
+        """(3,) uint8: this model's normalisation mean as an 8-bit colour (zero at the model's input), the
+        neutral fill of letterbox padding and of masked-out pixels in object crops."""
+        return np.round(np.asarray(self.mean) * 255.0).astype(np.uint8)
 
     # -- text ---------------------------------------------------------------------------------------
     def _n_tokens(self, text: str) -> int:
@@ -308,13 +378,24 @@ class Encoder:
         from search import dense
         side = self.image_size if dense_size is None else int(dense_size)
         dense.grid_for(self.model.visual, side, self.model_name)
+        if side != self.image_size and dense.tower_kind(self.model.visual) == "map":
+            raise InputError(f"--dense-size {side}: {self.model_name!r} pools with an attention head (SigLIP) and "
+                             f"computes its dense features at its own input size only ({self.image_size} px); "
+                             f"leave --dense-size out")
         return side
 
     def check_dense(self, variant: str = "clearclip") -> None:
         """InputError naming the object modes that work here unless this model has dense features of
-        ``variant`` (an open_clip ViT; ``clearclip`` also needs a standard attention block)."""
+        ``variant`` (an open_clip ViT; ``clearclip`` also needs a standard attention block; ``maskclip`` a
+        timm trunk with an attention-pooling head)."""
         from search import dense
         dense.check_tower(self.model.visual, self.model_name, variant)
+
+    def aligned_variant(self) -> str | None:
+        """The text-aligned dense variant of this tower (``clearclip`` for a CLIP ViT, ``maskclip`` for a
+        SigLIP-style attention-pooling head), None when the tower has no dense path (crop objects there)."""
+        from search import dense
+        return dense.aligned_variant(self.model.visual)
 
     def encode_image_tokens(self, images: Sequence[np.ndarray], *, fit: Fit = "letterbox", batch_size: int = 64,
                             variant: str = "clearclip", dense_size: int | None = None
@@ -322,8 +403,9 @@ class Encoder:
         """Global vectors (n, dim), L2-normalised as ``encode_images``'s, and dense features projected into
         the joint space (n, gh, gw, dim), not normalised (pool first, then normalise); both float32.
 
-        ``variant``: ``clearclip`` (the last block as ClearCLIP computes it) or ``raw`` (CLIP's last-layer
-        patch tokens); see ``search.dense``. ``dense_size``: the side of the dense pass's input (a multiple
+        ``variant``: ``clearclip`` (the last block as ClearCLIP computes it), ``raw`` (CLIP's last-layer
+        patch tokens) or, for SigLIP-style towers, ``maskclip`` (patches through the attention-pooling head's
+        value path); see ``search.dense``. ``dense_size``: the side of the dense pass's input (a multiple
         of the patch size, position embeddings interpolated); None or the model's own size: one forward
         pass yields both the frame vectors and the dense features, else the frame vectors still come from
         the model's own size and the dense features from a second pass at ``dense_size``."""
@@ -340,11 +422,11 @@ class Encoder:
                 chunk = images[start:start + batch_size]
                 x = self.preprocess(chunk, fit=fit)
                 if side == self.image_size:
-                    pooled, h_in, h_out = dense.encode_with_last_block(self.model, x)
+                    pooled, tokens = dense.encode_with_dense(self.model, x, grid, variant)
                 else:
-                    pooled, h_out = self.model.encode_image(x), None
+                    pooled = self.model.encode_image(x)
                     h_in = dense.last_block_input(visual, self.preprocess(chunk, fit=fit, size=side))
-                tokens = dense.dense_tokens(visual, h_in, grid, variant, h_out)
+                    tokens = dense.dense_tokens(visual, h_in, grid, variant)
                 pooled_out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
                 tokens_out.append(tokens.float().cpu().numpy())
         if not pooled_out:

@@ -44,6 +44,7 @@ Example:
   mvk index MVK --all --index idx
   mvk index MVK --site Oahu_Jul2022 --index idx --objects crop --every 2
   mvk index MVK --all --index idx-448 --dense-size 448
+  mvk index MVK --all --index idx-siglip --preset balanced      (SigLIP ViT-B-16; mvk models lists them)
   mvk index /shared/MVK --all --index /shared/idx --engine ray --ray-address auto
   mvk index MVK --site Tulamben2_Jun2022 --index idx          (a new site joins with idx's settings)
 """
@@ -103,6 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="crop mode: margin around the object's box, times its longer side (default 0.1)")
 
     clip = parser.add_argument_group("CLIP model")
+    clip.add_argument("--preset", choices=("fast", "balanced", "best", "species"), default=None,
+                      help="a named model (mvk models shows each with its cost and published retrieval figures): "
+                           "fast = ViT-B-32 laion2b, balanced = ViT-B-16-SigLIP, best = ViT-SO400M-14-SigLIP-384, "
+                           "species = BioCLIP; instead of --model/--pretrained")
     clip.add_argument("--model", default=None, help="open_clip model name (default ViT-B-32)")
     clip.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default openai)")
     clip.add_argument("--clip-checkpoint", default=None, metavar="FILE", help="local open_clip checkpoint file")
@@ -147,6 +152,31 @@ def requested_settings(args: argparse.Namespace) -> dict:
     return out
 
 
+def apply_preset(args: argparse.Namespace) -> None:
+    """--preset NAME sets --model and --pretrained (InputError when either is given as well)."""
+    if args.preset is None:
+        return
+    from search.errors import InputError
+    from search.models import preset
+    if args.model is not None or args.pretrained is not None:
+        raise InputError(f"--preset {args.preset} names the model itself: leave --model and --pretrained out")
+    args.model, args.pretrained = preset(args.preset)
+
+
+def objects_fallback(config: "object", encoder: "object", explicit: bool) -> tuple["object", str | None]:
+    """(config, note): when --objects was left out, pool is the default and the model's tower has no dense
+    path (ResNet, ConvNeXt, MobileCLIP, ...), the objects are crops instead, with a note saying so. An
+    explicit --objects pool is refused later by the pipeline with the modes that work."""
+    from dataclasses import replace
+    if explicit or config.objects != "pool" or encoder.aligned_variant() is not None:
+        return config, None
+    if config.dense_size is not None:
+        return config, None
+    note = (f"note: {encoder.model_name} has no per-patch features in its joint space: objects are embedded "
+            f"as crops (--objects crop), one pass per object")
+    return replace(config, objects="crop"), note
+
+
 def plan_run(args: argparse.Namespace) -> tuple[object, dict]:
     """(IndexConfig, model names) of this run, checked against the index before any model is loaded: for an
     existing index its recorded settings fill every flag left out, and a flag that differs is refused
@@ -182,11 +212,15 @@ def run(args: argparse.Namespace) -> int:
         from indexer.engines.raydata import import_ray
         import_ray()                   # says how to install it, before any model is loaded
 
+    apply_preset(args)
     config, models = plan_run(args)
     catalog = discover(args.collection)
     select_sites(catalog, args.sites)                    # unknown sites: refused before the models load
     encoder, extractor = load_models(objects=config.objects, random_weights=args.random_weights,
                                      device=args.device, **models)
+    config, note = objects_fallback(config, encoder, explicit=args.objects is not None)
+    if note:
+        print(note, file=sys.stderr)
     if args.random_weights:
         print("note: --random-weights: models are randomly initialised; this index is for tests and "
               "benchmarks only (its manifest says so)", file=sys.stderr)
