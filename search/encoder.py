@@ -194,7 +194,7 @@ def create_open_clip(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAUL
     from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
     _register_model_configs()
-    if open_clip.get_model_config(model) is None and not model.startswith(("hf-hub:", "local-dir:")):
+    if not model.startswith(("hf-hub:", "local-dir:")) and open_clip.get_model_config(model) is None:
         raise InputError(f"unknown open_clip model {model!r}; known models include: "
                          f"{', '.join(open_clip.list_models()[:40])}, ...")
     if random_weights:

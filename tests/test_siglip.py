@@ -161,3 +161,12 @@ def test_models_lists_a_siglip_model_with_a_measured_cost(capsys) -> None:
     line = next(x for x in out.splitlines() if x.startswith("ViT-B-16-SigLIP "))
     assert "webli" in line and "balanced" in line and " 768 " in line and "0.747" in line
     assert "mvk kis" in out and "create_model_and_transforms('ViT-B-16-SigLIP', pretrained='webli')" in out
+
+
+def test_species_preset_offline_names_what_to_fetch(collection, tmp_path, capsys) -> None:
+    idx = tmp_path / "bio"
+    assert main(["index", str(collection), "--index", str(idx), "--preset", "species", "--backbone", "color",
+                 "--no-progress"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("mvk index: error:") and "'hf-hub:imageomics/bioclip' is not in the local" in last
+    assert not (idx / "manifest.json").exists()

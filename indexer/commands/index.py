@@ -82,7 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "ClearCLIP way) of the frame's own CLIP pass averaged inside each mask (default, "
                               "cheap); pool-raw = the same with CLIP's raw last-layer patch tokens; crop = one "
                               "CLIP pass per object on its masked box; none = frame vectors only, no "
-                              "segmentation. pool and pool-raw need a ViT CLIP model")
+                              "segmentation. pool needs a ViT CLIP or a SigLIP tower (there: the attention-pooling "
+                              "head's value path, MaskCLIP-style), pool-raw a ViT CLIP; left out with a model "
+                              "that has neither, objects are crops (a note says so)")
     objects.add_argument("--dense-size", type=positive_int, default=None, metavar="PX",
                          help="pool modes: run the dense pass on a PX x PX input (a multiple of the patch size; "
                               "position embeddings interpolated), e.g. 448 for a 14x14 grid with ViT-B-32, for "
