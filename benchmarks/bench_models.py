@@ -15,8 +15,9 @@ MVK's decode size) with four masks per frame:
 Only the image tower is built: the whole model is created on torch's meta device (no memory, no weights)
 and its ``visual`` module is then materialised on the CPU and filled with random numbers, so the ~4 GB
 text+image ViT-H-14 fits a small machine. Text encoding is not part of the per-frame cost. Each
-architecture runs in its own process (memory is returned between models); one warm-up batch, then the
-median of ``--repeats`` timed batches. Segmentation (DINO) is not included: it is the same for every model.
+architecture runs in its own process (memory is returned between models) with ``--threads`` torch threads
+(default 1); one warm-up batch (unless ``--no-warmup``), then the median of ``--repeats`` timed batches.
+Segmentation (DINO) is not included: it is the same for every model.
 """
 from __future__ import annotations
 
@@ -102,12 +103,13 @@ def frames_and_masks(n: int, height: int = 288, width: int = 512, per_frame: int
     return frames, objects
 
 
-def measure(name: str, frames: int, repeats: int, batch: int, device: str, warmup: bool = True) -> dict:
+def measure(name: str, frames: int, repeats: int, batch: int, device: str, warmup: bool = True,
+            threads: int = 1) -> dict:
     """Median ms per frame of frame-only and object-aware embedding of one architecture."""
     import torch
 
     from indexer.embed import embed_batch
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     encoder = vision_encoder(name, device)
     build_s = time.perf_counter() - t0
@@ -138,17 +140,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="no untimed warm-up batch (big models on a small CPU: the median of the timed "
                              "batches drops the first one's extra cost)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared machine two threads waiting for each other "
+                             "made ViT-B-32 3-4x slower than one)")
     parser.add_argument("--write", action="store_true", help="store the results in search/models_data/costs.json")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)      # the child process: one model
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(args.one, args.frames, args.repeats, args.batch_size, args.device,
-                                 warmup=not args.no_warmup)))
+                                 warmup=not args.no_warmup, threads=args.threads)))
         return 0
     results = {}
     for name in args.models:
         cmd = [sys.executable, __file__, "--one", name, "--frames", str(args.frames), "--repeats", str(args.repeats),
-               "--batch-size", str(args.batch_size), "--device", args.device, *(["--no-warmup"] if args.no_warmup else [])]
+               "--batch-size", str(args.batch_size), "--device", args.device, "--threads", str(args.threads),
+               *(["--no-warmup"] if args.no_warmup else [])]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{name}: failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
@@ -180,11 +186,13 @@ def write_costs(results: dict, args: argparse.Namespace) -> None:
     """search/models_data/costs.json: what ``mvk models`` shows."""
     from search.models import COSTS_FILE
     device = args.device if args.device != "cpu" else \
-        f"cpu ({len(os.sched_getaffinity(0))} cores, {platform.processor() or platform.machine()})"
+        f"cpu, {args.threads} thread(s) on a shared {len(os.sched_getaffinity(0))}-core " \
+        f"{platform.processor() or platform.machine()} machine"
     data = {"device": device, "frames": args.frames, "repeats": args.repeats, "batch_size": args.batch_size,
             "warmup": not args.no_warmup,
-            "note": "random weights, image tower only; median ms per 512x288 frame with 4 masks; "
-                    "benchmarks/bench_models.py --write", "models": results}
+            "note": f"random weights, image tower only; ms per 512x288 frame with 4 masks, median of {args.repeats} "
+                    f"timed batch(es) of {args.frames} frame(s); benchmarks/bench_models.py --write",
+            "models": results}
     COSTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     COSTS_FILE.write_text(json.dumps(data, indent=1) + "\n")
 

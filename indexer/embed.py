@@ -69,18 +69,20 @@ def overlap_matrix(n_pixels: int, offset: float, side: float, cells: int, *,
 
 
 def mask_grid_weights(masks: np.ndarray | torch.Tensor, grid: tuple[int, int], *, fit: Fit = "letterbox",
-                      device: str | torch.device = "cpu") -> torch.Tensor:
+                      device: str | torch.device = "cpu", extent: float = 1.0) -> torch.Tensor:
     """(n, gh*gw) float32: the area of each (H, W) mask that falls in each cell of the encoder's token grid,
     as a fraction of the mask's area inside the grid (rows sum to 1, or are all zero when the mask is
-    entirely outside the square the encoder sees, which only ``crop`` fit can cause)."""
+    entirely outside the square the encoder sees, which only ``crop`` fit can cause). ``extent``: the
+    fraction of the square's side the grid covers from its top-left corner (below 1 when the input side is
+    not a multiple of the patch size, e.g. 27 patches of 14 px cover 378 of SigLIP-384's 384 px)."""
     m = torch.as_tensor(masks, device=device).to(torch.float32)
     if m.ndim == 2:
         m = m[None]
     n, h, w = m.shape
     gh, gw = grid
     side, top, left = square_geometry(h, w, fit)
-    ry = overlap_matrix(h, top, side, gh, device=m.device)     # (gh, H)
-    rx = overlap_matrix(w, left, side, gw, device=m.device)    # (gw, W)
+    ry = overlap_matrix(h, top, side * extent, gh, device=m.device)     # (gh, H)
+    rx = overlap_matrix(w, left, side * extent, gw, device=m.device)    # (gw, W)
     weights = torch.matmul(torch.matmul(ry, m), rx.T).reshape(n, gh * gw)
     total = weights.sum(dim=1, keepdim=True)
     return torch.where(total > 0, weights / total.clamp_min(1e-12), torch.zeros_like(weights))
@@ -200,7 +202,8 @@ def embed_batch(encoder: "Encoder", images: Sequence[np.ndarray], objects: Seque
             device = encoder.device
             tok = torch.as_tensor(np.asarray(tokens), device=device)
             grid = (tok.shape[1], tok.shape[2])
-            weights = _grid_weights_per_image(images, objects, grid, fit=fit, device=device)
+            weights = _grid_weights_per_image(images, objects, grid, fit=fit, device=device,
+                                              extent=encoder.token_extent(dense_size))
             object_vectors = pool_tokens(tok, frame_of_object, weights,
                                          fallback=torch.as_tensor(frame_vectors, device=device))
             object_vectors = object_vectors.cpu().numpy().astype(np.float32)
@@ -225,7 +228,8 @@ def embed_batch(encoder: "Encoder", images: Sequence[np.ndarray], objects: Seque
 
 
 def _grid_weights_per_image(images: Sequence[np.ndarray], objects: Sequence[Sequence["ObjectMask"]],
-                            grid: tuple[int, int], *, fit: Fit, device: str | torch.device) -> torch.Tensor:
+                            grid: tuple[int, int], *, fit: Fit, device: str | torch.device,
+                            extent: float = 1.0) -> torch.Tensor:
     """The grid weights of every object of every image, in (image, object) order: one vectorised call
     when all images share a size (the frames of one video), else one per image."""
     for img, objs in zip(images, objects):
@@ -236,6 +240,6 @@ def _grid_weights_per_image(images: Sequence[np.ndarray], objects: Sequence[Sequ
     if not masks:
         return torch.zeros((0, grid[0] * grid[1]), device=device)
     if len({img.shape[:2] for img in images}) == 1:
-        return mask_grid_weights(np.stack(masks), grid, fit=fit, device=device)
+        return mask_grid_weights(np.stack(masks), grid, fit=fit, device=device, extent=extent)
     return torch.cat([mask_grid_weights(np.stack([np.asarray(o.mask, dtype=bool) for o in objs]), grid,
-                                        fit=fit, device=device) for objs in objects if objs])
+                                        fit=fit, device=device, extent=extent) for objs in objects if objs])

@@ -118,6 +118,13 @@ def grid_for(visual: Any, side: int, model_name: str = "this model") -> tuple[in
     return side // ph, side // pw
 
 
+def own_grid(visual: Any, side: int) -> tuple[int, int]:
+    """The token grid of the tower at its own input side: what its patch convolution outputs, the floor of
+    side over patch, so it may cover a little less than the input (SigLIP-384: 27 x 14 = 378 px of 384)."""
+    ph, pw = patch_size(visual)
+    return side // ph, side // pw
+
+
 def resize_positions(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
     """(1 + gh*gw, D) position embeddings (class position first) interpolated bicubically from ``old_grid``
     to ``new_grid``, as open_clip does when it loads weights at another image size."""

@@ -377,8 +377,10 @@ class Encoder:
         the model's own input size (the dense features then come from the frame vector's pass)."""
         from search import dense
         side = self.image_size if dense_size is None else int(dense_size)
+        if side == self.image_size:
+            return side
         dense.grid_for(self.model.visual, side, self.model_name)
-        if side != self.image_size and dense.tower_kind(self.model.visual) == "map":
+        if dense.tower_kind(self.model.visual) == "map":
             raise InputError(f"--dense-size {side}: {self.model_name!r} pools with an attention head (SigLIP) and "
                              f"computes its dense features at its own input size only ({self.image_size} px); "
                              f"leave --dense-size out")
@@ -438,7 +440,17 @@ class Encoder:
         square."""
         from search import dense
         side = self.image_size if dense_size is None else int(dense_size)
+        if side == self.image_size:
+            return dense.own_grid(self.model.visual, side)
         return dense.grid_for(self.model.visual, side, self.model_name)
+
+    def token_extent(self, dense_size: int | None = None) -> float:
+        """The fraction of the input square's side that ``token_grid(dense_size)`` covers from the top-left:
+        1.0 unless the model's own size is not a multiple of its patch size (SigLIP-384's 27 patches of
+        14 px cover 378 of 384 px; the patch convolution drops the rest)."""
+        from search import dense
+        side = self.image_size if dense_size is None else int(dense_size)
+        return self.token_grid(dense_size)[0] * dense.patch_size(self.model.visual)[0] / side
 
     def identity(self, *, fit: Fit = "letterbox") -> dict:
         """What an index must record to be searched with this encoder: model, pretrained, checkpoint,

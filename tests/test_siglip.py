@@ -170,3 +170,20 @@ def test_species_preset_offline_names_what_to_fetch(collection, tmp_path, capsys
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("mvk index: error:") and "'hf-hub:imageomics/bioclip' is not in the local" in last
     assert not (idx / "manifest.json").exists()
+
+
+def test_a_grid_that_covers_less_than_the_input_weighs_only_what_it_sees(siglip) -> None:
+    """SigLIP-384: 27 patches of 14 px cover 378 of 384 px; mask weights follow the covered part only."""
+    from indexer.embed import mask_grid_weights
+    assert siglip.token_extent() == 1.0 and siglip.token_grid() == (4, 4)
+    extent = 378 / 384
+    full = np.ones((1, 384, 384), bool)
+    w = mask_grid_weights(full, (27, 27), extent=extent).numpy()
+    np.testing.assert_allclose(w, np.full((1, 27 * 27), 1 / 27 ** 2), rtol=1e-4)
+    strip = np.zeros((1, 384, 384), bool)
+    strip[:, :, 380:] = True                                   # only the 6 px the patches never see
+    assert mask_grid_weights(strip, (27, 27), extent=extent).abs().sum() == 0
+    corner = np.zeros((1, 384, 384), bool)
+    corner[:, 364:378, 364:378] = True                         # exactly the last covered cell
+    w = mask_grid_weights(corner, (27, 27), extent=extent).numpy().reshape(27, 27)
+    assert w[26, 26] == pytest.approx(1.0, abs=1e-4)
