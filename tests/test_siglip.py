@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from app.cli import main
-from search import dense
 from search import encoder as enc
 from search.errors import InputError
 from tests.test_index_cli import index_args
