@@ -400,19 +400,21 @@ class Encoder:
         return dense.aligned_variant(self.model.visual)
 
     def encode_image_tokens(self, images: Sequence[np.ndarray], *, fit: Fit = "letterbox", batch_size: int = 64,
-                            variant: str = "clearclip", dense_size: int | None = None
+                            variant: str | None = None, dense_size: int | None = None
                             ) -> tuple[np.ndarray, np.ndarray]:
         """Global vectors (n, dim), L2-normalised as ``encode_images``'s, and dense features projected into
         the joint space (n, gh, gw, dim), not normalised (pool first, then normalise); both float32.
 
         ``variant``: ``clearclip`` (the last block as ClearCLIP computes it), ``raw`` (CLIP's last-layer
         patch tokens) or, for SigLIP-style towers, ``maskclip`` (patches through the attention-pooling head's
-        value path); see ``search.dense``. ``dense_size``: the side of the dense pass's input (a multiple
+        value path); None: the tower's text-aligned one (``aligned_variant``); see ``search.dense``.
+        ``dense_size``: the side of the dense pass's input (a multiple
         of the patch size, position embeddings interpolated); None or the model's own size: one forward
         pass yields both the frame vectors and the dense features, else the frame vectors still come from
         the model's own size and the dense features from a second pass at ``dense_size``."""
         import torch
         from search import dense
+        variant = variant or self.aligned_variant() or "clearclip"
         self.check_dense(variant)
         visual = self.model.visual
         side = self.dense_side(dense_size)

@@ -186,3 +186,12 @@ def test_a_grid_that_covers_less_than_the_input_weighs_only_what_it_sees(siglip)
     corner[:, 364:378, 364:378] = True                         # exactly the last covered cell
     w = mask_grid_weights(corner, (27, 27), extent=extent).numpy().reshape(27, 27)
     assert w[26, 26] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_dense_features_default_to_the_towers_own_variant(siglip) -> None:
+    ims = _images(2)
+    _, default = siglip.encode_image_tokens(ims)
+    _, named = siglip.encode_image_tokens(ims, variant="maskclip")
+    np.testing.assert_array_equal(default, named)
+    vit = enc.load_encoder(enc.TEST_MODEL, random_weights=True)
+    np.testing.assert_array_equal(vit.encode_image_tokens(ims)[1], vit.encode_image_tokens(ims, variant="clearclip")[1])
