@@ -17,6 +17,9 @@ and its ``visual`` module is then materialised on the CPU and filled with random
 text+image ViT-H-14 fits a small machine. Text encoding is not part of the per-frame cost. Each
 architecture runs in its own process (memory is returned between models) with ``--threads`` torch threads
 (default 1); one warm-up batch (unless ``--no-warmup``), then the median of ``--repeats`` timed batches.
+The ratio to ViT-B-32 is paired in time: each timed batch of a model sits between two of ViT-B-32 in the
+same process, so the load of a shared machine, which drifts over minutes, cancels out of it (the
+milliseconds alone do not compare across models there).
 Segmentation (DINO) is not included: it is the same for every model.
 """
 from __future__ import annotations
@@ -103,30 +106,42 @@ def frames_and_masks(n: int, height: int = 288, width: int = 512, per_frame: int
     return frames, objects
 
 
+def _time(encoder, images, objects, mode: str, batch: int) -> float:
+    """ms per frame of one ``embed_batch`` call."""
+    from indexer.embed import embed_batch
+    t = time.perf_counter()
+    embed_batch(encoder, images, objects, mode, batch_size=batch)
+    return (time.perf_counter() - t) * 1000.0 / len(images)
+
+
 def measure(name: str, frames: int, repeats: int, batch: int, device: str, warmup: bool = True,
             threads: int = 1) -> dict:
-    """Median ms per frame of frame-only and object-aware embedding of one architecture."""
+    """Median ms per frame of frame-only and object-aware embedding of one architecture, and its ratio to
+    ViT-B-32 paired in time: every timed batch of the model sits between two of ViT-B-32 (loaded in the
+    same process), so a shared machine's load, which drifts over minutes, cancels out of the ratio."""
     import torch
-
-    from indexer.embed import embed_batch
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     encoder = vision_encoder(name, device)
     build_s = time.perf_counter() - t0
+    reference = vision_encoder("ViT-B-32", device) if name != "ViT-B-32" else None
     objects_mode = "pool" if encoder.aligned_variant() else "crop"
     images, objects = frames_and_masks(frames)
     result = {"arch": name, "embed_dim": encoder.dim, "image_size": encoder.image_size,
               "objects_mode": objects_mode, "dense_variant": encoder.aligned_variant(),
               "build_s": round(build_s, 1)}
-    for key, mode in (("frame_ms", "none"), ("objects_ms", objects_mode)):
+    for key, mode in (("frame", "none"), ("objects", objects_mode)):
         if warmup:
-            embed_batch(encoder, images[:1], objects[:1], mode, batch_size=batch)
-        times = []
+            _time(encoder, images[:1], objects[:1], mode, batch)
+        times, ratios = [], []
         for _ in range(repeats):
-            t = time.perf_counter()
-            embed_batch(encoder, images, objects, mode, batch_size=batch)
-            times.append((time.perf_counter() - t) * 1000.0 / len(images))
-        result[key] = round(statistics.median(times), 1)
+            before = _time(reference, images, objects, mode, batch) if reference else None
+            times.append(_time(encoder, images, objects, mode, batch))
+            if reference:
+                after = _time(reference, images, objects, mode, batch)
+                ratios.append(times[-1] / ((before + after) / 2.0))
+        result[f"{key}_ms"] = round(statistics.median(times), 1)
+        result[f"{key}_ratio"] = round(statistics.median(ratios), 2) if ratios else 1.0
     return result
 
 
@@ -161,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[name]
-        print(f"{name}: frame {r['frame_ms']} ms, objects ({r['objects_mode']}) {r['objects_ms']} ms per frame",
-              flush=True)
+        print(f"{name}: frame {r['frame_ms']} ms (x{r['frame_ratio']} B-32, paired), objects ({r['objects_mode']}) "
+              f"{r['objects_ms']} ms (x{r['objects_ratio']})", flush=True)
         if args.write:                  # after every model, so a long run stopped early keeps what it measured
             write_costs(results, args)
     print(format_table(results))
@@ -170,15 +185,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(results: dict) -> str:
-    """Per architecture: dim, input size, ms per frame and the ratio to ViT-B-32 of this run, both paths."""
-    base = results.get("ViT-B-32", {})
+    """Per architecture: dim, input size, ms per frame and the paired ratio to ViT-B-32, both paths."""
     lines = [f"\n{'architecture':28} {'dim':>5} {'px':>4} {'frame ms':>9} {'x B-32':>7} {'objects':>8} "
              f"{'obj ms':>9} {'x B-32':>7}"]
     for name, r in results.items():
-        fr = r["frame_ms"] / base["frame_ms"] if base else float("nan")
-        orr = r["objects_ms"] / base["objects_ms"] if base else float("nan")
-        lines.append(f"{name:28} {r['embed_dim']:>5} {r['image_size']:>4} {r['frame_ms']:>9.1f} {fr:>7.1f} "
-                     f"{r['objects_mode']:>8} {r['objects_ms']:>9.1f} {orr:>7.1f}")
+        lines.append(f"{name:28} {r['embed_dim']:>5} {r['image_size']:>4} {r['frame_ms']:>9.1f} "
+                     f"{r['frame_ratio']:>7.1f} {r['objects_mode']:>8} {r['objects_ms']:>9.1f} {r['objects_ratio']:>7.1f}")
     return "\n".join(lines)
 
 

@@ -83,7 +83,7 @@ def fetch_command(name: str, pretrained: str | None) -> str:
 
 def model_rows(*, cached=None) -> list[dict]:
     """One dict per known model: name, pretrained, preset, embed_dim, image_size, frame_ms, objects_ms,
-    objects_mode, cost ratio to ViT-B-32, published figures, cached, fetch. ``cached`` (name, pretrained)
+    objects_mode, cost ratios to ViT-B-32 (paired in time by the benchmark), published figures, cached, fetch. ``cached`` (name, pretrained)
     -> bool is the cache check (default: ``search.encoder.weights_cached``, which never uses the network)."""
     if cached is None:
         from search.encoder import weights_cached
@@ -101,7 +101,9 @@ def model_rows(*, cached=None) -> list[dict]:
             "arch": m.arch, "use": m.use, "embed_dim": cost.get("embed_dim"), "image_size": cost.get("image_size"),
             "frame_ms": cost.get("frame_ms"), "objects_ms": cost.get("objects_ms"),
             "objects_mode": cost.get("objects_mode"),
-            "frame_ratio": cost["frame_ms"] / base if base and cost.get("frame_ms") else None,
+            "frame_ratio": cost.get("frame_ratio") or (cost["frame_ms"] / base if base and cost.get("frame_ms")
+                                                        else None),
+            "objects_ratio": cost.get("objects_ratio"),
             "retrieval": figures, "cached": bool(cached(m.name, m.pretrained)),
             "fetch": fetch_command(m.name, m.pretrained),
         })

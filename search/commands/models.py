@@ -9,7 +9,7 @@ DESCRIPTION = """\
 List the open_clip models the project recommends, one row each: name and pretrained tag, the preset that
 picks it (mvk index --preset), embedding size, input size, the cost per frame measured on this project's
 CPU with the real architecture and random weights (frame only, and with objects; x B-32 is the ratio to
-ViT-B-32 in the same run), published zero-shot retrieval figures (recall@1 of text-to-image retrieval on
+ViT-B-32 measured next to it in time, which holds on a busy machine where the milliseconds do not), published zero-shot retrieval figures (recall@1 of text-to-image retrieval on
 Flickr30k and MSCOCO, from open_clip's retrieval results table), and whether the weights are in the local
 cache (checked in the cache folders, without network). Below the table: the command that fetches each
 model's weights on a machine with internet.
