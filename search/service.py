@@ -386,7 +386,7 @@ class QueryService:
         key = (version, int(gid))
         if key not in self._dense:
             pool = ((index.manifest.get("indexing") or {}).get("pool_features") or {})
-            _, tokens = encoder.encode_image_tokens([image], variant=pool.get("variant", "clearclip"),
+            _, tokens = encoder.encode_image_tokens([image], variant=pool.get("variant"),
                                                     dense_size=pool.get("size"))
             self._dense[key] = (tokens[0], encoder.dense_side(pool.get("size")))
             while len(self._dense) > HEATMAP_CACHE:
