@@ -9,18 +9,60 @@ is the one package every other package may import.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from search.errors import MvkError
+
+
+def unknown_option(tokens: Iterable[str], known: Iterable[str]) -> str | None:
+    """The complaint about the first option in ``tokens`` that is none of ``known`` (nor an unambiguous start
+    of one, which argparse accepts), naming the closest known option; None when every option is known.
+    Negative numbers and everything after ``--`` are values, not options."""
+    known = list(known)
+    for token in tokens:
+        if token == "--":
+            break
+        if not token.startswith("-") or token == "-" or _is_number(token):
+            continue
+        name = token.split("=", 1)[0]
+        if name in known or (not name.startswith("--") and name[:2] in known):
+            continue
+        if name.startswith("--") and any(k.startswith(name) for k in known):
+            continue
+        close = difflib.get_close_matches(name, [k for k in known if k.startswith("--")], n=1, cutoff=0.6)
+        return f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else "")
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an option it does not know (``--idnex``) is named with the closest known one
+    before anything else, so a typo is not answered with "--index is required"."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        tokens = list(sys.argv[1:] if args is None else args)
+        known = [option for action in self._actions for option in action.option_strings]
+        problem = unknown_option(tokens, known)
+        if problem:
+            self.error(problem)
+        return super().parse_known_args(args, namespace)
 
 
 def build_parser(prog: str, description: str, command_modules: Sequence[str]) -> argparse.ArgumentParser:
     """An argparse parser with one subcommand per command module."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name in command_modules:
         module = importlib.import_module(name)
         p = sub.add_parser(module.NAME, help=module.HELP,

@@ -59,3 +59,28 @@ def test_bad_numbers_are_refused_before_anything_runs(argv: list[str], capsys: p
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "expected a" in err and repr(argv[-1]) in err
+
+
+@pytest.mark.parametrize("argv, unknown, close", [
+    (["index", "coll", "--idnex", "idx"], "--idnex", "--index"),
+    (["search", "turtle", "--idnex", "idx"], "--idnex", "--index"),
+    (["app", "--index", "idx", "--colection", "c"], "--colection", "--collection"),
+    (["kis", "q.csv", "--index", "idx", "--out", "o", "--fpss=3"], "--fpss", "--fps"),
+    (["check", "idx", "--quik"], "--quik", "--quick"),
+])
+def test_a_mistyped_option_is_named_with_the_closest_known_one(argv, unknown, close, capsys) -> None:
+    """A typo is named before any complaint about a missing required option (which it would otherwise cause)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unknown option {unknown} (did you mean {close}?)" in err and "required" not in err
+
+
+def test_known_options_abbreviations_and_negative_values_are_not_typos() -> None:
+    from search.clikit import unknown_option
+
+    known = ["-h", "--help", "-k", "--k", "--index", "--tau", "--within"]
+    assert unknown_option(["turtle", "--ind", "x", "-k5", "--tau=-1", "--within", "-3"], known) is None
+    assert unknown_option(["--", "--idnex"], known) is None
+    assert unknown_option(["--zebra"], known) == "unknown option --zebra"
