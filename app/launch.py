@@ -40,12 +40,18 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 STOP_GRACE_S = 10.0          # seconds the server gets to stop after SIGTERM before it is killed
 
 
-def check_folders(index: str | Path, collection: str | Path | None) -> tuple[Path, Path | None]:
+def check_folders(index: str | Path, collection: str | Path | None, *,
+                  create: bool = False) -> tuple[Path, Path | None]:
     """Resolved folders; InputError naming the one that is not a folder. A missing index folder is created
-    (the Index page can build into it); a missing collection is an error."""
+    only when ``create`` is set (``mvk app --new-index``: the Index page can build into it); otherwise it is
+    refused, naming the closest existing folder beside it, since a typo would start the app on nothing."""
     index_path = Path(index).expanduser().resolve()
     if index_path.exists() and not index_path.is_dir():
         raise InputError(f"{index}: the index must be a folder")
+    if not index_path.exists() and not create:
+        near = closest_folder(index_path)
+        raise InputError(f"no index folder at {index}" + (f" (did you mean {near}?)" if near else "")
+                         + "; to start with an empty index and build it from the Index page, pass --new-index")
     collection_path = None
     if collection is not None:
         collection_path = Path(collection).expanduser().resolve()
@@ -53,6 +59,21 @@ def check_folders(index: str | Path, collection: str | Path | None) -> tuple[Pat
             raise InputError(f"{collection}: the collection is not a folder")
     index_path.mkdir(parents=True, exist_ok=True)
     return index_path, collection_path
+
+
+def closest_folder(path: Path) -> Path | None:
+    """The existing folder beside ``path`` whose name is closest to its name (a likely typo), or None."""
+    import difflib
+
+    parent = path.parent
+    if not parent.is_dir():
+        return None
+    try:
+        names = [p.name for p in parent.iterdir() if p.is_dir()]
+    except OSError:
+        return None
+    found = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return parent / found[0] if found else None
 
 
 def check_port(host: str, port: int) -> None:

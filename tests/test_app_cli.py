@@ -12,8 +12,8 @@ from app.launch import check_folders, streamlit_command
 
 
 def test_the_server_command_is_an_argument_list_with_the_folders_after_the_double_dash(tmp_path):
-    index, collection = check_folders(tmp_path / "idx", tmp_path)
-    assert index.is_dir()                                 # a missing index folder is created
+    index, collection = check_folders(tmp_path / "idx", tmp_path, create=True)
+    assert index.is_dir()                                 # a missing index folder is created (when asked)
     cmd = streamlit_command(index, collection, port=8765, random_weights=True)
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("app/streamlit_app.py")
     after = cmd[cmd.index("--") + 1:]
@@ -38,10 +38,20 @@ def test_the_app_config_reads_the_script_arguments_then_the_environment(tmp_path
 def test_mvk_app_refuses_a_collection_that_is_not_a_folder(tmp_path, capsys):
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
-    assert main(["app", "--index", str(tmp_path / "idx"), "--collection", str(not_a_folder)]) == 2
+    assert main(["app", "--index", str(tmp_path / "idx"), "--collection", str(not_a_folder), "--new-index"]) == 2
     assert "the collection is not a folder" in capsys.readouterr().err
     assert main(["app", "--index", str(not_a_folder)]) == 2
     assert "the index must be a folder" in capsys.readouterr().err
+
+
+def test_mvk_app_refuses_a_missing_index_folder_naming_the_closest_and_creates_nothing(tmp_path, capsys):
+    (tmp_path / "index").mkdir()
+    typo = tmp_path / "idnex"
+    assert main(["app", "--index", str(typo), "--no-open"]) == 2
+    err = capsys.readouterr().err
+    assert f"no index folder at {typo}" in err and f"did you mean {tmp_path / 'index'}?" in err
+    assert "--new-index" in err and "Traceback" not in err
+    assert not typo.exists()
 
 
 def test_mvk_demo_without_weights_names_both_models_says_how_to_get_each_and_leaves_nothing(tmp_path, capsys,

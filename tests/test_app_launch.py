@@ -53,7 +53,7 @@ def test_mvk_app_serves_without_a_prompt_opens_the_browser_and_stops_the_server_
     env = {**os.environ, "HOME": str(home), "BROWSER": str(browser),
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop("DISPLAY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "app", "app", "--index", str(tmp_path / "idx"),
+    proc = subprocess.Popen([sys.executable, "-m", "app", "app", "--index", str(tmp_path / "idx"), "--new-index",
                              "--port", str(port)], env=env, cwd=tmp_path, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -16,7 +16,9 @@ sessions and index management. The app reads and serves only files inside --inde
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from search.clikit import add_deprecated_alias, add_model_weight_arguments
 
-    parser.add_argument("--index", required=True, help="index folder (created empty if missing)")
+    parser.add_argument("--index", required=True, help="index folder (an existing one, unless --new-index)")
+    parser.add_argument("--new-index", action="store_true",
+                        help="create the --index folder if it is missing, to build the index from the Index page")
     parser.add_argument("--collection", default=None,
                         help="the collection the index was built from: needed to play videos and to add or "
                              "rebuild sites (default: none)")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from app.launch import app_url, check_folders, check_port, run_streamlit, streamlit_command
 
     check_port(args.host, args.port)
-    index, collection = check_folders(args.index, args.collection)
+    index, collection = check_folders(args.index, args.collection, create=args.new_index)
     cmd = streamlit_command(index, collection, port=args.port, host=args.host,
                             random_weights=args.random_weights, device=args.device,
                             clip_checkpoint=args.clip_checkpoint)
