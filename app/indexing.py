@@ -157,6 +157,26 @@ class JobProgress(Progress):
                                 + (f" ({result.error})" if result.error else ""))
 
 
+# How often the Index page redraws a running job's progress, by the job's age: (age up to, seconds between).
+REDRAW_STEPS = ((10.0, 0.5), (60.0, 1.0), (300.0, 2.0))
+REDRAW_LONGEST_S = 5.0
+
+
+def redraw_every(job: Job | None, now: float) -> float | None:
+    """Seconds between redraws of the Index page's progress part: None when no job runs (an idle page costs
+    nothing), else short at a job's start and backing off as it runs (each redraw costs the server CPU that
+    the job would otherwise have)."""
+    if job is None or job.finished:
+        return None
+    age = now - job.started
+    return next((every for upto, every in REDRAW_STEPS if age < upto), REDRAW_LONGEST_S)
+
+
+def job_seconds(job: Job, now: float) -> float:
+    """How long ``job`` has run: up to ``now`` while it runs, up to its end once it has finished."""
+    return (job.ended if job.finished and job.ended else now) - job.started
+
+
 def progress_text(job: Job, elapsed: float) -> str:
     """The progress bar's caption: what is happening, then frames done of frames expected once known."""
     frames = f" · {job.done:,}/{job.total:,} frames" if job.total else ""

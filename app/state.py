@@ -155,6 +155,7 @@ class Job:
     total: int = 0
     message: str = "starting"
     finished: bool = False
+    ended: float = 0.0                                  # time.time() when it finished (0 while it runs)
     error: str = ""
     result: object = None
     log: list[str] = field(default_factory=list)
@@ -208,6 +209,7 @@ class JobRegistry:
                     job.error = f"{type(exc).__name__}: {exc}"
                     job.log.append(traceback.format_exc(limit=3))
                 finally:
+                    job.ended = time.time()
                     job.finished = True
 
             job.thread = threading.Thread(target=target, name=f"mvk-job-{name}", daemon=True)

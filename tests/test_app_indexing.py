@@ -26,6 +26,28 @@ def test_the_progress_caption_says_models_loading_then_counts_frames():
     assert indexing.progress_text(job, 7) == "Oahu_Jul2022 · video 0001 · 4/10 frames · 7 s"
 
 
+def test_the_index_page_redraws_only_while_a_job_runs_backing_off_as_it_runs():
+    assert indexing.redraw_every(None, 100.0) is None                 # no job: an idle page never redraws
+    job = Job("index", started=100.0)
+    intervals = [indexing.redraw_every(job, 100.0 + age) for age in (0, 5, 30, 200, 3600)]
+    assert intervals[0] <= 1.0 and intervals == sorted(intervals) and intervals[-1] <= 10.0
+    assert intervals[-1] > intervals[0]
+    job.finished, job.ended = True, 130.0
+    assert indexing.redraw_every(job, 131.0) is None                  # a finished job: the redraws stop
+
+
+def test_a_finished_jobs_duration_stops_counting_when_it_ends(tmp_path):
+    from app.state import JobRegistry
+
+    job = JobRegistry().start("index", lambda job: None)
+    job.thread.join(10)
+    assert job.finished and job.ended >= job.started
+    took = indexing.job_seconds(job, job.ended)
+    assert indexing.job_seconds(job, job.ended + 60) == took          # a minute later it still took as long
+    running = Job("index", started=10.0)
+    assert indexing.job_seconds(running, 25.0) == 15.0
+
+
 def test_videos_linked_from_outside_the_collection_are_refused_and_no_outside_path_is_stored(tmp_path):
     from mvk_tools.synth import make_collection
     from search.store import open_index

@@ -313,6 +313,11 @@ def test_index_page_lists_shards_and_a_rebuild_shows_progress(app_env):
     assert any("Indexing finished" in s.value for s in at.success)
     assert job.total == 8 and job.done == 8          # 2 videos x 4 sampled frames
     assert [s.status for s in job.result.sites] == ["written"]
+    finished = [p.proto.text for p in at.get("progress")]
+    assert len(finished) == 1 and finished[0].startswith("finished in "), finished
+    time.sleep(1.5)
+    at.run()
+    assert [p.proto.text for p in at.get("progress")] == finished    # the job's duration, not a running clock
 
 
 def test_index_page_refuses_a_folder_outside_the_collection(app_env):

@@ -66,16 +66,18 @@ else:
             st.error(str(exc))
 
 
-@st.fragment(run_every=0.5)
-def job_panel() -> None:
+def job_panel(every: float | None) -> None:
+    """The index job's progress while it runs (redrawn every ``every`` seconds), its outcome once done."""
     job = job_registry().jobs.get("index")
     if job is None:
         return
-    elapsed = time.time() - job.started
+    now = time.time()
     if not job.finished:
-        st.progress(job.fraction, text=indexing.progress_text(job, elapsed))
+        st.progress(job.fraction, text=indexing.progress_text(job, indexing.job_seconds(job, now)))
+        if indexing.redraw_every(job, now) != every:
+            st.rerun()      # the whole page: the panel comes back with the next (longer) interval
         return
-    st.progress(1.0 if not job.error else job.fraction, text=f"finished in {elapsed:.0f} s")
+    st.progress(1.0 if not job.error else job.fraction, text=f"finished in {indexing.job_seconds(job, now):.0f} s")
     if job.error:
         st.error(f"Indexing failed: {job.error}")
     else:
@@ -90,7 +92,9 @@ def job_panel() -> None:
         st.code("\n".join(job.log[-50:]) or "(empty)", language=None)
     if st.session_state.get("seen_job") != job.started:
         st.session_state["seen_job"] = job.started
-        st.rerun()   # the whole page: the new shard shows in the table
+        st.rerun()   # the whole page: the new shard shows in the table, and the redraws stop
 
 
-job_panel()
+# Only the panel reruns, and only while a job runs: an idle page asks nothing of the server.
+every = indexing.redraw_every(registry.jobs.get("index"), time.time())
+st.fragment(job_panel, run_every=every)(every)
