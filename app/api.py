@@ -546,7 +546,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
                 end: Annotated[float, Query(gt=0, description="seconds into the video (at most start + 120)")],
                 ) -> FileResponse:
         playable = service.video_segment(site, video_id, start, end)
-        headers = {"X-Segment-Start": f"{playable.start:.3f}", "X-Transcoded": str(playable.transcoded).lower()}
+        headers = {"X-Segment-Start": f"{playable.zero:.3f}", "X-Transcoded": str(playable.transcoded).lower()}
         return FileResponse(playable.path, media_type=playable.mime, headers=headers,
                             content_disposition_type="inline")
 

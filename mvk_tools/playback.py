@@ -2,8 +2,10 @@
 segment transcoded to H.264 in MP4 on demand (PyAV), kept in a cache folder bounded in bytes.
 
 MVK's and Brackish's files are MPEG-4 Part 2, which no browser decodes: handed to a ``<video>`` element they
-show a black player. The app and the HTTP API both call ``playable_segment`` and serve the file it returns;
-a transcoded file's time 0 is ``start`` in the source, so a player seeks to ``time - start``.
+show a black player. The app and the HTTP API both call ``playable_segment`` and serve the file it returns.
+A transcoded segment keeps the source's times (its first frame at ``start``, not at 0), so a browser's
+player shows source times and a player seeks to the source time itself (Chromium starts such a file at its
+first frame and reports ``currentTime`` in the file's times).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ BROWSER_FORMATS = ("mp4", "mov", "webm", "matroska")            # containers the
 DEFAULT_MAX_BYTES = 512 * 2**20      # the whole cache folder
 DEFAULT_MAX_SIDE = 960               # transcoded segments are scaled down to this longer side (never up)
 ENCODER = "libx264"
-VERSION = 1                          # part of the cache key: bump when the encoding settings change
+VERSION = 2                          # part of the cache key: bump when the encoding settings change
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -33,17 +35,19 @@ class PlaybackError(MvkError):
 @dataclass(frozen=True)
 class Playable:
     """A file a browser plays: the source itself, or an H.264 MP4 of the segment ``start``–``end`` (seconds
-    of the source) whose time 0 is ``start``."""
+    of the source) that keeps the source's times; ``zero`` is the source time of the file's time 0 (0 for
+    both)."""
     path: Path
     start: float
     end: float
     transcoded: bool
     codec: str               # the source's codec
     mime: str = "video/mp4"
+    zero: float = 0.0
 
     def offset(self, time: float) -> float:
         """Where source time ``time`` lies in this file."""
-        return max(0.0, float(time) - self.start)
+        return max(0.0, float(time) - self.zero)
 
 
 def _open(path: Path):
@@ -161,7 +165,7 @@ def _transcode(path: Path, start: float, end: float, target: Path, max_side: int
                 if time > end:
                     break
                 first = time if first is None else first
-                pts = int(round((time - first) * 1000))
+                pts = int(round(time * 1000))          # the source's time: the player shows it
                 if pts <= previous:
                     continue
                 previous, last = pts, time

@@ -25,10 +25,21 @@ def test_an_mpeg4_part2_segment_is_transcoded_to_h264_from_its_start(mpeg4, tmp_
     info = probe(got.path)
     assert info.codec == "h264"
     frames = list(iter_frames(got.path))
-    # frames 6..15 of the source (0.5 s .. 1.25 s at 12 fps), first one at time 0 of the segment
+    # frames 6..15 of the source (0.5 s .. 1.25 s at 12 fps)
     assert [index_of(f.image) for f in frames] == list(range(6, 16))
     assert abs(got.start - 0.5) < 1e-3 and abs(got.end - 15 / 12) < 1e-3
-    assert abs(got.offset(1.0) - 0.5) < 1e-3 and got.offset(0.0) == 0.0
+    # the file keeps the source's times, so a browser's player shows them (0:05 at 0:05, not 0:02)
+    assert abs(first_frame_time(got.path) - 0.5) < 1e-3
+    assert got.zero == 0.0 and got.offset(1.0) == 1.0 and got.offset(0.0) == 0.0
+
+
+def first_frame_time(path: Path) -> float:
+    """The presentation time of a file's first frame, in the file's own timeline."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return float(next(container.decode(stream)).pts * stream.time_base)
 
 
 def test_a_cached_segment_is_reused_without_transcoding(mpeg4, tmp_path, monkeypatch):
