@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from search.encoder import hub_cache_dir
 from search.errors import InputError, MissingWeightsError
 
 from indexer.backbone_names import BACKBONE_CHOICES, BACKBONES, COLOR_BACKBONE, DEFAULT_BACKBONE
@@ -177,19 +178,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _hub_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
-        return str(constants.HF_HUB_CACHE)
-    except ImportError:
-        return str(Path.home() / ".cache" / "huggingface" / "hub")
-
-
 def missing_weights_message(name: str, timm_name: str, hf_hub_id: str) -> str:
     return (f"pretrained weights for backbone {name} (timm '{timm_name}', Hugging Face repo '{hf_hub_id}') "
-            f"are not in the local cache {_hub_cache_dir()} and the hub cannot be reached. On a machine with "
+            f"are not in the local cache {hub_cache_dir()} and the hub cannot be reached. On a machine with "
             f"internet run: python3 -c \"import timm; timm.create_model('{timm_name}', pretrained=True)\" "
-            f"and copy ~/.cache/huggingface to this machine, or pass --checkpoint FILE "
+            f"and copy that cache folder (huggingface_hub's HF_HUB_CACHE) to the same place here, or pass "
+            f"--checkpoint FILE "
             f"(a .pth or .safetensors state dict of {timm_name})")
 
 
@@ -213,7 +207,7 @@ def fetch_instructions(name: str = DEFAULT_BACKBONE) -> str:
     """How to get a DINO backbone's weights onto an offline machine, in one sentence."""
     timm_name = BACKBONES[name]
     return (f"DINO {name} (timm '{timm_name}') comes from the Hugging Face repo {_hub_id(timm_name)} (cached "
-            f"under {_hub_cache_dir()}): on a machine with internet run python3 -c \"import timm; "
+            f"under {hub_cache_dir()}): on a machine with internet run python3 -c \"import timm; "
             f"timm.create_model('{timm_name}', pretrained=True)\" and copy that cache folder to the same place here")
 
 

@@ -74,12 +74,23 @@ def _tokenizer(model: str) -> Any:
     return open_clip.get_tokenizer(model)
 
 
+def hub_cache_dir() -> str:
+    """The Hugging Face hub's cache folder, the home folder written ``~``: one spelling in every message."""
+    try:
+        from huggingface_hub import constants
+        folder = str(constants.HF_HUB_CACHE)
+    except ImportError:
+        folder = os.path.join(os.path.expanduser("~"), ".cache", "huggingface", "hub")
+    home = os.path.expanduser("~")
+    return "~" + folder[len(home):] if home not in ("", "/") and folder.startswith(home + os.sep) else folder
+
+
 def _weights_source(model: str, pretrained: str) -> str:
     """Where open_clip would fetch the weights of a pretrained tag from, in words."""
     from open_clip.pretrained import get_pretrained_cfg
     cfg = get_pretrained_cfg(model, pretrained)
     if cfg.get("hf_hub"):
-        return f"the Hugging Face repo {cfg['hf_hub'].rstrip('/')} (cached under ~/.cache/huggingface)"
+        return f"the Hugging Face repo {cfg['hf_hub'].rstrip('/')} (cached under {hub_cache_dir()})"
     if cfg.get("url"):
         return f"{cfg['url']} (cached under ~/.cache/clip)"
     return "its hub"
@@ -243,7 +254,7 @@ def create_open_clip(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAUL
     except Exception as exc:   # HF tokenizers (SigLIP, ...) fetch their files from the hub
         raise MissingWeightsError(f"the tokenizer of open_clip model {model!r} is not available offline "
                                   f"({type(exc).__name__}: {str(exc)[:200]}); run once on a machine with "
-                                  f"internet to cache it under ~/.cache/huggingface") from exc
+                                  f"internet to cache it under {hub_cache_dir()}") from exc
     net.eval()
     return net, preprocess, tokenizer
 

@@ -111,3 +111,17 @@ def test_dino_random_weights_on_real_davis_frames(davis_dir) -> None:
     assert seg.centroids.shape[1] == 2 * 350                  # ceil(4 / 2) key frames x 350 patches
     assert math.isclose(float(seg.centroids.sum(1).mean()), 1.0, rel_tol=1e-4)
     assert grown_mb < 1024                                    # rows are 1400 x 700 floats: a few MB
+
+
+def test_the_weights_messages_spell_the_cache_folder_one_way() -> None:
+    import os
+
+    from indexer import backbone
+    from search import encoder
+
+    text = " ".join([encoder.fetch_instructions(), backbone.fetch_instructions(),
+                     backbone.missing_weights_message("dino-vits16", "vit_small_patch16_224.dino", "timm/x")])
+    folder = encoder.hub_cache_dir()
+    assert text.count(folder) == 3                                   # each message names it, the same way
+    rest = text.replace(folder, "")
+    assert ".cache/huggingface" not in rest and os.path.expanduser("~") + "/" not in rest, text
