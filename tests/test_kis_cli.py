@@ -80,6 +80,8 @@ def test_known_ranks_with_file_vectors(hand_index: Path, tmp_path: Path, capsys:
     for name in summary["plots"]:
         assert (out / name).stat().st_size > 5000
     assert "novice" in captured.out and "not in the index" in captured.out
+    wrote = [line for line in captured.out.splitlines() if line.startswith("wrote")]
+    assert wrote == [f"wrote into {out}: " + ", ".join(["per_query.csv", "summary.json", *summary["plots"]])]
 
 
 def test_file_vectors_of_another_dimension_are_refused(hand_index: Path, tmp_path: Path,

@@ -155,5 +155,5 @@ def run(args: argparse.Namespace) -> int:
               f"summary.json")
     if result.random_weights:
         print("warning: random-weight encoder: these ranks mean nothing")
-    print(f"wrote {out / 'per_query.csv'}, {out / 'summary.json'}, {', '.join(p.name for p in paths)}")
+    print(f"wrote into {out}: {', '.join(['per_query.csv', 'summary.json', *(p.name for p in paths)])}")
     return 0
