@@ -88,6 +88,30 @@ def _figure(width: float = 7.0, height: float = 4.5):
     return fig
 
 
+def log_ticks(low: float, high: float) -> list[int]:
+    """Ranks to label on a log axis from ``low`` to ``high``: 1, 2, 5, 10, 20, 50, 100, … (read as plain
+    numbers, not powers of ten), at least 1 and at most the first step past ``high``."""
+    ticks, decade = [], 1
+    while True:
+        for step in (1, 2, 5):
+            value = step * decade
+            if value >= max(low, 1):
+                ticks.append(value)
+            if value >= high:
+                return ticks or [1]
+        decade *= 10
+
+
+def _plain_log_axis(axis, low: float, high: float) -> None:
+    """Label a log-scaled matplotlib axis with ``log_ticks`` as plain numbers (1,000 rather than 10³)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter
+
+    ticks = log_ticks(low, high)
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(lambda value, _pos: f"{value:,.0f}")
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _colours(values) -> dict[str, str]:
     return {v: _COLOURS[i % len(_COLOURS)] for i, v in enumerate(sorted(set(values)))}
 
@@ -112,6 +136,7 @@ def plot_rank_curves(per_query: pd.DataFrame, path: str | Path, *, title: str = 
                 label=f"{qtype} / {fusion} (n={g['n'].iat[0]})")
     ax.set_xscale("log")
     ax.set_xlim(1, max(int(per_query["n_frames"].max()) if len(per_query) else 1, 2))
+    _plain_log_axis(ax.xaxis, *ax.get_xlim())
     ax.set_ylim(0, 1)
     ax.set_xlabel("rank k (log scale)")
     ax.set_ylabel("share of targets within rank k")
@@ -147,6 +172,9 @@ def plot_rank_boxes(per_query: pd.DataFrame, path: str | Path, *, title: str = "
     ax.set_xticks(range(len(types)), types)
     ax.set_yscale("log")
     ax.set_ylabel("rank of the target (log scale, 1 = best)")
+    top = int(data["rank"].max()) if len(data) else 10
+    ax.set_ylim(0.8, top * 1.25)
+    _plain_log_axis(ax.yaxis, 1, top)
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.set_title(title or "Known-item search: rank per query type")
     if fusions:
@@ -172,6 +200,8 @@ def plot_rank_scatter(per_query: pd.DataFrame, x_type: str, y_type: str, path: s
     ax.set_yscale("log")
     ax.set_xlim(0.8, n_frames * 1.25)
     ax.set_ylim(0.8, n_frames * 1.25)
+    _plain_log_axis(ax.xaxis, 1, n_frames)
+    _plain_log_axis(ax.yaxis, 1, n_frames)
     ax.set_xlabel(f"rank with {x_type} query")
     ax.set_ylabel(f"rank with {y_type} query")
     ax.grid(True, which="both", alpha=0.3)

@@ -74,3 +74,21 @@ def test_plots_of_a_run_without_ranked_queries(tmp_path: Path) -> None:
     paths = plots.write_all(pq, tmp_path)
     assert [p.name for p in paths] == ["rank_curves.png", "rank_boxes.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_log_axes_are_labelled_1_2_5_10_not_powers_of_ten(tmp_path: Path, monkeypatch) -> None:
+    assert plots.log_ticks(1, 5000) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+    assert plots.log_ticks(1, 30) == [1, 2, 5, 10, 20, 50] and plots.log_ticks(1, 1) == [1]
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    plots.write_all(per_query_table(), tmp_path)
+    for fig in figures:
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() != "log":
+                continue
+            labels = [t.get_text() for t in axis.get_ticklabels(which="both") if t.get_text()]
+            assert labels and all(text.replace(",", "").isdigit() for text in labels), labels
+            assert "1" in labels and "10" in labels
