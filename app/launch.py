@@ -32,12 +32,15 @@ SERVER_OPTIONS = {
     "server.maxUploadSize": "20",
     "browser.gatherUsageStats": "false",
     "global.developmentMode": "false",
+    # the search page sets its page number through Session State on purpose (a new query starts on page 1);
+    # Streamlit would log that, with a 30-line stack, on the first search of every start
+    "global.disableWidgetStateDuplicationWarning": "true",
     "client.toolbarMode": "viewer",
     "theme.base": "light",
     "theme.primaryColor": "#0a6e8a",
 }
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-STOP_GRACE_S = 10.0          # seconds the server gets to stop after SIGTERM before it is killed
+STOP_GRACE_S = 5.0           # seconds the server gets to stop after SIGTERM before it is killed (it needs 1-4)
 
 
 def check_folders(index: str | Path, collection: str | Path | None, *,
@@ -177,10 +180,15 @@ def run_streamlit(cmd: list[str], *, url: str, open_browser: bool = True) -> int
     proc = subprocess.Popen(cmd, env=env)
 
     def stop(signum: int, _frame: object) -> None:
-        if not stopped_at:
-            stopped_at.append(time.monotonic())
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        if proc.poll() is not None:
+            return
+        if stopped_at:                  # asked twice: no more waiting
+            proc.kill()
+            return
+        stopped_at.append(time.monotonic())
+        print(f"\nmvk: stopping the app server (at most {STOP_GRACE_S:.0f} s; Ctrl-C again stops it at once)",
+              file=sys.stderr, flush=True)
+        proc.send_signal(signal.SIGTERM)
 
     previous = {}
     if threading.current_thread() is threading.main_thread():

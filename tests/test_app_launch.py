@@ -78,3 +78,37 @@ def test_the_browser_is_opened_only_where_there_is_one_to_open():
     assert can_open_browser({"DISPLAY": ":0"}, "linux")
     assert can_open_browser({"BROWSER": "firefox"}, "linux")
     assert can_open_browser({}, "darwin")
+
+
+STUBBORN = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "print('serving', flush=True)\n"
+            "time.sleep(120)\n")
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="POSIX signals")
+def test_ctrl_c_says_it_is_stopping_and_a_second_one_stops_at_once(tmp_path):
+    """A server slow to stop: the first Ctrl-C says so at once (and how long it may take), the second kills it."""
+    launcher = ("import sys\nfrom app.launch import run_streamlit\n"
+                f"sys.exit(run_streamlit([sys.executable, '-c', {STUBBORN!r}], url='http://127.0.0.1:9', "
+                "open_browser=False))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", launcher], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "serving"
+        proc.send_signal(signal.SIGINT)
+        line = "\n"
+        while line == "\n":                              # the message starts on a line of its own
+            line = proc.stdout.readline()
+        assert "stopping the app server" in line and "Ctrl-C again" in line, line
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 3.0          # not the grace period: at once
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
