@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import http.server
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.app_fixtures import small_index
-from tests.browser_util import browser_page, free_port, running_app, type_query, why_no_browser
+from tests.browser_util import (browser_page, cpu_seconds, free_port, running_app, server_pid, type_query,
+                                why_no_browser)
 
 
 def private_index(tmp_path_factory) -> tuple[Path, Path]:
@@ -45,6 +47,20 @@ def test_typing_a_query_in_chromium_shows_result_images(tmp_path_factory):
         page.reload()
         page.wait_for_function(
             "document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 16", timeout=90_000)
+        # a search with more than one page of results: the page number goes back to 1 (the first search of
+        # a start used to print a Streamlit warning with a 30-line stack in the terminal here)
+        page.goto(f"{url}/?k=8")
+        box = page.get_by_label("Describe what you are looking for")
+        box.fill("a blue fish")
+        box.press("Enter")
+        page.locator('[data-testid="stPagination"]').first.wait_for(timeout=90_000)
+    log = server_log(index, url)
+    assert "Stack (most recent call last)" not in log and "Traceback" not in log, log[-3000:]
+
+
+def server_log(index: Path, url: str) -> str:
+    """What the app's server printed while ``running_app`` served ``url`` (tests/browser_util.py keeps it)."""
+    return (index.parent / f"streamlit-{url.rsplit(':', 1)[1]}.log").read_text(errors="replace")
 
 
 def _to_mpeg4(src: Path, dst: Path) -> None:
@@ -156,3 +172,20 @@ def test_the_search_page_fits_a_narrow_screen(tmp_path_factory):
         # nothing covers the results (the sidebar starts collapsed on a phone): ▶ Play can be pressed
         page.get_by_role("button", name="▶ Play").first.click(timeout=15_000)
         page.wait_for_selector("video", timeout=60_000)
+
+
+IDLE_WINDOW_S = 10.0
+IDLE_CPU_BOUND_S = 0.6     # generous: the Index page redrawing every 0.5 s cost 1.6 CPU-s here, an idle one ~0.05
+
+
+def test_an_idle_index_page_costs_the_server_almost_nothing(tmp_path_factory):
+    collection, index = private_index(tmp_path_factory)
+    with running_app(index, collection) as url, browser_page() as page:
+        pid = server_pid(url)
+        page.goto(f"{url}/index")
+        page.get_by_role("button", name="Index", exact=True).wait_for(timeout=90_000)
+        time.sleep(3)                                   # the page has settled
+        before = cpu_seconds(pid)
+        time.sleep(IDLE_WINDOW_S)
+        used = cpu_seconds(pid) - before
+    assert used < IDLE_CPU_BOUND_S, f"the idle Index page cost the server {used:.2f} CPU-s in {IDLE_WINDOW_S:g} s"

@@ -50,7 +50,8 @@ left, right = st.columns([3, 2])
 with left:
     st.image(sessions.target_image(index, cfg, target), width="stretch")
 with right:
-    @st.fragment(run_every=1.0)
+    # the clock ticks while the user writes; once the description is ranked it stops, and so do the reruns
+    @st.fragment(run_every=None if st.session_state.get("s_outcome") else 1.0)
     def timer() -> None:
         outcome = st.session_state.get("s_outcome")
         elapsed = (outcome["seconds"] if outcome else time.time() - st.session_state["s_started"])
