@@ -99,6 +99,15 @@ def test_mvk_check_reports_every_broken_file_and_its_repair(root: Path, damage: 
     assert "mvk index" in out                       # what repairs it
 
 
+def test_mvk_check_quick_does_not_claim_checksums_it_did_not_compute(root: Path, capsys) -> None:
+    write(root, "A")
+    assert main(["check", str(root), "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "checksum" not in out.replace("no checksum computed", "") and "recorded size" in out
+    assert main(["check", str(root)]) == 0
+    assert "every file matches its checksum" in capsys.readouterr().out
+
+
 def test_check_of_no_index_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert main(["check", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
