@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import mimetypes
+import re
 import urllib.parse
 from typing import Annotated, Literal
 
@@ -230,6 +231,19 @@ def _status_of(exc: MvkError) -> tuple[int, str]:
     return 400, "bad request"
 
 
+# The library's messages name the command line's flags; the API's callers know its field names.
+_API_FIELDS = {"date-from": "date_from", "date-to": "date_to", "place": "place", "site": "site",
+               "within": "within", "then": "then", "fusion": "fusion", "weight": "weight", "k": "k"}
+
+
+def api_names(message: str) -> str:
+    """``message`` with the command-line flags it names (``--date-from``, ``--place X``) written as the API's
+    query fields (``date_from``, ``place=X``)."""
+    flags = "|".join(sorted(_API_FIELDS, key=len, reverse=True))
+    message = re.sub(rf"\bwith --({flags}) (\S+)", lambda m: f"with {_API_FIELDS[m[1]]}={m[2]}", message)
+    return re.sub(rf"(?<![\w-])--({flags})\b(?!-)", lambda m: _API_FIELDS[m[1]], message)
+
+
 def _error(status: int, error: str, message: str, shard: str | None = None, headers: dict | None = None):
     body = {"status": status, "error": error, "message": message}
     if shard is not None:
@@ -389,7 +403,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
     @app.exception_handler(MvkError)
     async def mvk_error(request: Request, exc: MvkError):
         status, kind = _status_of(exc)
-        return _error(status, kind, str(exc), shard=getattr(exc, "site", None))
+        return _error(status, kind, api_names(str(exc)), shard=getattr(exc, "site", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

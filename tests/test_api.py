@@ -153,6 +153,16 @@ def test_search_errors_are_json_with_a_status_and_message(api, params, status, m
     assert message in error_of(api.get("/search", params=params), status)
 
 
+def test_errors_name_the_apis_fields_not_the_command_lines_flags(api):
+    from app.api import api_names
+
+    message = error_of(api.get("/search", params={"q": "fish", "date_from": "2022"}), 422)
+    assert "date_from must be YYYY-MM" in message and "--" not in message
+    assert api_names("filter by place with --place Oahu_Jul2022 instead") == \
+        "filter by place with place=Oahu_Jul2022 instead"
+    assert api_names("--within must be a positive number") == "within must be a positive number"
+
+
 def test_unknown_routes_are_json_404(api):
     assert "no route GET /nothing" in error_of(api.get("/nothing"), 404)
 
