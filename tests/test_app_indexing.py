@@ -71,3 +71,13 @@ def test_videos_linked_from_outside_the_collection_are_refused_and_no_outside_pa
     stored = "".join(p.read_text() for p in cfg.index.rglob("*.json"))
     assert str(elsewhere) not in stored and "private.mp4" not in stored
     assert not any(str(p).startswith("/") for p in frames["video_path"])
+
+
+def test_the_random_weights_banner_names_the_models_in_words_not_manifest_keys():
+    from app.ui.common import part_names, random_parts
+
+    manifest = {"encoder": {"model": "mvk-tiny-vit", "random_weights": True},
+                "indexing": {"backbone": {"backbone": "mvk-tiny-dino", "random_weights": True}}}
+    names = part_names(random_parts(manifest))
+    assert names == ["CLIP encoder", "segmentation backbone"]
+    assert not any("." in n or "_" in n for n in names)

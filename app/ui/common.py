@@ -68,11 +68,20 @@ def random_parts(manifest: Mapping) -> list[str]:
     return sorted(set(found))
 
 
+# What the manifest entries that ``random_parts`` finds are, in the words of the page.
+PART_NAMES = {"encoder": "CLIP encoder", "indexing.backbone": "segmentation backbone", "index": "models"}
+
+
+def part_names(parts: list[str]) -> list[str]:
+    """``random_parts``' manifest keys in words ("indexing.backbone" is the segmentation backbone)."""
+    return list(dict.fromkeys(PART_NAMES.get(p, p.rsplit(".", 1)[-1].replace("_", " ")) for p in parts))
+
+
 def random_banner(index, cfg: AppConfig) -> None:
     """The visible label of a smoke run: models with random weights give meaningless rankings."""
     parts = random_parts(getattr(index, "manifest", {}) or {}) if index is not None else []
     if parts or cfg.random_weights:
-        what = plain(", ".join(parts)) if parts else "models"
+        what = plain(", ".join(part_names(parts))) if parts else "models"
         st.warning(f"**Smoke run — random weights** ({what}). The models were initialised randomly, so the "
                    "rankings below are meaningless: this checks that everything runs. Get the pretrained "
                    "weights (see the README, *Model weights*) and rebuild the index for real results.",
