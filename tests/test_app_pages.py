@@ -333,6 +333,9 @@ def test_an_empty_index_folder_points_to_the_index_page(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     at = page()
     assert any("Index" in i.value for i in at.info)
+    said = next(shown(i.value) for i in at.info if "No usable index" in i.value)
+    assert said.count(str(tmp_path / "empty")) == 1, said                 # the folder named once
+    assert "not an index" in said
     at.switch_page("ui/index_page.py").run()
     assert not at.exception
     assert any("--collection" in i.value for i in at.info)

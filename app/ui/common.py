@@ -88,6 +88,17 @@ def random_banner(index, cfg: AppConfig) -> None:
                    icon=":material/science:")
 
 
+def without_folder(message: str, folder) -> str:
+    """``message`` without its mention of ``folder`` (a line that names the folder already says it once):
+    "X is not an index: …" becomes "not an index: …", "no index folder at X" becomes "no index folder"."""
+    name = str(folder)
+    if message.startswith(f"{name} is "):
+        return message[len(name) + 4:]
+    if message.startswith(f"{name}: "):
+        return message[len(name) + 2:]
+    return message.replace(f" at {name}", "").replace(f" {name}", "")
+
+
 def open_index(cfg: AppConfig, *, stop_when_empty: bool = True):
     """The opened index or None; shows why on the page. Stops the page when there is nothing to search."""
     from search.errors import MvkError
@@ -95,8 +106,8 @@ def open_index(cfg: AppConfig, *, stop_when_empty: bool = True):
     try:
         index = open_index_cached(cfg)
     except MvkError as exc:
-        st.info(f"No usable index in {plain(cfg.index)} yet ({plain(exc)}). Build a dive site on the **Index** page, "
-                "or start with `mvk demo`.", icon=":material/info:")
+        st.info(f"No usable index in {plain(cfg.index)} yet ({plain(without_folder(str(exc), cfg.index))}). Build a "
+                "dive site on the **Index** page, or start with `mvk demo`.", icon=":material/info:")
         if stop_when_empty:
             st.stop()
         return None
