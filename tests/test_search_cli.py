@@ -121,6 +121,11 @@ def test_filters_are_checked_before_the_model_loads(built, capsys, monkeypatch, 
     assert code == 2 and err.count("\n") == 1
 
 
+def test_an_empty_then_text_is_named_as_the_then_text(built, capsys):
+    code, _, err = run_cli(capsys, "a turtle", "--then", "   ", "--index", str(built[0]))
+    assert code == 2 and err.count("\n") == 1 and "the --then text is empty" in err
+
+
 def test_the_table_shows_times_alike_and_a_dash_where_a_frame_has_no_object():
     import pandas as pd
 
