@@ -6,10 +6,11 @@ open against the page closed.
 
 Builds a small synthetic collection and index with the tiny random models in a temporary folder (or uses
 ``--index``/``--collection``), starts the app headless on a free port (tests/browser_util.py), opens each
-page in system Chromium, lets it settle, then samples the server's user+system CPU (/proc/PID/stat) over
-``--seconds``. ``--job``: rebuilds every site from the Index page twice, once watching the page until the
-job ends and once leaving the page (about:blank) right after the click; the job's duration is read back
-from the page's "finished in N s" line.
+page alone in a fresh headless Chromium, lets it settle, then samples the server's user+system CPU
+(/proc/PID/stat) over ``--seconds`` and counts the messages the page sends (each asks for a rerun).
+``--job``: rebuilds every site from the Index page twice, once watching the page until the job ends and
+once leaving it (about:blank) right after the click but for a look every 5 s; the job's duration is read
+back from the page's "finished in N s" line.
 """
 from __future__ import annotations
 
@@ -28,14 +29,18 @@ from tests.browser_util import browser_page, cpu_seconds, running_app, server_pi
 PAGES = ("search", "kis", "session", "index")
 
 
-def idle_cpu(page, url: str, pid: int, name: str, seconds: float, settle: float) -> float:
-    """Server CPU seconds over ``seconds`` while ``name`` is open and nobody touches it."""
-    page.goto(f"{url}/{name}")
-    page.wait_for_selector('[data-testid="stMainBlockContainer"]', timeout=90_000)
-    time.sleep(settle)
-    before = cpu_seconds(pid)
-    time.sleep(seconds)
-    return cpu_seconds(pid) - before
+def idle_cost(url: str, pid: int, name: str, seconds: float, settle: float) -> tuple[float, int]:
+    """(server CPU seconds, messages the browser sent) over ``seconds`` while page ``name`` is open, alone in a
+    fresh browser, and nobody touches it. Each message the page sends asks the server for a (fragment) rerun."""
+    with browser_page() as page:
+        sent: list[float] = []
+        page.on("websocket", lambda ws: ws.on("framesent", lambda _payload: sent.append(time.time())))
+        page.goto(f"{url}/{name}")
+        page.wait_for_selector('[data-testid="stMainBlockContainer"]', timeout=90_000)
+        time.sleep(settle)
+        before, messages = cpu_seconds(pid), len(sent)
+        time.sleep(seconds)
+        return cpu_seconds(pid) - before, len(sent) - messages
 
 
 def start_rebuild(page, url: str) -> None:
@@ -89,7 +94,7 @@ def small_collection(base: Path, frames: int) -> tuple[Path, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="sampling window per page")
-    parser.add_argument("--settle", type=float, default=5.0, help="seconds a page gets to load before sampling")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds a page gets to load before sampling")
     parser.add_argument("--pages", default=",".join(PAGES))
     parser.add_argument("--job", action="store_true", help="also time a rebuild with the Index page open / closed")
     parser.add_argument("--frames", type=int, default=120, help="frames per synthetic video (12 fps)")
@@ -106,12 +111,10 @@ def main() -> None:
         with running_app(index, collection) as url:
             pid = server_pid(url)
             print(f"app {url}, server pid {pid}; {args.seconds:g} s per page after {args.settle:g} s to settle")
-            with browser_page() as page:
-                page.goto(url)
-                page.wait_for_selector('[data-testid="stMainBlockContainer"]', timeout=90_000)
-                for name in args.pages.split(","):
-                    used = idle_cpu(page, url, pid, name, args.seconds, args.settle)
-                    print(f"idle {name:8s} {used:6.2f} CPU-s in {args.seconds:g} s ({100 * used / args.seconds:.1f}%)")
+            for name in args.pages.split(","):
+                used, messages = idle_cost(url, pid, name, args.seconds, args.settle)
+                print(f"idle {name:8s} {used:6.2f} CPU-s in {args.seconds:g} s ({100 * used / args.seconds:.1f}%), "
+                      f"{messages} rerun requests")
             if args.job:
                 watched, closed = job_times(url)
                 print(f"rebuild from the Index page: {watched:.0f} s with the page open, {closed:.0f} s with it closed "
