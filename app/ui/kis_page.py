@@ -135,7 +135,7 @@ if not curves.empty:
     boxes["series"] = boxes["query_type"] + " · " + boxes["fusion"]
     st.subheader("Rank of each query")
     strip = (alt.Chart(boxes).mark_tick(thickness=3, size=22)
-             .encode(y=alt.Y("series:N", title=None),
+             .encode(y=alt.Y("series:N", title=None, axis=alt.Axis(labelLimit=0)),   # whole labels, never cut
                      x=alt.X("rank:Q", scale=alt.Scale(type="log", domain=[1, n_frames]), title="rank (log scale)"),
                      color=alt.Color("series:N", legend=None), tooltip=["query_id", "series", "rank"])
              .properties(height=alt.Step(34)))
