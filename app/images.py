@@ -35,14 +35,17 @@ def draw_object(image: np.ndarray, *, mode: str, mask_rle: str = "", box: tuple 
     if mode == "mask" and mask_rle:
         from search import rle
 
+        from search.drawing import outline_colour
+
         mask = _resize_mask(rle.decode(mask_rle).astype(bool), h, w)
+        edge = outline_colour(out[mask], MASK_COLOUR)       # amber, unless the object itself is amber-bright
         out[mask] = (0.45 * out[mask] + 0.55 * MASK_COLOUR).astype(np.uint8)
         inner = mask.copy()
         inner[1:, :] &= mask[:-1, :]
         inner[:-1, :] &= mask[1:, :]
         inner[:, 1:] &= mask[:, :-1]
         inner[:, :-1] &= mask[:, 1:]
-        out[mask & ~inner] = MASK_COLOUR.astype(np.uint8)
+        out[mask & ~inner] = np.asarray(edge, dtype=np.uint8)
         return out
     if box is not None and source_size and all(np.isfinite(v) for v in box):
         from PIL import Image, ImageDraw

@@ -36,7 +36,7 @@ def idle_cost(url: str, pid: int, name: str, seconds: float, settle: float) -> t
         sent: list[float] = []
         page.on("websocket", lambda ws: ws.on("framesent", lambda _payload: sent.append(time.time())))
         page.goto(f"{url}/{name}")
-        page.wait_for_selector('[data-testid="stMainBlockContainer"]', timeout=90_000)
+        page.get_by_role("heading", level=1).first.wait_for(timeout=180_000)      # the page's script has run
         time.sleep(settle)
         before, messages = cpu_seconds(pid), len(sent)
         time.sleep(seconds)
@@ -108,14 +108,14 @@ def main() -> None:
             index, collection = Path(args.index), Path(args.collection) if args.collection else None
         else:
             collection, index = small_collection(Path(tmp), args.frames)
-        with running_app(index, collection) as url:
-            pid = server_pid(url)
-            print(f"app {url}, server pid {pid}; {args.seconds:g} s per page after {args.settle:g} s to settle")
-            for name in args.pages.split(","):
-                used, messages = idle_cost(url, pid, name, args.seconds, args.settle)
-                print(f"idle {name:8s} {used:6.2f} CPU-s in {args.seconds:g} s ({100 * used / args.seconds:.1f}%), "
-                      f"{messages} rerun requests")
-            if args.job:
+        print(f"{args.seconds:g} s per page after {args.settle:g} s to settle; a fresh server per page")
+        for name in args.pages.split(","):
+            with running_app(index, collection) as url:   # nothing left over from another page's work
+                used, messages = idle_cost(url, server_pid(url), name, args.seconds, args.settle)
+            print(f"idle {name:8s} {used:6.2f} CPU-s in {args.seconds:g} s ({100 * used / args.seconds:.1f}%), "
+                  f"{messages} messages sent by the page")
+        if args.job:
+            with running_app(index, collection) as url:
                 watched, closed = job_times(url)
                 print(f"rebuild from the Index page: {watched:.0f} s with the page open, {closed:.0f} s with it closed "
                       f"(ratio {watched / max(closed, 1):.2f})")

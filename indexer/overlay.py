@@ -32,26 +32,38 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 
 def overlay_frame(sf: SegmentedFrame, *, alpha: float = 0.45, caption: str | None = None) -> np.ndarray:
-    """(H, W, 3) uint8: the frame with its objects painted over it."""
-    out = sf.frame.image.astype(np.float32)
+    """(H, W, 3) uint8: the frame with its objects painted over it. Each outline contrasts with its own
+    object (black or white where the track's colour would vanish on it); lines and text grow with the frame."""
+    from PIL import ImageFont
+
+    from search.drawing import line_width, outline_colour, text_size
+
+    source = sf.frame.image
+    out = source.astype(np.float32)
+    edges = {}
     for obj in sf.objects:
         if obj.is_background:
             out[obj.mask] *= 0.55
             continue
         color = np.asarray(track_color(obj.track_id), dtype=np.float32)
+        edges[obj.track_id] = outline_colour(source[obj.mask], track_color(obj.track_id))
         out[obj.mask] = (1 - alpha) * out[obj.mask] + alpha * color
-        out[_outline(obj.mask)] = color
+        out[_outline(obj.mask)] = edges[obj.track_id]
     img = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
+    size = text_size(img.height)
+    font = ImageFont.load_default(size=size)
     for obj in sf.objects:
         if obj.is_background:
             continue
         x0, y0, x1, y1 = obj.bbox
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=track_color(obj.track_id))
-        draw.text((x0 + 2, y0 + 1), str(obj.track_id), fill=(255, 255, 255))
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=edges[obj.track_id], width=line_width(img.height))
+        draw.text((x0 + 2, y0 + 1), str(obj.track_id), fill=(255, 255, 255), font=font,
+                  stroke_width=max(1, size // 12), stroke_fill=(0, 0, 0))
     if caption:
-        draw.rectangle((0, img.height - 12, img.width, img.height), fill=(0, 0, 0))
-        draw.text((2, img.height - 12), caption, fill=(255, 255, 0))
+        bar = size + 4
+        draw.rectangle((0, img.height - bar, img.width, img.height), fill=(0, 0, 0))
+        draw.text((2, img.height - bar + 1), caption, fill=(255, 255, 0), font=font)
     return np.asarray(img)
 
 
