@@ -7,7 +7,7 @@ open against the page closed.
 Builds a small synthetic collection and index with the tiny random models in a temporary folder (or uses
 ``--index``/``--collection``), starts the app headless on a free port (tests/browser_util.py), opens each
 page alone in a fresh headless Chromium, lets it settle, then samples the server's user+system CPU
-(/proc/PID/stat) over ``--seconds`` and counts the messages the page sends (each asks for a rerun).
+(/proc/PID/stat) over ``--seconds``.
 ``--job``: rebuilds every site from the Index page twice, once watching the page until the job ends and
 once leaving it (about:blank) right after the click but for a look every 5 s; the job's duration is read
 back from the page's "finished in N s" line.
@@ -29,18 +29,16 @@ from tests.browser_util import browser_page, cpu_seconds, running_app, server_pi
 PAGES = ("search", "kis", "session", "index")
 
 
-def idle_cost(url: str, pid: int, name: str, seconds: float, settle: float) -> tuple[float, int]:
-    """(server CPU seconds, messages the browser sent) over ``seconds`` while page ``name`` is open, alone in a
-    fresh browser, and nobody touches it. Each message the page sends asks the server for a (fragment) rerun."""
+def idle_cost(url: str, pid: int, name: str, seconds: float, settle: float) -> float:
+    """Server CPU seconds over ``seconds`` while page ``name`` is open, alone in a fresh browser, and nobody
+    touches it."""
     with browser_page() as page:
-        sent: list[float] = []
-        page.on("websocket", lambda ws: ws.on("framesent", lambda _payload: sent.append(time.time())))
         page.goto(f"{url}/{name}")
         page.get_by_role("heading", level=1).first.wait_for(timeout=180_000)      # the page's script has run
         time.sleep(settle)
-        before, messages = cpu_seconds(pid), len(sent)
+        before = cpu_seconds(pid)
         time.sleep(seconds)
-        return cpu_seconds(pid) - before, len(sent) - messages
+        return cpu_seconds(pid) - before
 
 
 def start_rebuild(page, url: str) -> None:
@@ -111,9 +109,8 @@ def main() -> None:
         print(f"{args.seconds:g} s per page after {args.settle:g} s to settle; a fresh server per page")
         for name in args.pages.split(","):
             with running_app(index, collection) as url:   # nothing left over from another page's work
-                used, messages = idle_cost(url, server_pid(url), name, args.seconds, args.settle)
-            print(f"idle {name:8s} {used:6.2f} CPU-s in {args.seconds:g} s ({100 * used / args.seconds:.1f}%), "
-                  f"{messages} messages sent by the page")
+                used = idle_cost(url, server_pid(url), name, args.seconds, args.settle)
+            print(f"idle {name:8s} {used:6.2f} CPU-s in {args.seconds:g} s ({100 * used / args.seconds:.1f}%)")
         if args.job:
             with running_app(index, collection) as url:
                 watched, closed = job_times(url)
