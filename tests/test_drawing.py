@@ -50,3 +50,17 @@ def test_overlay_labels_and_lines_grow_with_the_frame():
     bar = np.all(out[:, -3] == 0, axis=1)               # the caption's black bar, down the right edge
     assert bar[-text_size(1080):].all() and not bar[:-40].any()
     assert np.abs(out[300:303, 800].astype(int) - (250, 210, 20)).sum(axis=1).min() > 100   # box edge visible
+
+
+def test_the_track_chart_has_plain_typed_fields_and_no_missing_values():
+    import pandas as pd
+
+    from app.ui.results import track_chart
+
+    rows = pd.DataFrame({"time": [0.0, 1.0, 2.0], "area": [0.1, 0.2, 0.15], "x0": [0, 10, 20], "x1": [40, 50, 60],
+                         "y0": [0, 0, 5], "y1": [30, 30, 35], "width": [160] * 3, "height": [96] * 3})
+    spec = track_chart(rows).to_dict()
+    assert spec["encoding"]["x"]["field"] == "time" and spec["encoding"]["x"]["type"] == "quantitative"
+    assert spec["encoding"]["y"]["field"] == "percent"
+    values = next(iter(spec["datasets"].values()))
+    assert len(values) == 9 and all(v["percent"] == v["percent"] for v in values)

@@ -315,6 +315,23 @@ def track_rows(index, row: dict) -> pd.DataFrame:
     return index.with_thumbnails(joined.sort_values("time").reset_index(drop=True))
 
 
+def track_chart(rows: pd.DataFrame):
+    """The track's area and centre over time: one line per measure, plain field names and explicit types (a
+    field named "time (s)" in st.line_chart made Vega warn "Infinite extent" in the browser's console)."""
+    import altair as alt
+
+    measures = pd.DataFrame({
+        "time": rows["time"].astype(float),
+        "area (% of frame)": 100 * rows["area"].astype(float),
+        "centre x (% of width)": 100 * (rows["x0"] + rows["x1"]) / 2 / rows["width"],
+        "centre y (% of height)": 100 * (rows["y0"] + rows["y1"]) / 2 / rows["height"],
+    }).melt("time", var_name="measure", value_name="percent").dropna()
+    return (alt.Chart(measures).mark_line(point=True)
+            .encode(x=alt.X("time:Q", title="time (s)"), y=alt.Y("percent:Q", title="%"),
+                    color=alt.Color("measure:N", title=None), tooltip=["measure", "time", "percent"])
+            .properties(height=180))
+
+
 def track(index, row: dict, overlay: str) -> None:
     rows = track_rows(index, row)
     if rows.empty:
@@ -323,14 +340,8 @@ def track(index, row: dict, overlay: str) -> None:
         return
     st.markdown(f"**Object {int(row['track_id'])} over time** · seen in {len(rows)} sampled frames, "
                 f"{common.fmt_time(rows['time'].iloc[0])} – {common.fmt_time(rows['time'].iloc[-1])}")
-    chart = pd.DataFrame({
-        "time (s)": rows["time"],
-        "area (% of frame)": 100 * rows["area"],
-        "centre x (% of width)": 100 * (rows["x0"] + rows["x1"]) / 2 / rows["width"],
-        "centre y (% of height)": 100 * (rows["y0"] + rows["y1"]) / 2 / rows["height"],
-    }).set_index("time (s)")
     if len(rows) >= 3:
-        st.line_chart(chart, height=180)
+        st.altair_chart(track_chart(rows), width="stretch")
     picks = np.unique(np.linspace(0, len(rows) - 1, min(TRACK_STRIP, len(rows))).round().astype(int))
     cols = st.columns(TRACK_STRIP)
     for col, i in zip(cols, picks):
