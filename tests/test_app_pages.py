@@ -373,7 +373,9 @@ def test_an_mpeg4_part2_video_plays_as_h264_from_its_moment(app_env, tmp_path, m
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     videos = at.get("video")
-    assert len(videos) == 1 and videos[0].proto.start_time == 2      # the segment starts 2 s before
+    # the converted segment keeps the source's times (issue 25: the player shows source times), so the
+    # player starts at the moment itself, 5 s, not at 2 s into a segment that starts 3 s earlier
+    assert len(videos) == 1 and videos[0].proto.start_time == 5
     converted = list((tmp_path / "cache" / "playback").glob("*.mp4"))
     assert len(converted) == 1 and probe(converted[0]).codec == "h264"
     assert any("mpeg4" in shown(c.value) and "converted to H.264" in shown(c.value) for c in at.caption)
