@@ -73,7 +73,7 @@ def missing_weights(*, clip_checkpoint: str | Path | None = None, checkpoint: st
         missing.append(enc.fetch_instructions(enc.DEFAULT_MODEL, enc.DEFAULT_PRETRAINED)
                        + " (or pass its file with --clip-checkpoint FILE)")
     if checkpoint is None and not bb.weights_available(bb.DEFAULT_BACKBONE):
-        missing.append(bb.fetch_instructions(bb.DEFAULT_BACKBONE) + " (or pass its file with --checkpoint FILE)")
+        missing.append(bb.fetch_instructions(bb.DEFAULT_BACKBONE) + " (or pass its file with --dino-checkpoint FILE)")
     return missing
 
 

@@ -183,7 +183,7 @@ def missing_weights_message(name: str, timm_name: str, hf_hub_id: str) -> str:
             f"are not in the local cache {hub_cache_dir()} and the hub cannot be reached. On a machine with "
             f"internet run: python3 -c \"import timm; timm.create_model('{timm_name}', pretrained=True)\" "
             f"and copy that cache folder (huggingface_hub's HF_HUB_CACHE) to the same place here, or pass "
-            f"--checkpoint FILE "
+            f"--dino-checkpoint FILE (formerly --checkpoint) "
             f"(a .pth or .safetensors state dict of {timm_name})")
 
 

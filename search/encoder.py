@@ -167,7 +167,7 @@ def _missing_weights(model: str, pretrained: str, exc: BaseException) -> Missing
         f"pretrained weights for open_clip model {model!r} tag {pretrained!r} are not available offline: "
         f"they come from {_weights_source(model, pretrained)}. Run the same command once on a machine with "
         f"internet to cache them (then copy the cache folder here), or copy the checkpoint file here and pass "
-        f"--checkpoint FILE; --random-weights is for tests and speed benchmarks only. ({type(exc).__name__}: "
+        f"--clip-checkpoint FILE (formerly --checkpoint); --random-weights is for tests and speed benchmarks only. ({type(exc).__name__}: "
         f"{str(exc)[:200]})")
 
 
@@ -214,7 +214,7 @@ def create_open_clip(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAUL
         path = Path(checkpoint)
         if not path.is_file():
             raise MissingWeightsError(f"checkpoint file {str(path)!r} for open_clip model {model!r} does not "
-                                      f"exist; copy the .pt/.bin/.safetensors file there or fix --checkpoint")
+                                      f"exist; copy the .pt/.bin/.safetensors file there or fix --clip-checkpoint")
         weights = str(path)
     elif model.startswith("hf-hub:"):
         weights = None          # open_clip reads the config and weights of an hf-hub: model from its repo
@@ -226,13 +226,13 @@ def create_open_clip(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAUL
         if not get_pretrained_cfg(model, pretrained):
             tags = list_pretrained_tags_by_model(model)
             raise InputError(f"open_clip model {model!r} has no pretrained tag {pretrained!r}; known tags: "
-                             f"{', '.join(tags) or 'none (pass --checkpoint FILE or --random-weights)'}")
+                             f"{', '.join(tags) or 'none (pass --clip-checkpoint FILE or --random-weights)'}")
         weights = pretrained
         if not _is_cached(model, pretrained) and not _hub_reachable():
             raise _missing_weights(model, pretrained, ConnectionError("not in the local cache and no network"))
     else:
         raise InputError(f"no weights given for open_clip model {model!r}: pass a pretrained tag, "
-                         f"--checkpoint FILE, or --random-weights (tests and benchmarks only)")
+                         f"--clip-checkpoint FILE, or --random-weights (tests and benchmarks only)")
     own = {} if weights is not None and weights == pretrained else model_preprocess(model, pretrained)
     forced = {f"image_{k}": tuple(v) if isinstance(v, list) else v for k, v in own.items()}
     try:
