@@ -167,8 +167,8 @@ def _missing_weights(model: str, pretrained: str, exc: BaseException) -> Missing
         f"pretrained weights for open_clip model {model!r} tag {pretrained!r} are not available offline: "
         f"they come from {_weights_source(model, pretrained)}. Run the same command once on a machine with "
         f"internet to cache them (then copy the cache folder here), or copy the checkpoint file here and pass "
-        f"--clip-checkpoint FILE (formerly --checkpoint); --random-weights is for tests and speed benchmarks only. ({type(exc).__name__}: "
-        f"{str(exc)[:200]})")
+        f"--clip-checkpoint FILE (formerly --checkpoint); --random-weights is for tests and speed benchmarks "
+        f"only. ({type(exc).__name__}: {str(exc)[:200]})")
 
 
 class _NoRandomInitWarning(logging.Filter):
