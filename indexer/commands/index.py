@@ -269,6 +269,7 @@ def _report(result: "object", args: argparse.Namespace) -> int:
 def format_summary(result: "object") -> str:
     """The table printed at the end of a run: per site, stage throughput, errors, and what it means."""
     from indexer.pipeline import STAGES, IndexResult
+    from indexer.progress import plural
     assert isinstance(result, IndexResult)
     head = ("site", "status", "indexed", "resumed", "failed", "frames", "objects")
     rows = []
@@ -284,7 +285,7 @@ def format_summary(result: "object") -> str:
     if result.frames_computed:
         fps = result.frames_per_second()
         stages = ", ".join(f"{k} {result.seconds[k]:.1f}s ({fps[k]:.1f} f/s)" for k in STAGES if result.seconds[k] > 0)
-        out.append(f"\n{result.frames_computed} frames computed in {result.wall_seconds:.1f}s: {stages}")
+        out.append(f"\n{plural(result.frames_computed, 'frame')} computed in {result.wall_seconds:.1f}s: {stages}")
         if result.engine is not None:
             summed = "; stage seconds are summed over the workers" if result.engine.name != "local" else ""
             out.append(f"{result.engine.describe()}{summed}")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from indexer.engines import EngineInfo
 from indexer.prefetch import decode_plan
-from indexer.progress import Progress
+from indexer.progress import Progress, plural
 from indexer.tasks import VideoResult, VideoTask, WorkSettings
 from indexer.work import run_video
 from search.cpus import usable_cores
@@ -43,8 +43,8 @@ class LocalExecutor:
             config = replace(settings.config, decode_threads=settings.config.decode_threads or plan.threads,
                              decode_device="cuda" if gpu else None)
             settings = replace(settings, config=config)
-            detail = (f"decoding ahead on {'NVDEC' if gpu else 'the CPU'} "
-                      f"({config.decode_threads} decoder thread{'s' if config.decode_threads != 1 else ''})")
+            threads = "" if gpu else f", {plural(config.decode_threads, 'decoder thread')}"
+            detail = f"decoding ahead on {'NVDEC' if gpu else 'the CPU'}{threads}"
         self.info = EngineInfo("local", 1, (device,), detail)
         progress.engine_started(self.info)
         for task in tasks:
