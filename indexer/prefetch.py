@@ -95,6 +95,12 @@ class Prefetch:
             if close is not None:
                 close()
 
+    def close(self) -> None:
+        """Stop the producer (it closes the source) and wait a moment for it."""
+        self._stop.set()
+        if self._started:
+            self._thread.join(timeout=10)
+
     def __iter__(self) -> Iterator[Any]:
         if self._started:
             raise RuntimeError("a Prefetch can be iterated once")
@@ -109,5 +115,4 @@ class Prefetch:
                     raise item
                 yield from item
         finally:
-            self._stop.set()
-            self._thread.join(timeout=10)
+            self.close()

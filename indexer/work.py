@@ -31,8 +31,8 @@ from search.errors import MvkError
 if TYPE_CHECKING:
     from indexer.backbone import QKExtractor
     from indexer.segment import SegmentedFrame
-    from mvk_tools.video import Frame
     from indexer.prefetch import DecodePlan
+    from mvk_tools.video import Frame
     from search.encoder import Encoder
 
 
@@ -138,51 +138,22 @@ class _Plain:
     objects: tuple = ()
 
 
-def _counted(frames: Iterable[Any], progress: Progress) -> Iterator[Any]:
-    """The frames, each reported to ``progress`` as decoded when the models take it."""
-    for frame in frames:
-        progress.frames_decoded(1)
-        yield frame
-
-
 def compute_part(frames: Iterable["Frame"], *, encoder: "Encoder", extractor: "QKExtractor | None",
                  config: IndexConfig, video: dict, src_size: tuple[int, int] = (0, 0), clock: Clock | None = None,
-                 progress: Progress | None = None, prefetch: "DecodePlan | None" = None) -> Part:
+                 progress: Progress | None = None) -> Part:
     """Rows and vectors of one video from its frames (in order). ``video`` holds the constant frame columns
-    (site, video_id, video_path, place, date). Seconds per stage go to ``clock``.
-
-    ``prefetch``: pull the frames in a producer thread (``indexer.prefetch``) while the models work; the
-    decode stage's seconds are then the producer's, overlapping the others."""
-    clock = clock or Clock()
-    if prefetch is None:
-        return _compute_part(frames, "decode", encoder=encoder, extractor=extractor, config=config, video=video,
-                             src_size=src_size, clock=clock, progress=progress or Progress())
-    from indexer.prefetch import Prefetch
-    source = Prefetch(frames, batch=prefetch.batch, depth=prefetch.depth)
-    clock.seconds[WAIT] = 0.0
-    try:
-        return _compute_part(source, WAIT, encoder=encoder, extractor=extractor, config=config, video=video,
-                             src_size=src_size, clock=clock, progress=progress or Progress())
-    finally:
-        clock.seconds.pop(WAIT, None)
-        clock.seconds["decode"] += source.seconds
-
-
-WAIT = "decode_wait"     # the models' wait on a prefetching decoder (kept apart from the decode stage)
-
-
-def _compute_part(frames: Iterable["Frame"], decode_stage: str, *, encoder: "Encoder",
-                  extractor: "QKExtractor | None", config: IndexConfig, video: dict, src_size: tuple[int, int],
-                  clock: Clock, progress: Progress) -> Part:
+    (site, video_id, video_path, place, date). Seconds per stage go to ``clock``."""
     from search.store import FRAME_COLUMNS, OBJECT_COLUMNS
-    decoded = _counted(clock.timed(frames, decode_stage), progress)
+    clock = clock or Clock()
+    progress = progress or Progress()
+    decoded = clock.timed(frames, "decode")
     with_objects = config.objects != "none"
     if with_objects:
         if extractor is None:
             raise ValueError("objects need a segmentation backbone (extractor)")
         from indexer.segment import segment_stream
         stream: Iterable[Any] = clock.timed(segment_stream(decoded, extractor, config.segment_params()),
-                                            "segmentation", inner=decode_stage)
+                                            "segmentation", inner="decode")
     else:
         stream = (_Plain(f) for f in decoded)
 
@@ -231,16 +202,26 @@ def transient_reason(task: VideoTask) -> str | None:
     return None
 
 
+def counted(frames: Iterable[Any], progress: Progress | None) -> Iterator[Any]:
+    """The frames, each reported to ``progress`` as decoded when the models take it."""
+    for frame in frames:
+        if progress is not None:
+            progress.frames_decoded(1)
+        yield frame
+
+
 def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", extractor: "QKExtractor | None",
               frames: Iterable["Frame"] | None = None, progress: Progress | None = None,
               prefetch: "DecodePlan | None" = None) -> VideoResult:
     """Index one video and commit its part (or its lasting failure) in the site's work folder.
 
     ``frames`` overrides the settings' frame source (an engine that decoded elsewhere passes them in; a
-    decoding error it caught is re-raised at the point where it happened). Never raises for a bad video:
-    the result says what happened; ``lasting`` failures are committed, the others retried next run.
-    ``prefetch``: decode in a producer thread while the models work (``compute_part``)."""
+    decoding error it caught is re-raised at the point where it happened). ``prefetch``: decode in a
+    producer thread while the models work (``indexer.prefetch``); the decode stage's seconds are then the
+    producer's, beside the others. Never raises for a bad video: the result says what happened;
+    ``lasting`` failures are committed, the others retried next run."""
     clock = Clock()
+    ahead = None
     work = SiteWork(settings.index_root, task.site)
     vr = VideoResult(task.site, task.video_id, task.rel, "indexed", expected_frames=task.expected_frames,
                      note=task.note)
@@ -250,9 +231,13 @@ def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", ex
         if task.catalog_error:
             reason = transient_reason(task)
             raise MvkError(task.catalog_error if reason is None else reason)
-        part = compute_part(frames if frames is not None else frames_of(task, settings), encoder=encoder,
-                            extractor=extractor, config=settings.config, video=task.frame_columns(),
-                            src_size=task.src_size, clock=clock, progress=progress, prefetch=prefetch)
+        source = frames if frames is not None else frames_of(task, settings)
+        if prefetch is not None:
+            from indexer.prefetch import Prefetch
+            source = ahead = Prefetch(source, batch=prefetch.batch, depth=prefetch.depth)
+        part = compute_part(counted(source, progress), encoder=encoder, extractor=extractor,
+                            config=settings.config, video=task.frame_columns(), src_size=task.src_size,
+                            clock=clock, progress=progress)
         t = time.perf_counter()
         record.update(frames=len(part.frames), objects=len(part.objects))
         if len(part.frames) == 0:
@@ -276,6 +261,10 @@ def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", ex
             vr.error = f"{vr.error} ({reason}; retried next run)"
     except Exception as exc:        # anything else: reported, retried on the next run
         vr.status, vr.error = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        if ahead is not None:          # the producer's seconds, not the models' wait on it
+            ahead.close()
+            clock.seconds["decode"] = ahead.seconds
     vr.seconds = {k: clock.seconds[k] for k in STAGES}
     return vr
 
