@@ -166,7 +166,8 @@ def main() -> None:
             print(f"{m.split()[0]}: overlap / sequential wall = {med[m]['wall'] / med[seq]['wall']:.2f} (medians), "
                   f"{best[m] / best[seq]:.2f} (best)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "median": med}, indent=1))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "median": med}, indent=1,
+                                              default=str))
 
 
 if __name__ == "__main__":
