@@ -116,18 +116,24 @@ def measure(fn, repeat: int) -> tuple[float, float, list]:
     return statistics.median(cpu), statistics.median(wall), out
 
 
-def sparse(before_rev: str, repeat: int) -> None:
-    import numpy as np
-    before = load_before(before_rev)
-    sources = [BRACKISH / "crab_test.mp4", BRACKISH / "fish_test1.mp4"]
+def clips(brackish: Path = BRACKISH) -> list[Path]:
+    """The two brackish clips and the 1080p H.264 clips made from them (cached in the temp folder)."""
+    sources = [brackish / "crab_test.mp4", brackish / "fish_test1.mp4"]
     cache = Path(tempfile.gettempdir()) / "mvk_bench_video"
     cache.mkdir(exist_ok=True)
-    clips = {"h264_x264_defaults.mp4": {}, "h264_gop2s_2b.mp4": {"keyint": 60, "bframes": 2}}
+    made = {"h264_x264_defaults.mp4": {}, "h264_gop2s_2b.mp4": {"keyint": 60, "bframes": 2}}
     videos = list(sources)
-    for name, kw in clips.items():
+    for name, kw in made.items():
         if not (cache / name).exists():
             make_h264(cache / f".{name}", sources, **kw).rename(cache / name)
         videos.append(cache / name)
+    return videos
+
+
+def sparse(before_rev: str, repeat: int, brackish: Path = BRACKISH) -> None:
+    import numpy as np
+    before = load_before(before_rev)
+    videos = clips(brackish)
     print(f"before = {before_rev}; one decoder thread; every 1 s; medians of {repeat}; CPU s = process time")
     print(f"{'video':24} {'max side':>8} {'samples':>7} {'before f/CPU-s':>14} {'now f/CPU-s':>11} "
           f"{'ratio':>6} {'wall before':>11} {'wall now':>8}  same indices/times")
@@ -151,9 +157,10 @@ def main() -> None:
     parser.add_argument("--sparse", action="store_true", help="sparse sampling before/after per core")
     parser.add_argument("--before", default="59cad99", help="git revision of the 'before' decoder")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--brackish", type=Path, default=BRACKISH, help="folder of the brackish clips")
     args = parser.parse_args()
     if args.sparse:
-        sparse(args.before, args.repeat)
+        sparse(args.before, args.repeat, args.brackish)
     else:
         general(args.video)
 

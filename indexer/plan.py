@@ -79,10 +79,8 @@ def _selected_signature(selected: list["SelectedImage"]) -> str:
     return h.hexdigest()[:16]
 
 
-def plan_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, work: SiteWork, *,
-              config: IndexConfig, fp: str, rebuild: bool) -> SitePlan:
-    """Plan one site (its work folder locked by the caller): up to date, or what to settle and what to do."""
-    work.prepare()
+def _video_tasks(collection: Path, site: str, videos: pd.DataFrame, config: IndexConfig) -> list[VideoTask]:
+    """A task for every video of the site, in video_id order, with its source signature as of now."""
     videos = videos.sort_values("video_id", kind="stable")
     tasks: list[VideoTask] = []
     for _, row in videos.iterrows():
@@ -105,11 +103,35 @@ def plan_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, wor
                                (_int(row.get("width")), _int(row.get("height"))), _str(row.get("place")),
                                _str(row.get("date")), _expected_frames(row, config, selected), note,
                                _str(row.get("error")) or None))
-    plan = SitePlan(site, work, [(t.rel, t.key) for t in tasks], sources={t.rel: t.signature for t in tasks})
+    return tasks
+
+
+def _shard_matches(root: Path, site: str, work: SiteWork, sources: dict[str, dict], *, config: IndexConfig,
+                   fp: str, rebuild: bool) -> bool:
+    """The site's current shard was made from these sources with this fingerprint and index type."""
     manifest = store.shard_manifest(root, site)
-    matches = (not rebuild and work.pending is None and manifest is not None
-               and manifest.get("fingerprint") == fp and manifest.get("sources") == plan.sources
-               and manifest.get("index_type") == config.index_type)
+    return (not rebuild and work.pending is None and manifest is not None and manifest.get("fingerprint") == fp
+            and manifest.get("sources") == sources and manifest.get("index_type") == config.index_type)
+
+
+def site_up_to_date(root: Path, collection: Path, site: str, videos: pd.DataFrame, work: SiteWork, *,
+                    config: IndexConfig, fp: str) -> bool:
+    """The site's shard matches its sources and ``fp`` and every shard file its checksum; writes nothing
+    (the check a rerun makes before loading any model)."""
+    tasks = _video_tasks(collection, site, videos, config)
+    sources = {t.rel: t.signature for t in tasks}
+    return (_shard_matches(root, site, work, sources, config=config, fp=fp, rebuild=False)
+            and not store.verify_shard(root, site))
+
+
+def plan_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, work: SiteWork, *,
+              config: IndexConfig, fp: str, rebuild: bool) -> SitePlan:
+    """Plan one site (its work folder locked by the caller): up to date, or what to settle and what to do."""
+    work.prepare()
+    tasks = _video_tasks(collection, site, videos, config)
+    plan = SitePlan(site, work, [(t.rel, t.key) for t in tasks], sources={t.rel: t.signature for t in tasks})
+    matches = _shard_matches(root, site, work, plan.sources, config=config, fp=fp, rebuild=rebuild)
+    manifest = store.shard_manifest(root, site)
     # every file against its checksum (a broken shard is rewritten from the parts and the repair noted)
     if matches or (manifest is None and (root / "sites" / site).exists()):
         plan.broken = store.verify_shard(root, site)

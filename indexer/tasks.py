@@ -42,6 +42,8 @@ class IndexConfig:
     decode_max_side: int | None = 512     # frames are decoded at most this large (boxes are stored in source pixels)
     thumbnail_side: int = 256             # longest side of stored thumbnails and object masks
     dense_size: int | None = None         # pool modes: input side of the dense pass (None: CLIP's own)
+    decode_threads: int | None = None     # FFmpeg decoder threads (None: the cores this process may use)
+    decode_device: str | None = None      # "cuda": decode on the GPU (NVDEC) where FFmpeg offers it
 
     def segment_params(self) -> "SegmentParams":
         from indexer.segment import SegmentParams

@@ -31,8 +31,17 @@ from search.errors import MvkError
 if TYPE_CHECKING:
     from indexer.backbone import QKExtractor
     from indexer.segment import SegmentedFrame
+    from indexer.prefetch import DecodePlan
     from mvk_tools.video import Frame
     from search.encoder import Encoder
+
+
+MIN_DETAIL = 256    # short side (px) a decoded frame keeps at least: CLIP's 224 input, thumbnails of 256
+
+
+def decode_detail(config: IndexConfig) -> int:
+    """The short side the models need from a decoded frame: the segmentation input, the dense pass, CLIP's."""
+    return max(MIN_DETAIL, config.segment_params().short_side, config.dense_size or 0)
 
 
 def sampled_frames(task: VideoTask, config: IndexConfig) -> Iterator["Frame"]:
@@ -42,7 +51,8 @@ def sampled_frames(task: VideoTask, config: IndexConfig) -> Iterator["Frame"]:
     if task.selected:
         from indexer.selected import selected_frames
         return selected_frames(task.path, task.selected, max_side=config.decode_max_side)
-    return iter_frames(task.path, every_seconds=config.every_seconds, max_side=config.decode_max_side)
+    return iter_frames(task.path, every_seconds=config.every_seconds, max_side=config.decode_max_side,
+                       threads=config.decode_threads, hwaccel=config.decode_device, detail=decode_detail(config))
 
 
 def frames_of(task: VideoTask, settings: WorkSettings) -> Iterable["Frame"]:
@@ -192,14 +202,26 @@ def transient_reason(task: VideoTask) -> str | None:
     return None
 
 
+def counted(frames: Iterable[Any], progress: Progress | None) -> Iterator[Any]:
+    """The frames, each reported to ``progress`` as decoded when the models take it."""
+    for frame in frames:
+        if progress is not None:
+            progress.frames_decoded(1)
+        yield frame
+
+
 def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", extractor: "QKExtractor | None",
-              frames: Iterable["Frame"] | None = None, progress: Progress | None = None) -> VideoResult:
+              frames: Iterable["Frame"] | None = None, progress: Progress | None = None,
+              prefetch: "DecodePlan | None" = None) -> VideoResult:
     """Index one video and commit its part (or its lasting failure) in the site's work folder.
 
     ``frames`` overrides the settings' frame source (an engine that decoded elsewhere passes them in; a
-    decoding error it caught is re-raised at the point where it happened). Never raises for a bad video:
-    the result says what happened; ``lasting`` failures are committed, the others retried next run."""
+    decoding error it caught is re-raised at the point where it happened). ``prefetch``: decode in a
+    producer thread while the models work (``indexer.prefetch``); the decode stage's seconds are then the
+    producer's, beside the others. Never raises for a bad video: the result says what happened;
+    ``lasting`` failures are committed, the others retried next run."""
     clock = Clock()
+    ahead = None
     work = SiteWork(settings.index_root, task.site)
     vr = VideoResult(task.site, task.video_id, task.rel, "indexed", expected_frames=task.expected_frames,
                      note=task.note)
@@ -209,9 +231,13 @@ def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", ex
         if task.catalog_error:
             reason = transient_reason(task)
             raise MvkError(task.catalog_error if reason is None else reason)
-        part = compute_part(frames if frames is not None else frames_of(task, settings), encoder=encoder,
-                            extractor=extractor, config=settings.config, video=task.frame_columns(),
-                            src_size=task.src_size, clock=clock, progress=progress)
+        source = frames if frames is not None else frames_of(task, settings)
+        if prefetch is not None:
+            from indexer.prefetch import Prefetch
+            source = ahead = Prefetch(source, batch=prefetch.batch, depth=prefetch.depth)
+        part = compute_part(counted(source, progress), encoder=encoder, extractor=extractor,
+                            config=settings.config, video=task.frame_columns(), src_size=task.src_size,
+                            clock=clock, progress=progress)
         t = time.perf_counter()
         record.update(frames=len(part.frames), objects=len(part.objects))
         if len(part.frames) == 0:
@@ -235,6 +261,10 @@ def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", ex
             vr.error = f"{vr.error} ({reason}; retried next run)"
     except Exception as exc:        # anything else: reported, retried on the next run
         vr.status, vr.error = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        if ahead is not None:          # the producer's seconds, not the models' wait on it
+            ahead.close()
+            clock.seconds["decode"] = ahead.seconds
     vr.seconds = {k: clock.seconds[k] for k in STAGES}
     return vr
 

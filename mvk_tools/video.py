@@ -17,7 +17,9 @@ the container does not mark), with non-reference frames that are not sampled ski
 (``skip_frame``). Files whose packets do not allow this (missing or repeated timestamps, fewer packets
 than the header says, discarded packets) are decoded frame by frame as before. When the output is at
 most half the source size, codecs that can (MPEG-1/2/4 Part 2, MJPEG) decode at a reduced resolution
-(FFmpeg's ``lowres``, at most 1/4 per side), the same way in every mode so images do not depend on it.
+(FFmpeg's ``lowres``, at most 1/4 per side), the same way in every mode so images do not depend on it; a
+caller that needs less detail than the output size (``detail``: the indexer's models see 224-pixel inputs)
+lets it go one level lower. H.264 has no reduced-resolution decoding in FFmpeg.
 """
 from __future__ import annotations
 
@@ -94,9 +96,39 @@ def decoder_threads() -> int:
     return usable_cores()
 
 
-def _open(path: str | Path, threads: int | None = None):
+def gpu_decoding(device_type: str = "cuda") -> bool:
+    """True when this FFmpeg build decodes on ``device_type`` (``cuda``: NVDEC) and such a device is present.
+    Decoding there is tried per file and falls back to the CPU decoder when the codec is not supported."""
+    try:
+        from av.codec.hwaccel import hwdevices_available
+    except ImportError:
+        return False
+    if device_type not in hwdevices_available():
+        return False
+    if device_type == "cuda":
+        try:
+            import torch
+        except ImportError:
+            return False
+        return bool(torch.cuda.is_available())
+    return True
+
+
+def _container(av, path: Path, hwaccel: str | None):
+    """``av.open`` of ``path``, decoding on ``hwaccel`` (a device type) when given and it opens there."""
+    if hwaccel:
+        try:
+            from av.codec.hwaccel import HWAccel
+            return av.open(str(path), mode="r", hwaccel=HWAccel(device_type=hwaccel, allow_software_fallback=True))
+        except (ImportError, av.FFmpegError, ValueError, TypeError):
+            pass                       # no such device after all: the CPU decoder below
+    return av.open(str(path), mode="r")
+
+
+def _open(path: str | Path, threads: int | None = None, hwaccel: str | None = None):
     """Open ``path`` and return (container, video stream) with ``threads`` decoder threads (default: the
-    cores this process has); VideoError naming it otherwise."""
+    cores this process has), decoding on the ``hwaccel`` device type when given (NVDEC: ``cuda``) and
+    available; VideoError naming it otherwise."""
     av = _av()
     path = Path(path)
     if not path.exists():
@@ -109,7 +141,7 @@ def _open(path: str | Path, threads: int | None = None):
     if what is not None:
         raise VideoError(f"{path}: not a video file (it is {what})")
     try:
-        container = av.open(str(path), mode="r")
+        container = _container(av, path, hwaccel)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise VideoError(f"{path}: not a readable video ({_reason(exc)})") from None
     if not container.streams.video:
@@ -125,21 +157,30 @@ def _open(path: str | Path, threads: int | None = None):
     return container, stream
 
 
-def _lowres(stream, out: tuple[int, int]) -> int:
-    """The FFmpeg ``lowres`` level (decode at 1/2**level per side) whose frames are still at least ``out``."""
+def _lowres(stream, out: tuple[int, int], detail: int | None = None) -> int:
+    """The FFmpeg ``lowres`` level (decode at 1/2**level per side) whose frames are still at least ``out``,
+    or, given ``detail``, whose short side is still at least ``detail`` (and at least half of ``out``'s)."""
     cc = stream.codec_context
     if cc.name not in LOWRES_CODECS:
         return 0
+    if detail is not None:
+        short = max(int(detail), -(-min(out) // 2))
+        w, h = (short * out[0] / min(out), short * out[1] / min(out))
+        out = (min(out[0], math.ceil(w)), min(out[1], math.ceil(h)))
     level = 0
     while level < MAX_LOWRES and -(-cc.width >> (level + 1)) >= out[0] and -(-cc.height >> (level + 1)) >= out[1]:
         level += 1
     return level
 
 
-def _set_output(stream, size: tuple[int, int] | None, max_side: int | None) -> None:
-    """Let the decoder work at a reduced resolution when every frame will be shrunk at least 2x anyway."""
+def _set_output(stream, size: tuple[int, int] | None, max_side: int | None, hwaccel: str | None = None,
+                detail: int | None = None) -> None:
+    """Let the decoder work at a reduced resolution when every frame will be shrunk at least 2x anyway, or
+    down to ``detail`` pixels on the short side (not on a hardware decoder: it decodes at full size)."""
     cc = stream.codec_context
-    level = _lowres(stream, output_size(cc.width, cc.height, size, max_side))
+    if hwaccel:
+        return
+    level = _lowres(stream, output_size(cc.width, cc.height, size, max_side), detail)
     if level:
         cc.options = {**dict(cc.options or {}), "lowres": str(level)}
 
@@ -273,12 +314,17 @@ def _decoded(path: Path, container, stream) -> Iterator[tuple[int, float, object
 
 def iter_frames(path: str | Path, *, every_seconds: float | None = None, every_nth: int | None = None,
                 indices: Sequence[int] | None = None, size: tuple[int, int] | None = None,
-                max_side: int | None = None, threads: int | None = None) -> Iterator[Frame]:
+                max_side: int | None = None, threads: int | None = None,
+                hwaccel: str | None = None, detail: int | None = None) -> Iterator[Frame]:
     """Yield sampled frames in order: one per ``every_seconds`` (first frame at or after each multiple),
     every ``every_nth`` frame, or exactly the frame ``indices`` given. At most one sampling mode;
     none means every frame. ``size`` (W, H) or ``max_side`` resizes on decode. ``threads``: decoder
-    threads (default: the cores this process has). Raises VideoError naming the file on unreadable
-    input; a truncated file yields what it can, then raises VideoError.
+    threads (default: the cores this process has). ``hwaccel``: decode on that device type (``cuda``:
+    NVDEC) where FFmpeg can, else on the CPU (see ``gpu_decoding``). ``detail``: the short side (pixels)
+    the caller's use of a frame needs, when below the output size: a codec with reduced-resolution
+    decoding may then decode down to it (at most 2x below the output) and scale up (default: decode at
+    least at the output size). Raises VideoError naming the file on unreadable input; a truncated file
+    yields what it can, then raises VideoError.
 
     Indices and times are exact in every mode. With a sampling mode only the packets the sampled frames
     depend on are decoded (see the module docstring); with ``indices`` reading stops after the last
@@ -305,11 +351,12 @@ def iter_frames(path: str | Path, *, every_seconds: float | None = None, every_n
     if modes:
         plan = _plan(path, sampler, threads)
         if plan is not None:
-            yield from _sparse(path, plan, _Sampler(every_seconds, every_nth, wanted), size, max_side, threads)
+            yield from _sparse(path, plan, _Sampler(every_seconds, every_nth, wanted), size, max_side, threads,
+                               hwaccel, detail)
             return
-    container, stream = _open(path, threads)
+    container, stream = _open(path, threads, hwaccel)
     try:
-        _set_output(stream, size, max_side)
+        _set_output(stream, size, max_side, hwaccel, detail)
         yield from _sample(path, container, stream, sampler, size, max_side)
     finally:
         container.close()
@@ -440,12 +487,12 @@ def _plan(path: Path, sampler: _Sampler, threads: int | None) -> _Plan | None:
 
 
 def _sparse(path: Path, plan: _Plan, sampler: _Sampler, size: tuple[int, int] | None, max_side: int | None,
-            threads: int | None) -> Iterator[Frame]:
+            threads: int | None, hwaccel: str | None = None, detail: int | None = None) -> Iterator[Frame]:
     """Decode the planned packets only; non-reference frames that are not sampled are skipped."""
     av = _av()
-    container, stream = _open(path, threads)
+    container, stream = _open(path, threads, hwaccel)
     try:
-        _set_output(stream, size, max_side)
+        _set_output(stream, size, max_side, hwaccel, detail)
         cc = stream.codec_context
         source = (cc.width, cc.height)
         last = int(np.flatnonzero(plan.needed)[-1]) if plan.needed.any() else -1

@@ -36,7 +36,9 @@ def test_index_prints_summary_and_resumes(collection, tmp_path, capsys) -> None:
     captured = capsys.readouterr()
     out = captured.out
     assert SITES[0] in out and "written" in out and "RANDOM weights" in out
-    assert f"{SITES[0]} (1 videos)" in captured.err and "frame" in captured.err      # tqdm bars on stderr
+    assert f"{SITES[0]} (1 video)" in captured.err and "frame" in captured.err      # tqdm bars on stderr
+    assert "1 videos" not in captured.err
+    assert (captured.out + captured.err).count("engine local") == 1                 # in the summary only
     assert SITES[1] not in out
     assert main(index_args(collection, idx, "--all")) == 0
     out = capsys.readouterr().out
@@ -45,6 +47,29 @@ def test_index_prints_summary_and_resumes(collection, tmp_path, capsys) -> None:
     index = open_index(idx)
     assert len(index.frames) == 8 and len(index.objects) > 0
     assert index.manifest["encoder"]["random_weights"] is True
+
+
+def test_rerun_with_nothing_to_do_loads_no_model(collection, tmp_path, capsys, monkeypatch) -> None:
+    idx = tmp_path / "idx"
+    assert main(index_args(collection, idx, "--site", SITES[0])) == 0
+    capsys.readouterr()
+
+    from search.errors import InputError
+
+    def refuse(**kwargs):
+        raise InputError("models loaded for a run with nothing to do")
+    import indexer.pipeline
+    monkeypatch.setattr(indexer.pipeline, "load_models", refuse)
+    assert main(index_args(collection, idx, "--site", SITES[0])) == 0
+    out = capsys.readouterr().out
+    assert "up-to-date" in out and "is up to date" in out and "RANDOM weights" in out
+    # a site that needs work loads them (and the refusal surfaces), the index untouched so far
+    assert main(index_args(collection, idx, "--all")) == 2
+    assert "models loaded" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(index_args(collection, idx, "--all")) == 0
+    out = capsys.readouterr().out
+    assert "up-to-date" in out and "written" in out
 
 
 def test_unknown_site_and_other_settings_are_one_line_errors(collection, tmp_path, capsys) -> None:

@@ -245,3 +245,27 @@ def test_reduced_resolution_decoding_keeps_sizes_and_content(media, name):
     assert all(f.image.shape == (12, 16, 3) for f in frames)
     assert [index_of(f.image) for f in frames] == list(range(len(frames)))
     assert read_frame_at(media[name], frames[3].time, size=(16, 12)).image.shape == (12, 16, 3)
+
+
+def test_detail_lets_mpeg4_decode_lower_and_keeps_frames_exact(tmp_path):
+    """``detail`` below the output size: MPEG-4 decodes one lowres level further, the frames (indices, times,
+    content, output size) stay those of the default, in every sampling mode alike; H.264 is unchanged."""
+    from mvk_tools import video
+    path = write_video(tmp_path / "m.mp4", n_frames=30, size=(256, 192), codec="mpeg4", gop=8)
+    container, stream = video._open(path)
+    try:
+        assert video._lowres(stream, (128, 96)) == 1 and video._lowres(stream, (128, 96), 48) == 2
+        assert video._lowres(stream, (128, 96), 96) == 1 and video._lowres(stream, (128, 96), 500) == 1
+    finally:
+        container.close()
+    for kwargs in ({"every_seconds": 0.5}, {"every_nth": 7}, {}):
+        base = list(iter_frames(path, max_side=128, **kwargs))
+        low = list(iter_frames(path, max_side=128, detail=48, **kwargs))
+        assert [(f.index, f.time) for f in low] == [(f.index, f.time) for f in base]
+        assert all(f.image.shape == (96, 128, 3) for f in low)
+        assert [index_of(f.image) for f in low] == [f.index for f in base]
+    sparse = list(iter_frames(path, every_nth=7, max_side=128, detail=48))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(sparse, low[::7]))
+    h264 = write_video(tmp_path / "h.mp4", n_frames=12, size=(256, 192), codec="libx264")
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(iter_frames(h264, max_side=128),
+                                                                 iter_frames(h264, max_side=128, detail=48)))

@@ -205,6 +205,7 @@ def plan_run(args: argparse.Namespace) -> tuple[object, dict]:
 def run(args: argparse.Namespace) -> int:
     from indexer.pipeline import index_collection, load_models, select_sites
     from indexer.progress import Progress, TqdmProgress
+    from indexer.rerun import up_to_date_result
     from mvk_tools.layout import discover
     from search.errors import InputError
 
@@ -218,6 +219,11 @@ def run(args: argparse.Namespace) -> int:
     config, models = plan_run(args)
     catalog = discover(args.collection)
     select_sites(catalog, args.sites)                    # unknown sites: refused before the models load
+    result = None if args.rebuild or models["clip_checkpoint"] or models["checkpoint"] else up_to_date_result(
+        args.collection, args.index, config=config, random_weights=args.random_weights, sites=args.sites,
+        catalog=catalog)
+    if result is not None:                               # nothing to compute: no model is loaded
+        return _report(result, args)
     encoder, extractor = load_models(objects=config.objects, random_weights=args.random_weights,
                                      device=args.device, **models)
     config, note = objects_fallback(config, encoder, explicit=args.objects is not None)
@@ -242,6 +248,13 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nstopped: finished videos are kept; run the same command again to resume", file=sys.stderr)
         raise
+    return _report(result, args)
+
+
+def _report(result: "object", args: argparse.Namespace) -> int:
+    """Print the run's summary (and the --verify check); the exit code."""
+    from indexer.pipeline import IndexResult
+    assert isinstance(result, IndexResult)
     print(format_summary(result))
     code = 0 if result.ok else 1
     if args.verify:
@@ -256,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
 def format_summary(result: "object") -> str:
     """The table printed at the end of a run: per site, stage throughput, errors, and what it means."""
     from indexer.pipeline import STAGES, IndexResult
+    from indexer.progress import plural
     assert isinstance(result, IndexResult)
     head = ("site", "status", "indexed", "resumed", "failed", "frames", "objects")
     rows = []
@@ -271,7 +285,7 @@ def format_summary(result: "object") -> str:
     if result.frames_computed:
         fps = result.frames_per_second()
         stages = ", ".join(f"{k} {result.seconds[k]:.1f}s ({fps[k]:.1f} f/s)" for k in STAGES if result.seconds[k] > 0)
-        out.append(f"\n{result.frames_computed} frames computed in {result.wall_seconds:.1f}s: {stages}")
+        out.append(f"\n{plural(result.frames_computed, 'frame')} computed in {result.wall_seconds:.1f}s: {stages}")
         if result.engine is not None:
             summed = "; stage seconds are summed over the workers" if result.engine.name != "local" else ""
             out.append(f"{result.engine.describe()}{summed}")

@@ -201,5 +201,7 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(f"NOTE: {note}")
     fg = sum(1 for t in summary["tracks"].values() if not t["background"])
-    print(f"{summary['frames']} frames, {len(summary['tracks'])} tracks ({fg} objects) -> {args.out}")
+    from indexer.progress import plural
+    print(f"{plural(summary['frames'], 'frame')}, {plural(len(summary['tracks']), 'track')} "
+          f"({plural(fg, 'object')}) -> {args.out}")
     return 0
