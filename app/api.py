@@ -14,6 +14,7 @@ import hmac
 import logging
 import mimetypes
 import urllib.parse
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
@@ -210,6 +211,28 @@ class HealthResponse(BaseModel):
     index_version: str
 
 
+class SurveyResponse(BaseModel):
+    query: str = Field(description="the query in words")
+    model: str = Field(description="the CLIP model the scores come from")
+    threshold: float = Field(description="T: an object matches when its score is at least T (cosine)")
+    calibrated: bool = Field(description="false: T has no labels behind it, so its error rates are unknown")
+    calibration: str = Field(description="what T means, in one line")
+    method: str | None = Field(description="the score-to-probability fit, when calibrated")
+    precision: dict | None = Field(description="estimated precision at T with its Wilson 95% interval")
+    recall: dict | None = Field(description="estimated recall at T (over the labelled items)")
+    videos: int
+    videos_present: int
+    total_maxn: int
+    presence: list[dict] = Field(description="one row per video surveyed (presence, first/last time, MaxN, ...)")
+    sites: list[dict] = Field(description="per site, with latitude/longitude where known")
+    months: list[dict] = Field(description="per month")
+    notes: list[str]
+    skipped_shards: dict[str, str]
+    index_version: str
+    plots: dict[str, str] = Field(description="URLs of the timeline, sites and map PNGs of this survey")
+    downloads: dict[str, str] = Field(description="URLs of presence.csv, occurrences.csv, sites.csv, months.csv")
+
+
 # -- errors ------------------------------------------------------------------------------------------
 
 def _status_of(exc: MvkError) -> tuple[int, str]:
@@ -331,6 +354,73 @@ CELLS = Annotated[str, Query(max_length=200, description="position query: the ma
 NPROBE = Annotated[int | None, Query(ge=1, description="IVF lists probed (IVF indexes only)")]
 EF_SEARCH = Annotated[int | None, Query(ge=1, description="HNSW nodes explored (HNSW indexes only)")]
 FILTERS = Annotated[Filters, Depends(filter_params)]
+
+
+def _records(df) -> list[dict]:
+    """A table as JSON records (NaN as null)."""
+    import json
+    return json.loads(df.to_json(orient="records"))
+
+
+@dataclass(frozen=True)
+class SurveyRequest:
+    """The query parameters of the survey routes (the same on /survey, its CSVs and its plots)."""
+    q: str
+    like: str
+    whole_track: bool
+    positive: tuple[str, ...]
+    negative: tuple[str, ...]
+    threshold: float | None
+    target_precision: float
+    filters: Filters
+
+    def query(self):
+        """The query value: a text or a result (like), as feedback when results are labelled."""
+        if self.q.strip() and self.like:
+            raise QueryError("survey one query: give q or like, not both")
+        if self.whole_track and not self.like:
+            raise QueryError("whole_track goes with like=SITE/VIDEO_ID/FRAME_INDEX/TRACK_ID")
+        base = LikeQuery(ItemRef.parse(self.like), whole_track=self.whole_track) if self.like else \
+            TextQuery(self.q) if self.q.strip() else None
+        if self.positive or self.negative:
+            return FeedbackQuery(base, tuple(ItemRef.parse(r) for r in self.positive),
+                                 tuple(ItemRef.parse(r) for r in self.negative))
+        if base is None:
+            raise QueryError("the query text is empty (give q, like or positive)")
+        return base
+
+    def url_query(self) -> str:
+        """These parameters as a URL query string (for the plot and download links)."""
+        pairs = [("q", self.q)] if self.q else []
+        pairs += [("like", self.like)] if self.like else []
+        pairs += [("whole_track", "true")] if self.whole_track else []
+        pairs += [("positive", p) for p in self.positive] + [("negative", n) for n in self.negative]
+        pairs += [("threshold", repr(self.threshold))] if self.threshold is not None else []
+        pairs += [("target_precision", repr(self.target_precision))]
+        f = self.filters
+        pairs += [("site", x) for x in f.sites] + [("place", x) for x in f.places]
+        pairs += [("date_from", f.date_from)] if f.date_from else []
+        pairs += [("date_to", f.date_to)] if f.date_to else []
+        return urllib.parse.urlencode(pairs)
+
+
+def survey_params(q: Annotated[str, Query(max_length=2000, description="what to survey")] = "",
+                  like: Annotated[str, Query(max_length=600, description="survey what looks like this result: "
+                                                                         "SITE/VIDEO_ID/FRAME_INDEX[/TRACK_ID]")] = "",
+                  whole_track: Annotated[bool, Query(description="with like: the object's whole track")] = False,
+                  positive: Annotated[list[str], Query(description="a result that matches (repeatable): a "
+                                                                   "calibration label")] = [],
+                  negative: Annotated[list[str], Query(description="a result that does not match (repeatable)")] = [],
+                  threshold: Annotated[float | None, Query(description="T (cosine, -1..1); default: calibrated "
+                                                                       "on the labels, else uncalibrated 0.25")] = None,
+                  target_precision: Annotated[float, Query(gt=0, le=1, description="precision T is chosen for "
+                                                                                   "with labels")] = 0.9,
+                  filters: FILTERS = Filters()) -> SurveyRequest:
+    return SurveyRequest(q=q, like=like, whole_track=whole_track, positive=tuple(positive), negative=tuple(negative),
+                         threshold=threshold, target_precision=target_precision, filters=filters)
+
+
+SURVEY = Annotated[SurveyRequest, Depends(survey_params)]
 
 
 class FeedbackSessions:
@@ -549,5 +639,33 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
         headers = {"X-Segment-Start": f"{playable.start:.3f}", "X-Transcoded": str(playable.transcoded).lower()}
         return FileResponse(playable.path, media_type=playable.mime, headers=headers,
                             content_disposition_type="inline")
+
+    def _survey(request: SurveyRequest):
+        return service.survey_report(request.query(), key=request, threshold=request.threshold,
+                                     target_precision=request.target_precision, filters=request.filters)
+
+    @app.get("/survey", response_model=SurveyResponse, responses=ERRORS, tags=["survey"],
+             summary="Survey evidence for a query: presence and MaxN per video, per-site and per-month tables")
+    def survey(request: SURVEY) -> SurveyResponse:
+        report = _survey(request)
+        result, summary = report.result, report.result.summary()
+        tail = request.url_query()
+        return SurveyResponse(**summary, presence=_records(result.presence), sites=_records(result.sites),
+                              months=_records(result.months), index_version=report.version,
+                              plots={name: f"/survey/{name}.png?{tail}" for name in report.plots},
+                              downloads={name: f"/survey/{name}.csv?{tail}" for name in result.tables()})
+
+    @app.get("/survey/{name}.csv", response_class=Response, tags=["survey"],
+             responses={200: {"content": {"text/csv": {}}, "description": "the table as CSV"}, **ERRORS},
+             summary="A survey table as CSV: presence, occurrences (Darwin Core), sites or months")
+    def survey_csv(name: Literal["presence", "occurrences", "sites", "months"], request: SURVEY) -> Response:
+        return Response(_survey(request).csv(name), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+    @app.get("/survey/{name}.png", response_class=Response, tags=["survey"],
+             responses={200: {"content": {"image/png": {}}, "description": "the plot"}, **ERRORS},
+             summary="A survey plot: the presence timeline, the bars per site, or the map of sites")
+    def survey_png(name: Literal["timeline", "sites", "map"], request: SURVEY) -> Response:
+        return Response(_survey(request).plots[name], media_type="image/png")
 
     return app

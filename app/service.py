@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -24,6 +26,8 @@ from search.service import (MAX_RESULTS, BrokenShardError, NotFoundError, Page, 
                             QueryService, fingerprint_version, index_fingerprint)
 
 MAX_SEGMENT = 120.0     # seconds of video one segment request may convert
+SURVEY_CACHE = 8        # surveys (tables and plots) kept per service, so a page's CSV and PNG requests reuse one
+SURVEY_PLOTS = ("timeline", "sites", "map")
 ENV_CACHE = "MVK_CACHE"
 
 
@@ -33,6 +37,24 @@ def default_cache(environ=os.environ) -> Path:
     base = Path(environ[ENV_CACHE]).expanduser() if environ.get(ENV_CACHE) else \
         Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mvk"
     return base / "playback"
+
+
+@dataclass
+class SurveyReport:
+    """A survey (``search.survey.SurveyResult``) with its plots as PNG bytes (``SURVEY_PLOTS``) and the index
+    version it was computed on."""
+    result: object
+    plots: dict[str, bytes]
+    version: str
+
+    def csv(self, name: str) -> str:
+        """One of the survey's tables (presence, occurrences, sites, months) as CSV text, formula-safe."""
+        from search.survey import to_csv
+
+        tables = self.result.tables()
+        if name not in tables:
+            raise NotFoundError(f"a survey has no table {name!r} (it has {', '.join(tables)})")
+        return to_csv(tables[name])
 
 
 class SearchService(QueryService):
@@ -45,6 +67,7 @@ class SearchService(QueryService):
         super().__init__(root, device=device, choice=choice, encoder=encoder, log=log or EventLog(None))
         self.collection = Path(collection).expanduser().resolve() if collection is not None else None
         self.cache = cache
+        self._surveys: OrderedDict = OrderedDict()
 
     @property
     def roots(self) -> tuple[Path, ...]:
@@ -72,6 +95,37 @@ class SearchService(QueryService):
         steps = tuple(TextQuery(s) for s in [first, *thens])
         return self.run(SequenceQuery(steps, within), Options(k=k, offset=offset, fusion=fusion, weight=weight,
                                                               filters=filters, group_by=group_by), source=source)
+
+    # -- survey and its plots --------------------------------------------------------------------------------
+
+    def survey_report(self, query, *, key: tuple | None = None, threshold: float | None = None,
+                      labels: pd.DataFrame | None = None, target_precision: float = 0.9,
+                      filters: Filters = Filters(), source: str = "api") -> SurveyReport:
+        """``QueryService.survey`` plus its timeline, site and map plots as PNG bytes. With ``key`` (what the
+        caller's request is, hashable) the report is cached per index version, so the tables, the CSV downloads
+        and the plots of one request are computed once."""
+        import tempfile
+
+        from mvk_tools.survey_plots import write_survey_plots
+
+        version = self.opened()[1]
+        cache_key = None if key is None else (version, key)
+        if cache_key is not None and cache_key in self._surveys:
+            self._surveys.move_to_end(cache_key)
+            return self._surveys[cache_key]
+        result = self.survey(query, threshold=threshold, labels=labels, target_precision=target_precision,
+                             filters=filters, source=source)
+        with tempfile.TemporaryDirectory(prefix="mvk-survey-") as tmp:
+            paths = write_survey_plots(result.presence, result.hits, result.sites, tmp,
+                                       title=f"'{result.query}' at T = {result.threshold:.3g}")
+            plots = {p.stem: p.read_bytes() for p in paths}
+        report = SurveyReport(result=result, plots=plots, version=version)
+        if cache_key is not None:
+            with self._lock:
+                self._surveys[cache_key] = report
+                while len(self._surveys) > SURVEY_CACHE:
+                    self._surveys.popitem(last=False)
+        return report
 
     # -- frames, objects, files -------------------------------------------------------------------------
 
