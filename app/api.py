@@ -233,6 +233,34 @@ class SurveyResponse(BaseModel):
     downloads: dict[str, str] = Field(description="URLs of presence.csv, occurrences.csv, sites.csv, months.csv")
 
 
+class TrackObject(BaseModel):
+    id: int = Field(description="object id of the seed (1 for a single mask, box or point)")
+    rle: dict = Field(description="COCO RLE of the object's mask on this frame ({size: [h, w], counts})")
+    bbox: list[int] = Field(description="[x0, y0, x1, y1] in frame pixels")
+    area: float = Field(description="fraction of the frame covered")
+
+
+class TrackFrameInfo(BaseModel):
+    frame_index: int = Field(description="frame index in the video")
+    time: float
+    gid: int | None = Field(description="the index's global frame id of this frame; null when not indexed")
+    objects: list[TrackObject]
+
+
+class TrackResponse(BaseModel):
+    gid: int
+    site: str
+    video_id: str
+    seed_frame: int
+    size: list[int] = Field(description="[height, width] of the masks")
+    object_ids: list[int]
+    frames: list[TrackFrameInfo]
+    coco: dict = Field(description="the same track as COCO-style JSON (images, annotations with RLE masks)")
+    propagation: dict = Field(description="the propagator, backbone and parameters used")
+    notes: list[str]
+    zip_url: str = Field(description="POST here for the track as a zip of PNG label maps and track.json")
+
+
 # -- errors ------------------------------------------------------------------------------------------
 
 def _status_of(exc: MvkError) -> tuple[int, str]:
@@ -667,5 +695,67 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
              summary="A survey plot: the presence timeline, the bars per site, or the map of sites")
     def survey_png(name: Literal["timeline", "sites", "map"], request: SURVEY) -> Response:
         return Response(_survey(request).plots[name], media_type="image/png")
+
+    @app.post("/frames/{gid}/track", response_model=TrackResponse, responses={
+        200: {"content": {"application/json": {}, "application/zip": {}},
+              "description": "the track (format=zip: PNG label maps and track.json in a zip)"}, **ERRORS},
+              tags=["frames"], summary="Follow an object from this frame through its video (mask, box, point)")
+    def track(gid: int,
+              mask: Annotated[UploadFile | None, File(description="the object's mask as a PNG (white or label "
+                                                                  "ids = the object), at the frame's size")] = None,
+              box: Annotated[str, Query(max_length=100, description="x0,y0,x1,y1 in frame pixels")] = "",
+              point: Annotated[str, Query(max_length=60, description="x,y in frame pixels: the segment under it")] = "",
+              track_id: Annotated[int | None, Query(description="follow this stored object of the frame")] = None,
+              before: Annotated[int, Query(ge=0, le=200, description="indexed frames before this one")] = 20,
+              after: Annotated[int, Query(ge=0, le=200, description="indexed frames after this one")] = 20,
+              format: Annotated[Literal["json", "zip"], Query(description="json, or a zip of PNGs")] = "json"):
+        given = [name for name, on in (("mask", mask is not None), ("box", bool(box.strip())),
+                                       ("point", bool(point.strip()))) if on]
+        if len(given) > 1:
+            raise QueryError(f"give one seed: got {' and '.join(given)}")
+        seed = None
+        if mask is not None:
+            seed = mask.file.read(MAX_IMAGE_BYTES + 1)
+            if len(seed) > MAX_IMAGE_BYTES:
+                raise QueryError(f"the mask upload is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+            if not seed:
+                raise QueryError("the mask upload is empty")
+        elif box.strip() or point.strip():
+            name, text, n = ("box", box, 4) if box.strip() else ("point", point, 2)
+            try:
+                seed = tuple(float(v) for v in text.split(","))
+            except ValueError:
+                seed = ()
+            if len(seed) != n or not all(np.isfinite(seed)):
+                raise QueryError(f"{name} {text!r}: expected {n} numbers separated by commas")
+        followed = service.track(gid, seed, track_id=track_id, before=before, after=after)
+        from indexer.tracks import track_to_coco
+        t = followed.track
+        if format == "zip":
+            import io
+            import json
+            import zipfile
+
+            from PIL import Image
+
+            from indexer.tracks import palette
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                for f in t.frames:
+                    img = Image.fromarray(t.labels(f.index), mode="P")
+                    img.putpalette(palette())
+                    png = io.BytesIO()
+                    img.save(png, "PNG")
+                    zf.writestr(f"{f.index:05d}.png", png.getvalue())
+                zf.writestr("track.json", json.dumps(track_to_coco(t)))
+            return Response(buf.getvalue(), media_type="application/zip",
+                            headers={"Content-Disposition": f'attachment; filename="track-{gid}.zip"'})
+        frames = [TrackFrameInfo(frame_index=f.index, time=f.time, gid=followed.gids.get(f.index),
+                                 objects=[TrackObject(id=oid, rle=o["rle"], bbox=o["bbox"], area=o["area"])
+                                          for oid, o in sorted(f.objects.items())]) for f in t.frames]
+        return TrackResponse(gid=gid, site=followed.site, video_id=followed.video_id, seed_frame=t.seed_frame,
+                             size=list(t.size), object_ids=list(t.object_ids), frames=frames, coco=track_to_coco(t),
+                             propagation=t.identity, notes=list(t.notes),
+                             zip_url=f"/frames/{gid}/track?format=zip")
 
     return app
