@@ -154,3 +154,20 @@ def test_api_bad_seeds_are_422(api, service, params, files, message):
 def test_api_frame_past_the_end_is_422(api, service):
     resp = api.post(f"/frames/{len(service.index().frames) + 3}/track", params={"point": "1,1"})
     assert resp.status_code == 422 and "past the end" in resp.json()["message"]
+
+
+@pytest.mark.parametrize("manifest, backbone, checkpoint", [
+    ({"encoder": {"random_weights": False}, "indexing": {"backbone": {"backbone": "color"}}}, "color", None),
+    ({"encoder": {"random_weights": True}, "indexing": {"backbone": {"backbone": "dino_vits16"}}}, "color", None),
+    ({"encoder": {}, "indexing": {"backbone": {"backbone": "dino_vits16", "random_weights": True}}}, "color", None),
+    ({"encoder": {}, "indexing": {"backbone": {"backbone": "dino_vitb8", "checkpoint": "/w/dino.pth"}}},
+     "dino_vitb8", "/w/dino.pth"),
+    ({"encoder": {}, "indexing": None}, "color", None),
+])
+def test_the_propagator_follows_the_index_backbone(tmp_path, manifest, backbone, checkpoint):
+    class Stub(SearchService):
+        def index(self):
+            return type("Index", (), {"manifest": manifest})()
+
+    settings = Stub(tmp_path).propagator_settings()
+    assert (settings.backbone, settings.checkpoint, settings.random_weights) == (backbone, checkpoint, False)
