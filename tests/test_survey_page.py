@@ -47,3 +47,20 @@ def test_a_bad_result_id_is_a_message_not_a_traceback(app_env):
     at = survey(page("survey_page"), "", s_like="Oahu_Jul2022/nope/0")
     assert any("has no video" in shown(e.value) for e in at.error)
     assert "survey_report" not in at.session_state
+
+
+def test_an_example_image_is_surveyed_and_a_broken_one_named(app_env):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(buf, "PNG")
+    at = page("survey_page")
+    at.file_uploader(key="s_image").set_value(("example.png", buf.getvalue(), "image/png"))
+    survey(at, "")
+    assert at.session_state["survey_report"].result.query == "image example.png"
+    at.file_uploader(key="s_image").set_value(("broken.png", b"not a png", "image/png"))
+    survey(at, "")
+    assert any("broken.png" in shown(e.value) for e in at.error)

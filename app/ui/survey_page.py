@@ -1,4 +1,4 @@
-"""Survey page: a text (or a result, or the liked and disliked results of a search) turned into survey evidence
+"""Survey page: a text (or an example image, or a result, or the liked and disliked results of a search) turned into survey evidence
 through the query service (``SearchService.survey_report``, what ``mvk survey`` writes): presence and MaxN per
 video, per-site and per-month tables, the timeline, site and map plots, and the CSV files to download."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ index = common.open_index(cfg)
 common.random_banner(index, cfg)
 
 from search.errors import MvkError  # noqa: E402
-from search.queries import FeedbackQuery, Filters, ItemRef, LikeQuery, TextQuery  # noqa: E402
+from search.queries import FeedbackQuery, Filters, ImageQuery, ItemRef, LikeQuery, TextQuery  # noqa: E402
 from search.survey import DEFAULT_THRESHOLD  # noqa: E402
 
 frames = index.frames
@@ -40,6 +40,8 @@ with st.form("survey", border=False):
     col_text, col_go = st.columns([6, 1], vertical_alignment="bottom")
     text = col_text.text_input("What to survey", key="s_text", placeholder="a turtle swimming over coral")
     submitted = col_go.form_submit_button("Survey", type="primary", width="stretch")
+    upload = st.file_uploader("…or survey what looks like an example image", type=["png", "jpg", "jpeg", "webp"],
+                              key="s_image")
     with st.expander("…or a result, and labels that calibrate the threshold"):
         like = st.text_input("More like this result (instead of a text)", key="s_like",
                              placeholder="SITE/VIDEO_ID/FRAME_INDEX/TRACK_ID")
@@ -54,8 +56,13 @@ with st.form("survey", border=False):
 if submitted:
     st.session_state.pop("survey_report", None)
     try:
-        base = LikeQuery(ItemRef.parse(like), whole_track=whole) if like.strip() else \
-            TextQuery(text) if text.strip() else None
+        if like.strip():
+            base = LikeQuery(ItemRef.parse(like), whole_track=whole)
+        elif upload is not None:
+            from app.security import read_uploaded_image
+            base = ImageQuery(read_uploaded_image(upload.getvalue(), upload.name), f"image {upload.name}")
+        else:
+            base = TextQuery(text) if text.strip() else None
         pos, neg = _refs(positives), _refs(negatives)
         query = FeedbackQuery(base, pos, neg) if pos or neg else base
         if query is None:
