@@ -15,6 +15,7 @@ import logging
 import mimetypes
 import re
 import urllib.parse
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
@@ -211,6 +212,56 @@ class HealthResponse(BaseModel):
     index_version: str
 
 
+class SurveyResponse(BaseModel):
+    query: str = Field(description="the query in words")
+    model: str = Field(description="the CLIP model the scores come from")
+    threshold: float = Field(description="T: an object matches when its score is at least T (cosine)")
+    calibrated: bool = Field(description="false: T has no labels behind it, so its error rates are unknown")
+    calibration: str = Field(description="what T means, in one line")
+    method: str | None = Field(description="the score-to-probability fit, when calibrated")
+    precision: dict | None = Field(description="estimated precision at T with its Wilson 95% interval")
+    recall: dict | None = Field(description="estimated recall at T (over the labelled items)")
+    videos: int
+    videos_present: int
+    total_maxn: int
+    presence: list[dict] = Field(description="one row per video surveyed (presence, first/last time, MaxN, ...)")
+    sites: list[dict] = Field(description="per site, with latitude/longitude where known")
+    months: list[dict] = Field(description="per month")
+    notes: list[str]
+    skipped_shards: dict[str, str]
+    index_version: str
+    plots: dict[str, str] = Field(description="URLs of the timeline, sites and map PNGs of this survey")
+    downloads: dict[str, str] = Field(description="URLs of presence.csv, occurrences.csv, sites.csv, months.csv")
+
+
+class TrackObject(BaseModel):
+    id: int = Field(description="object id of the seed (1 for a single mask, box or point)")
+    rle: dict = Field(description="COCO RLE of the object's mask on this frame ({size: [h, w], counts})")
+    bbox: list[int] = Field(description="[x0, y0, x1, y1] in frame pixels")
+    area: float = Field(description="fraction of the frame covered")
+
+
+class TrackFrameInfo(BaseModel):
+    frame_index: int = Field(description="frame index in the video")
+    time: float
+    gid: int | None = Field(description="the index's global frame id of this frame; null when not indexed")
+    objects: list[TrackObject]
+
+
+class TrackResponse(BaseModel):
+    gid: int
+    site: str
+    video_id: str
+    seed_frame: int
+    size: list[int] = Field(description="[height, width] of the masks")
+    object_ids: list[int]
+    frames: list[TrackFrameInfo]
+    coco: dict = Field(description="the same track as COCO-style JSON (images, annotations with RLE masks)")
+    propagation: dict = Field(description="the propagator, backbone and parameters used")
+    notes: list[str]
+    zip_url: str = Field(description="POST here for the track as a zip of PNG label maps and track.json")
+
+
 # -- errors ------------------------------------------------------------------------------------------
 
 def _status_of(exc: MvkError) -> tuple[int, str]:
@@ -345,6 +396,73 @@ CELLS = Annotated[str, Query(max_length=200, description="position query: the ma
 NPROBE = Annotated[int | None, Query(ge=1, description="IVF lists probed (IVF indexes only)")]
 EF_SEARCH = Annotated[int | None, Query(ge=1, description="HNSW nodes explored (HNSW indexes only)")]
 FILTERS = Annotated[Filters, Depends(filter_params)]
+
+
+def _records(df) -> list[dict]:
+    """A table as JSON records (NaN as null)."""
+    import json
+    return json.loads(df.to_json(orient="records"))
+
+
+@dataclass(frozen=True)
+class SurveyRequest:
+    """The query parameters of the survey routes (the same on /survey, its CSVs and its plots)."""
+    q: str
+    like: str
+    whole_track: bool
+    positive: tuple[str, ...]
+    negative: tuple[str, ...]
+    threshold: float | None
+    target_precision: float
+    filters: Filters
+
+    def query(self):
+        """The query value: a text or a result (like), as feedback when results are labelled."""
+        if self.q.strip() and self.like:
+            raise QueryError("survey one query: give q or like, not both")
+        if self.whole_track and not self.like:
+            raise QueryError("whole_track goes with like=SITE/VIDEO_ID/FRAME_INDEX/TRACK_ID")
+        base = LikeQuery(ItemRef.parse(self.like), whole_track=self.whole_track) if self.like else \
+            TextQuery(self.q) if self.q.strip() else None
+        if self.positive or self.negative:
+            return FeedbackQuery(base, tuple(ItemRef.parse(r) for r in self.positive),
+                                 tuple(ItemRef.parse(r) for r in self.negative))
+        if base is None:
+            raise QueryError("the query text is empty (give q, like or positive)")
+        return base
+
+    def url_query(self) -> str:
+        """These parameters as a URL query string (for the plot and download links)."""
+        pairs = [("q", self.q)] if self.q else []
+        pairs += [("like", self.like)] if self.like else []
+        pairs += [("whole_track", "true")] if self.whole_track else []
+        pairs += [("positive", p) for p in self.positive] + [("negative", n) for n in self.negative]
+        pairs += [("threshold", repr(self.threshold))] if self.threshold is not None else []
+        pairs += [("target_precision", repr(self.target_precision))]
+        f = self.filters
+        pairs += [("site", x) for x in f.sites] + [("place", x) for x in f.places]
+        pairs += [("date_from", f.date_from)] if f.date_from else []
+        pairs += [("date_to", f.date_to)] if f.date_to else []
+        return urllib.parse.urlencode(pairs)
+
+
+def survey_params(q: Annotated[str, Query(max_length=2000, description="what to survey")] = "",
+                  like: Annotated[str, Query(max_length=600, description="survey what looks like this result: "
+                                                                         "SITE/VIDEO_ID/FRAME_INDEX[/TRACK_ID]")] = "",
+                  whole_track: Annotated[bool, Query(description="with like: the object's whole track")] = False,
+                  positive: Annotated[list[str], Query(description="a result that matches (repeatable): a "
+                                                                   "calibration label")] = [],
+                  negative: Annotated[list[str], Query(description="a result that does not match (repeatable)")] = [],
+                  threshold: Annotated[float | None, Query(description="T (cosine, -1..1); default: calibrated "
+                                                                       "on the labels, else uncalibrated 0.25")] = None,
+                  target_precision: Annotated[float, Query(gt=0, le=1, description="precision T is chosen for "
+                                                                                   "with labels")] = 0.9,
+                  filters: FILTERS = Filters()) -> SurveyRequest:
+    return SurveyRequest(q=q, like=like, whole_track=whole_track, positive=tuple(positive), negative=tuple(negative),
+                         threshold=threshold, target_precision=target_precision, filters=filters)
+
+
+SURVEY = Annotated[SurveyRequest, Depends(survey_params)]
 
 
 class FeedbackSessions:
@@ -563,5 +681,95 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
         headers = {"X-Segment-Start": f"{playable.zero:.3f}", "X-Transcoded": str(playable.transcoded).lower()}
         return FileResponse(playable.path, media_type=playable.mime, headers=headers,
                             content_disposition_type="inline")
+
+    def _survey(request: SurveyRequest):
+        return service.survey_report(request.query(), key=request, threshold=request.threshold,
+                                     target_precision=request.target_precision, filters=request.filters)
+
+    @app.get("/survey", response_model=SurveyResponse, responses=ERRORS, tags=["survey"],
+             summary="Survey evidence for a query: presence and MaxN per video, per-site and per-month tables")
+    def survey(request: SURVEY) -> SurveyResponse:
+        report = _survey(request)
+        result, summary = report.result, report.result.summary()
+        tail = request.url_query()
+        return SurveyResponse(**summary, presence=_records(result.presence), sites=_records(result.sites),
+                              months=_records(result.months), index_version=report.version,
+                              plots={name: f"/survey/{name}.png?{tail}" for name in report.plots},
+                              downloads={name: f"/survey/{name}.csv?{tail}" for name in result.tables()})
+
+    @app.get("/survey/{name}.csv", response_class=Response, tags=["survey"],
+             responses={200: {"content": {"text/csv": {}}, "description": "the table as CSV"}, **ERRORS},
+             summary="A survey table as CSV: presence, occurrences (Darwin Core), sites or months")
+    def survey_csv(name: Literal["presence", "occurrences", "sites", "months"], request: SURVEY) -> Response:
+        return Response(_survey(request).csv(name), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+    @app.get("/survey/{name}.png", response_class=Response, tags=["survey"],
+             responses={200: {"content": {"image/png": {}}, "description": "the plot"}, **ERRORS},
+             summary="A survey plot: the presence timeline, the bars per site, or the map of sites")
+    def survey_png(name: Literal["timeline", "sites", "map"], request: SURVEY) -> Response:
+        return Response(_survey(request).plots[name], media_type="image/png")
+
+    @app.post("/frames/{gid}/track", response_model=TrackResponse, responses={
+        200: {"content": {"application/json": {}, "application/zip": {}},
+              "description": "the track (format=zip: PNG label maps and track.json in a zip)"}, **ERRORS},
+              tags=["frames"], summary="Follow an object from this frame through its video (mask, box, point)")
+    def track(gid: int,
+              mask: Annotated[UploadFile | None, File(description="the object's mask as a PNG (white or label "
+                                                                  "ids = the object), at the frame's size")] = None,
+              box: Annotated[str, Query(max_length=100, description="x0,y0,x1,y1 in frame pixels")] = "",
+              point: Annotated[str, Query(max_length=60, description="x,y in frame pixels: the segment under it")] = "",
+              track_id: Annotated[int | None, Query(description="follow this stored object of the frame")] = None,
+              before: Annotated[int, Query(ge=0, le=200, description="indexed frames before this one")] = 20,
+              after: Annotated[int, Query(ge=0, le=200, description="indexed frames after this one")] = 20,
+              format: Annotated[Literal["json", "zip"], Query(description="json, or a zip of PNGs")] = "json"):
+        given = [name for name, on in (("mask", mask is not None), ("box", bool(box.strip())),
+                                       ("point", bool(point.strip()))) if on]
+        if len(given) > 1:
+            raise QueryError(f"give one seed: got {' and '.join(given)}")
+        seed = None
+        if mask is not None:
+            seed = mask.file.read(MAX_IMAGE_BYTES + 1)
+            if len(seed) > MAX_IMAGE_BYTES:
+                raise QueryError(f"the mask upload is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+            if not seed:
+                raise QueryError("the mask upload is empty")
+        elif box.strip() or point.strip():
+            name, text, n = ("box", box, 4) if box.strip() else ("point", point, 2)
+            try:
+                seed = tuple(float(v) for v in text.split(","))
+            except ValueError:
+                seed = ()
+            if len(seed) != n or not all(np.isfinite(seed)):
+                raise QueryError(f"{name} {text!r}: expected {n} numbers separated by commas")
+        followed = service.track(gid, seed, track_id=track_id, before=before, after=after)
+        from indexer.tracks import track_to_coco
+        t = followed.track
+        if format == "zip":
+            import io
+            import json
+            import zipfile
+
+            from PIL import Image
+
+            from indexer.tracks import palette
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                for f in t.frames:
+                    img = Image.fromarray(t.labels(f.index), mode="P")
+                    img.putpalette(palette())
+                    png = io.BytesIO()
+                    img.save(png, "PNG")
+                    zf.writestr(f"{f.index:05d}.png", png.getvalue())
+                zf.writestr("track.json", json.dumps(track_to_coco(t)))
+            return Response(buf.getvalue(), media_type="application/zip",
+                            headers={"Content-Disposition": f'attachment; filename="track-{gid}.zip"'})
+        frames = [TrackFrameInfo(frame_index=f.index, time=f.time, gid=followed.gids.get(f.index),
+                                 objects=[TrackObject(id=oid, rle=o["rle"], bbox=o["bbox"], area=o["area"])
+                                          for oid, o in sorted(f.objects.items())]) for f in t.frames]
+        return TrackResponse(gid=gid, site=followed.site, video_id=followed.video_id, seed_frame=t.seed_frame,
+                             size=list(t.size), object_ids=list(t.object_ids), frames=frames, coco=track_to_coco(t),
+                             propagation=t.identity, notes=list(t.notes),
+                             zip_url=f"/frames/{gid}/track?format=zip")
 
     return app

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -17,13 +19,19 @@ import pandas as pd
 from mvk_tools.eventlog import EventLog
 from search.errors import QueryError
 from search.identity import EncoderChoice
-from search.queries import ImageQuery, Options, SequenceQuery, TextQuery
+from search.queries import ImageQuery, ItemRef, Options, SequenceQuery, TextQuery
 from search.query import Filters
 from search.scoring import SearchParams
 from search.service import (MAX_RESULTS, BrokenShardError, NotFoundError, Page, QueryLog,  # noqa: F401
                             QueryService, fingerprint_version, index_fingerprint)
 
 MAX_SEGMENT = 120.0     # seconds of video one segment request may convert
+SURVEY_CACHE = 8        # surveys (tables and plots) kept per service, so a page's CSV and PNG requests reuse one
+SURVEY_PLOTS = ("timeline", "sites", "map")
+TRACK_BEFORE = 20       # indexed frames before the seed frame one track request propagates through
+TRACK_AFTER = 20        # and after it (bounded work: at most TRACK_BEFORE + TRACK_AFTER + 1 frames decoded)
+TRACK_MAX_SPAN = 200    # the most frames before + after a request may ask for
+TRACK_CACHE = 8         # tracks kept per service, by (index version, video, seed, window)
 ENV_CACHE = "MVK_CACHE"
 
 
@@ -33,6 +41,50 @@ def default_cache(environ=os.environ) -> Path:
     base = Path(environ[ENV_CACHE]).expanduser() if environ.get(ENV_CACHE) else \
         Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mvk"
     return base / "playback"
+
+
+@dataclass
+class SurveyReport:
+    """A survey (``search.survey.SurveyResult``) with its plots as PNG bytes (``SURVEY_PLOTS``) and the index
+    version it was computed on."""
+    result: object
+    plots: dict[str, bytes]
+    version: str
+
+    def csv(self, name: str) -> str:
+        """One of the survey's tables (presence, occurrences, sites, months) as CSV text, formula-safe."""
+        from search.survey import to_csv
+
+        tables = self.result.tables()
+        if name not in tables:
+            raise NotFoundError(f"a survey has no table {name!r} (it has {', '.join(tables)})")
+        return to_csv(tables[name])
+
+
+@dataclass
+class FollowedTrack:
+    """An object followed through the frames around an indexed frame (``indexer.tracks.Track``: COCO RLE per
+    frame), with the index's frame row (``gid``, -1 when not indexed) of each propagated frame."""
+    track: object
+    gid: int
+    site: str
+    video_id: str
+    gids: dict[int, int]            # frame index in the video -> global frame id of the index (indexed frames)
+
+    def presence(self) -> pd.DataFrame:
+        """Per propagated frame: frame_index, time, gid, area (fraction of the frame covered by the object)."""
+        rows = [(f.index, f.time, self.gids.get(f.index, -1),
+                 float(sum(o["area"] for o in f.objects.values()))) for f in self.track.frames]
+        return pd.DataFrame(rows, columns=["frame_index", "time", "gid", "area"])
+
+
+def _seed_key(seed) -> tuple:
+    import hashlib
+    if isinstance(seed, (bytes, bytearray)):
+        return ("png", hashlib.sha1(bytes(seed)).hexdigest())
+    if seed is None:
+        return ("stored",)
+    return ("xy", tuple(float(v) for v in seed))
 
 
 class SearchService(QueryService):
@@ -45,6 +97,9 @@ class SearchService(QueryService):
         super().__init__(root, device=device, choice=choice, encoder=encoder, log=log or EventLog(None))
         self.collection = Path(collection).expanduser().resolve() if collection is not None else None
         self.cache = cache
+        self._surveys: OrderedDict = OrderedDict()
+        self._tracks: OrderedDict = OrderedDict()
+        self._propagator = None
 
     @property
     def roots(self) -> tuple[Path, ...]:
@@ -72,6 +127,153 @@ class SearchService(QueryService):
         steps = tuple(TextQuery(s) for s in [first, *thens])
         return self.run(SequenceQuery(steps, within), Options(k=k, offset=offset, fusion=fusion, weight=weight,
                                                               filters=filters, group_by=group_by), source=source)
+
+    # -- survey and its plots --------------------------------------------------------------------------------
+
+    def survey_report(self, query, *, key: tuple | None = None, threshold: float | None = None,
+                      labels: pd.DataFrame | None = None, target_precision: float = 0.9,
+                      filters: Filters = Filters(), source: str = "api") -> SurveyReport:
+        """``QueryService.survey`` plus its timeline, site and map plots as PNG bytes. With ``key`` (what the
+        caller's request is, hashable) the report is cached per index version, so the tables, the CSV downloads
+        and the plots of one request are computed once."""
+        import tempfile
+
+        from mvk_tools.survey_plots import write_survey_plots
+
+        version = self.opened()[1]
+        cache_key = None if key is None else (version, key)
+        if cache_key is not None and cache_key in self._surveys:
+            self._surveys.move_to_end(cache_key)
+            return self._surveys[cache_key]
+        result = self.survey(query, threshold=threshold, labels=labels, target_precision=target_precision,
+                             filters=filters, source=source)
+        with tempfile.TemporaryDirectory(prefix="mvk-survey-") as tmp:
+            paths = write_survey_plots(result.presence, result.hits, result.sites, tmp,
+                                       title=f"'{result.query}' at T = {result.threshold:.3g}")
+            plots = {p.stem: p.read_bytes() for p in paths}
+        report = SurveyReport(result=result, plots=plots, version=version)
+        if cache_key is not None:
+            with self._lock:
+                self._surveys[cache_key] = report
+                while len(self._surveys) > SURVEY_CACHE:
+                    self._surveys.popitem(last=False)
+        return report
+
+    # -- follow an animal --------------------------------------------------------------------------------
+
+    def propagator_settings(self):
+        """How this index's frames are followed: the colour baseline when the index was segmented with the colour
+        backbone or built with random weights (a random ViT follows nothing), else the index's DINO backbone
+        (its checkpoint, under the same offline-weights rules as indexing)."""
+        from indexer.propagators import PropagatorSettings
+
+        manifest = self.index().manifest
+        backbone = (manifest.get("indexing") or {}).get("backbone") or {}
+        name = backbone.get("backbone") or backbone.get("name") if isinstance(backbone, dict) else None
+        random = bool((manifest.get("encoder") or {}).get("random_weights")) or \
+            bool(isinstance(backbone, dict) and backbone.get("random_weights"))
+        if not name or name == "color" or random:
+            return PropagatorSettings(backbone="color", device=self.device)
+        return PropagatorSettings(backbone=name, checkpoint=backbone.get("checkpoint"), device=self.device)
+
+    def get_propagator(self):
+        """The propagator of ``propagator_settings``, loaded once."""
+        if self._propagator is None:
+            from indexer.propagators import load_propagator
+            with self._lock:
+                if self._propagator is None:
+                    self._propagator = load_propagator(self.propagator_settings())
+        return self._propagator
+
+    def track(self, frame: int | ItemRef, seed: bytes | tuple | None = None, *, track_id: int | None = None,
+              before: int = TRACK_BEFORE, after: int = TRACK_AFTER) -> FollowedTrack:
+        """Follow an object from an indexed frame (a gid or a result id) through the video's indexed frames
+        around it (``before`` and ``after`` of them: bounded work), with ``indexer.follow.follow_frames``. The
+        seed: a mask PNG (bytes; white or label ids = the object), a box (x0, y0, x1, y1) or a point (x, y) in
+        source pixels, or None for the stored mask of ``track_id`` (or of the result id's track). Cached per
+        (index version, frame, seed, window). QueryError/InputError (422 in the API) for bad input."""
+        from indexer.follow import follow_frames
+        from indexer.seeds import BoxSeed, MaskSeed, PointSeed
+        from mvk_tools.video import VideoError, iter_frames
+        from search.errors import InputError
+
+        index, version = self.opened()
+        if isinstance(frame, ItemRef):
+            gid, _ = self.resolve(index, frame)
+            track_id = frame.track_id if track_id is None else track_id
+        else:
+            gid = int(frame)
+            if not 0 <= gid < len(index.frames):
+                raise QueryError(f"frame {gid} is past the end: the index has frames 0..{len(index.frames) - 1}")
+        for name, value in (("before", before), ("after", after)):
+            if not 0 <= int(value) <= TRACK_MAX_SPAN:
+                raise QueryError(f"{name} must be 0..{TRACK_MAX_SPAN} frames, got {value}")
+        if seed is None and track_id is None:
+            raise QueryError("give a seed: a mask PNG, a box, a point, or the track id of one of the frame's objects")
+        if seed is not None and not isinstance(seed, (bytes, bytearray)) and len(seed) not in (2, 4):
+            raise QueryError(f"a seed is a mask PNG, a box x0,y0,x1,y1 or a point x,y; got {seed!r}")
+        key = (version, gid, _seed_key(seed), track_id if seed is None else None, int(before), int(after))
+        if key in self._tracks:
+            self._tracks.move_to_end(key)
+            return self._tracks[key]
+        row = index.frames.iloc[gid]
+        site, video_id = str(row["site"]), str(row["video_id"])
+        stored = self.object_row(gid, track_id) if seed is None else None
+        path = self.video_file(site, video_id)
+        video = index.frames[(index.frames["site"].astype(str) == site)
+                             & (index.frames["video_id"].astype(str) == video_id)].sort_values("frame_index")
+        indices = video["frame_index"].to_numpy(np.int64)
+        at = int(np.flatnonzero(indices == int(row["frame_index"]))[0])
+        window = indices[max(0, at - int(before)):at + int(after) + 1]
+        try:
+            frames = list(iter_frames(path, indices=[int(i) for i in window]))
+        except VideoError as exc:
+            raise InputError(f"{site}/{video_id}: {exc}") from exc
+        position = next((i for i, f in enumerate(frames) if f.index == int(row["frame_index"])), None)
+        if position is None:
+            raise InputError(f"frame {int(row['frame_index'])} is past the end of {path.name} "
+                             f"(the video has fewer frames than the index says)")
+        size = frames[position].image.shape[:2]
+        if seed is None:
+            from app.images import _resize_mask
+            from search import rle
+            if not stored["mask_rle"]:
+                raise NotFoundError(f"object {track_id} of frame {gid} has no stored mask to follow")
+            value = MaskSeed(_resize_mask(rle.decode(str(stored["mask_rle"])).astype(bool), *size).astype(np.uint8))
+        elif isinstance(seed, (bytes, bytearray)):
+            value = MaskSeed(read_mask_png(bytes(seed)))
+        elif len(seed) == 4:
+            value = BoxSeed(tuple(float(v) for v in seed))
+        else:
+            value = PointSeed(tuple(float(v) for v in seed))
+        track = follow_frames(frames, value, position, self.get_propagator(), source=f"{site}/{video_id}")
+        gids = dict(zip(video["frame_index"].astype(int), video["gid"].astype(int)))
+        result = FollowedTrack(track=track, gid=gid, site=site, video_id=video_id,
+                               gids={int(f.index): gids[int(f.index)] for f in track.frames if int(f.index) in gids})
+        with self._lock:
+            self._tracks[key] = result
+            while len(self._tracks) > TRACK_CACHE:
+                self._tracks.popitem(last=False)
+        return result
+
+    def track_overlays(self, followed: FollowedTrack, n: int = 6) -> list[tuple[float, bytes]]:
+        """(time, JPEG) of up to ``n`` evenly spaced indexed frames of a followed track: the stored thumbnail with
+        the propagated mask drawn over it."""
+        from app.images import decode_jpeg, draw_object, encode_jpeg
+        from search import rle
+
+        frames = [f for f in followed.track.frames if f.index in followed.gids]
+        picks = np.unique(np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)) if frames else []
+        out = []
+        for i in picks:
+            f = frames[int(i)]
+            data = self.index().thumbnail(followed.gids[f.index])
+            if not data:
+                continue
+            mask = followed.track.labels(f.index) > 0
+            image = draw_object(decode_jpeg(data), mode="mask", mask_rle=rle.encode(mask) if mask.any() else "")
+            out.append((float(f.time), encode_jpeg(image)))
+        return out
 
     # -- frames, objects, files -------------------------------------------------------------------------
 
@@ -184,3 +386,22 @@ class SearchService(QueryService):
                 "version": version, "frames": len(frames), "objects": len(index.objects), "videos": videos,
                 "sites": sites, "skipped_shards": dict(index.errors), "encoder": index.encoder,
                 "segmentation": index.manifest.get("segmentation"), "notes": list(index.notes)}
+
+
+def read_mask_png(data: bytes) -> np.ndarray:
+    """(H, W) uint8 object ids of an uploaded mask image (``indexer.seeds.read_label_png``'s rules: palette
+    indices, white = object 1, one id per colour); InputError when it is not a readable image."""
+    import tempfile
+
+    from indexer.seeds import read_label_png
+    from search.errors import InputError
+
+    if not data:
+        raise InputError("the mask upload is empty")
+    with tempfile.NamedTemporaryFile(suffix=".png") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            return read_label_png(tmp.name)
+        except InputError as exc:
+            raise InputError(str(exc).replace(tmp.name, "upload")) from None

@@ -1,6 +1,6 @@
 """The Streamlit app: ``streamlit run app/streamlit_app.py -- --index DIR --collection DIR`` (or ``mvk app``).
 
-Four pages share one process-wide cache (the opened index and the CLIP model) and one job registry (index
+The pages share one process-wide cache (the opened index and the CLIP model) and one job registry (index
 rebuilds running in background threads).
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ st.set_page_config(page_title="mvk · underwater video search", page_icon="🐠"
 UI = Path(__file__).resolve().parent / "ui"
 PAGES = [
     st.Page(UI / "search_page.py", title="Search", icon=":material/search:", url_path="search", default=True),
+    st.Page(UI / "survey_page.py", title="Survey", icon=":material/monitoring:", url_path="survey"),
     st.Page(UI / "kis_page.py", title="KIS benchmark", icon=":material/leaderboard:", url_path="kis"),
     st.Page(UI / "session_page.py", title="KIS session", icon=":material/timer:", url_path="session"),
     st.Page(UI / "index_page.py", title="Index", icon=":material/database:", url_path="index"),

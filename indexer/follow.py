@@ -6,7 +6,8 @@ in reverse, then the frames after it), so memory stays bounded on long videos; `
 collects the same into a compact ``Track`` (COCO RLE per frame and object)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from indexer.propagators import Propagator, PropagatorSettings, load_propagator
 from indexer.seeds import MaskSeed, Seed, resolve_seed
 from indexer.segment import SegmentParams
 from indexer.tracks import Track, collect
+from mvk_tools.video import Frame
+from search.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -75,3 +78,26 @@ def propagate_video(path: str | Path, seed: Seed | np.ndarray, frame: int = 0,
     track = Track(source=str(path), size=tuple(prepared.seed.shape), seed_frame=frame, object_ids=ids,
                   identity=prepared.propagator.identity(), notes=list(prepared.notes))
     return collect(follow_stream(prepared), track)
+
+
+def follow_frames(frames: Sequence[Frame], seed: Seed | np.ndarray, position: int, propagator: Propagator, *,
+                  source: str = "frames", segment: SegmentParams = SegmentParams()) -> Track:
+    """A Track of the objects seeded on ``frames[position]``, propagated backward to ``frames[0]`` and forward
+    to the last: the bounded form of ``propagate_video`` for a window of frames already decoded (the app and the
+    API follow an animal through the frames around a result). InputError for a bad seed, as ``prepare``."""
+    if not 0 <= position < len(frames):
+        raise InputError(f"seed position {position} is outside the {len(frames)} frames given")
+    first = frames[position]
+    if isinstance(seed, np.ndarray):
+        seed = MaskSeed(seed)
+    extractor = getattr(propagator, "extractor", None)
+    if extractor is None and not isinstance(seed, MaskSeed):
+        raise InputError("this propagator has no segmentation backbone: give a mask as the seed")
+    labels, note = resolve_seed(seed, first.image, extractor, segment)
+    ids = tuple(int(i) for i in np.unique(labels) if i > 0)
+    track = Track(source=source, size=tuple(labels.shape), seed_frame=int(first.index), object_ids=ids,
+                  identity=propagator.identity(), notes=[note] if note else [])
+    back = propagator.propagate(list(reversed(frames[:position + 1])), labels)
+    forward = propagator.propagate(list(frames[position:]), labels)
+    next(forward)                   # the seed frame, given by the backward pass
+    return collect(itertools.chain(back, forward), track)

@@ -302,6 +302,67 @@ class QueryService:
             return self.stored_vector(index, query.ref, whole_track=query.whole_track)
         raise QueryError(f"a {type(query).__name__} cannot be the base of feedback")
 
+    # -- survey ------------------------------------------------------------------------------------------
+
+    def survey(self, query: "Qs.Query", *, threshold: float | None = None, labels: pd.DataFrame | None = None,
+               target_precision: float = 0.9, filters: Filters = Filters(), coordinates: pd.DataFrame | None = None,
+               source: str = "api"):
+        """Survey evidence for a text, image or more-like-this query (``search.survey.survey``: presence, MaxN,
+        occurrences, per-site and per-month tables), scored as ``mvk survey`` scores. A ``FeedbackQuery`` surveys
+        its base query (or, with none, the Rocchio vector of its likes) and its likes and dislikes become
+        calibration labels, added to ``labels``. Logged as one query event."""
+        from search import survey as S
+        from search.identity import describe
+
+        started = time.perf_counter()
+        index, version = self.opened()
+        self.check_filters(index, filters)
+        notes: list[str] = []
+        if isinstance(query, Qs.FeedbackQuery):
+            if not query.positives and not query.negatives:
+                raise QueryError("feedback needs at least one liked or disliked result")
+            for ref in (*query.positives, *query.negatives):
+                self.resolve(index, ref)
+            refs = S.labels_of_refs(query.positives, query.negatives)
+            labels = refs if labels is None else pd.concat([labels, refs], ignore_index=True)
+            if query.base is None:
+                from search import feedback as fb
+                pos = np.stack([self.stored_vector(index, r) for r in query.positives]) if query.positives else None
+                if pos is None:
+                    raise QueryError("a survey from feedback alone needs at least one liked result (or a base query)")
+                neg = np.stack([self.stored_vector(index, r) for r in query.negatives]) if query.negatives else \
+                    np.zeros((0, pos.shape[1]), np.float32)
+                vector, described = fb.rocchio(None, pos, neg), Qs.describe(query)
+            else:
+                vector, described = self._survey_vector(index, query.base, notes), Qs.describe(query.base)
+        elif isinstance(query, (Qs.TextQuery, Qs.ImageQuery, Qs.LikeQuery)):
+            vector, described = self._survey_vector(index, query, notes), Qs.describe(query)
+        else:
+            raise QueryError(f"a {type(query).__name__} cannot be surveyed (survey a text, an image, a result "
+                             f"or feedback)")
+        identity = self.encoder.identity() if self.encoder is not None else (index.encoder or {})
+        result = S.survey(index, vector, query=described.strip("“”"), model=describe(dict(identity)),
+                          filters=filters, threshold=threshold, labels=labels, target_precision=target_precision,
+                          coordinates=coordinates, notes=notes)
+        self.log.query(source=source, kind="survey", query=described, filters=filters, threshold=result.threshold,
+                       calibrated=bool(result.calibration.calibrated), version=version,
+                       took_ms=1000 * (time.perf_counter() - started))
+        return result
+
+    def _survey_vector(self, index, query: "Qs.Query", notes: list[str]) -> np.ndarray:
+        """The normalised vector of a text, image or like query, with the encoder's notes."""
+        from search.query import encode_query
+        if isinstance(query, Qs.TextQuery):
+            vector, more = encode_query(index, self.get_encoder(), self.check_text(query.text))
+        elif isinstance(query, Qs.ImageQuery):
+            vector, more = encode_query(index, self.get_encoder(), query.image)
+        elif isinstance(query, Qs.LikeQuery):
+            return self.stored_vector(index, query.ref, whole_track=query.whole_track)
+        else:
+            raise QueryError(f"a {type(query).__name__} cannot be surveyed")
+        notes.extend(more)
+        return vector
+
     # -- stable result ids --------------------------------------------------------------------------
 
     def resolve(self, index, ref: "Qs.ItemRef") -> tuple[int, int | None]:

@@ -278,3 +278,98 @@ def to_csv(df: pd.DataFrame) -> str:
     buf = io.StringIO()
     csv_safe(df).to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
     return buf.getvalue()
+
+
+@dataclass
+class SurveyResult:
+    """Everything one survey gives: the tables (``presence``, ``occurrences``, ``sites``, ``months``), the
+    matching object rows a timeline draws (``hits``), the threshold's calibration and notes for the user."""
+    query: str
+    model: str
+    calibration: object                     # search.calibration.Calibration
+    presence: pd.DataFrame
+    hits: pd.DataFrame
+    occurrences: pd.DataFrame
+    sites: pd.DataFrame
+    months: pd.DataFrame
+    notes: list[str]
+    skipped_shards: dict[str, str]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.calibration.threshold)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The CSV files of a survey, by name (``presence``, ``occurrences``, ``sites``, ``months``)."""
+        return {"presence": self.presence, "occurrences": self.occurrences, "sites": self.sites,
+                "months": self.months}
+
+    def summary(self) -> dict:
+        """survey.json: query, model, threshold, calibration, counts and notes (JSON-ready)."""
+        cal = self.calibration
+        return {"query": self.query, "model": self.model, "threshold": self.threshold,
+                "calibrated": bool(cal.calibrated), "calibration": cal.remark(), "method": cal.method or None,
+                "precision": None if cal.precision is None else {k: _plain(v) for k, v in vars(cal.precision).items()},
+                "recall": None if cal.recall is None else {k: _plain(v) for k, v in vars(cal.recall).items()},
+                "videos": int(len(self.presence)), "videos_present": int(self.presence["present"].sum()),
+                "total_maxn": int(self.presence["maxn"].sum()), "notes": list(self.notes),
+                "skipped_shards": dict(self.skipped_shards)}
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def labels_of_refs(positives, negatives) -> pd.DataFrame:
+    """A labels table (``search.calibration.label_scores``'s form) from liked and disliked result ids
+    (``search.queries.ItemRef``: site, video_id, frame_index, track_id or None)."""
+    rows = [(r.site, r.video_id, str(r.frame_index), "" if r.track_id is None else str(r.track_id), flag)
+            for flag, refs in ((True, positives), (False, negatives)) for r in refs]
+    return pd.DataFrame(rows, columns=["site", "video_id", "frame_index", "track_id", "label"])
+
+
+def survey(index: Index, vector: np.ndarray, *, query: str, model: str, filters: Filters = Filters(),
+           threshold: float | None = None, labels: pd.DataFrame | None = None, target_precision: float = 0.9,
+           coordinates: pd.DataFrame | None = None, notes: list[str] | None = None) -> SurveyResult:
+    """A whole survey of one query vector over the frames ``filters`` keep: T given, or calibrated on
+    ``labels`` (``search.calibration.read_labels``'s table, or ``labels_of_refs``) for ``target_precision``,
+    else the uncalibrated default; presence, MaxN, Darwin Core occurrences, per-site (with ``coordinates``,
+    default the MVK sites) and per-month tables. QueryError when no frame passes the filters."""
+    from search import calibration as C
+
+    if threshold is not None:
+        check_threshold(threshold)
+    if not 0 < target_precision <= 1:
+        raise QueryError(f"target precision must be in (0, 1], got {target_precision}")
+    notes = list(notes or [])
+    coordinates = site_coordinates() if coordinates is None else coordinates
+    if not filter_mask(index, filters).any():
+        raise QueryError("no frames of the index pass the filters: nothing to survey")
+    scores = survey_scores(index, vector, filters)
+    if labels is None or labels.empty:
+        cal = C.uncalibrated(DEFAULT_THRESHOLD if threshold is None else threshold)
+    else:
+        got = C.label_scores(labels, index.frames, index.objects, scores.object)
+        finite = np.isfinite(got)
+        if not finite.all():
+            notes.append(f"{int((~finite).sum())} labelled frame(s) have no object (or lie outside the filters) "
+                         f"and were left out of the calibration")
+        cal = C.calibrate(got[finite], labels["label"].to_numpy(bool)[finite], target_precision=target_precision,
+                          threshold=threshold)
+    t = check_threshold(cal.threshold)
+    frames = index.frames.loc[scores.keep].drop(columns=["thumbnail"], errors="ignore")
+    presence = video_presence(frames, index.objects, scores.object, t)
+    hits = matches(frames, index.objects, scores.object, t)
+    missed = C.missed_chance(cal, presence, track_scores(frames, index.objects, scores.object))
+    presence["missed_chance"] = missed
+    occ, coord_notes = occurrences(presence, query=query, model=model, threshold=t, coordinates=coordinates,
+                                   calibration_remark=cal.remark(), missed_chance=missed if cal.calibrated else None)
+    sites, _ = with_coordinates(summarise(presence, "site"), coordinates)
+    months = summarise(presence, "date")
+    notes += list(cal.notes) + coord_notes
+    if not presence["present"].any():
+        top = float(np.max(scores.object[np.isfinite(scores.object)], initial=-np.inf))
+        notes.append(f"no object scores at or above T = {t:.4g} (best {top:.4g}): every video is absent"
+                     + ("" if cal.calibrated else ", at an uncalibrated T"))
+    return SurveyResult(query=query, model=model, calibration=cal, presence=presence, hits=hits, occurrences=occ,
+                        sites=sites, months=months, notes=notes, skipped_shards=dict(index.errors))

@@ -78,7 +78,8 @@ def test_docs_describe_every_endpoint(api):
     expected = {"/health", "/info", "/search", "/search/image", "/search/temporal", "/search/like", "/search/feedback",
                 "/frames/{gid}/heatmap.png", "/frames/{gid}",
                 "/frames/{gid}/thumbnail", "/frames/{gid}/objects/{track_id}/mask.png", "/videos/{site}/{video_id}",
-                "/videos/{site}/{video_id}/segment"}
+                "/videos/{site}/{video_id}/segment", "/survey", "/survey/{name}.csv", "/survey/{name}.png",
+                "/frames/{gid}/track"}
     assert set(spec["paths"]) == expected
     for path, ops in spec["paths"].items():
         for op in ops.values():

@@ -189,3 +189,21 @@ def test_an_idle_index_page_costs_the_server_almost_nothing(tmp_path_factory):
         time.sleep(IDLE_WINDOW_S)
         used = cpu_seconds(pid) - before
     assert used < IDLE_CPU_BOUND_S, f"the idle Index page cost the server {used:.2f} CPU-s in {IDLE_WINDOW_S:g} s"
+
+
+def test_the_survey_page_shows_its_plots_and_downloads(tmp_path_factory):
+    collection, index = private_index(tmp_path_factory)
+    with running_app(index, collection) as url, browser_page() as page:
+        page.goto(url.rstrip("/") + "/survey")
+        box = page.get_by_label("What to survey")
+        box.wait_for(timeout=90_000)
+        box.fill("a yellow striped ellipse")
+        box.press("Enter")
+        page.wait_for_function(
+            "document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 3", timeout=120_000)
+        page.wait_for_function("Array.from(document.querySelectorAll('[data-testid=\"stImage\"] img'))"
+                               ".every(i => i.complete && i.naturalWidth > 100)", timeout=30_000)
+        assert page.get_by_text("presence timeline", exact=False).first.is_visible()
+        assert page.get_by_text("uncalibrated", exact=False).first.is_visible()
+        for name in ("presence.csv", "occurrences.csv", "sites.csv"):
+            assert page.get_by_role("button", name=name).count() == 1, name

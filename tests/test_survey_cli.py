@@ -104,3 +104,48 @@ def test_bad_labels_file_is_exit_2(index, tmp_path, capsys) -> None:
     labels.write_text("frame,label\n1,1\n")
     assert _survey(index, tmp_path / "o", "--labels", str(labels)) == 2
     assert "needs 'score'" in capsys.readouterr().err
+
+
+def _ids(index: Path, rows: list[int]) -> list[str]:
+    from search.store import open_index
+    frames = open_index(index).frames
+    return [f"{r.site}/{r.video_id}/{int(r.frame_index)}" for r in frames.iloc[rows].itertuples(index=False)]
+
+
+def test_feedback_likes_and_dislikes_calibrate_the_threshold(index, tmp_path, capsys) -> None:
+    first, second, third, last = _ids(index, [0, 1, 2, -1])
+    out = tmp_path / "o"
+    assert main(["survey", QUERY, "--index", str(index), "--out", str(out), "--random-weights",
+                 "--positive", first, "--positive", second, "--negative", third, "--negative", last,
+                 "--target-precision", "0.5"]) == 0
+    summary = json.loads((out / "survey.json").read_text())
+    assert summary["calibrated"] is True and summary["query"] == QUERY
+    assert "calibrated on 2 match / 2 non-match labels" in capsys.readouterr().out
+
+
+def test_like_surveys_a_result_and_finds_its_own_video(index, tmp_path) -> None:
+    from search.store import open_index
+    idx = open_index(index)
+    obj = idx.objects[~idx.objects["is_background"].to_numpy(bool)].iloc[0]
+    frame = idx.frames.iloc[int(obj["frame_gid"])]
+    ref = f"{frame['site']}/{frame['video_id']}/{int(frame['frame_index'])}/{int(obj['track_id'])}"
+    out = tmp_path / "o"
+    # its own stored vector scores 1.0 against itself: present in its video at any T up to 0.99
+    assert main(["survey", "--like", ref, "--index", str(index), "--out", str(out), "--threshold", "0.99"]) == 0
+    presence = pd.read_csv(out / "presence.csv", dtype={"video_id": str}).set_index(["site", "video_id"])
+    assert bool(presence.loc[(frame["site"], str(frame["video_id"])), "present"])
+    assert json.loads((out / "survey.json").read_text())["query"].startswith("like " + ref)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--like", "Oahu_Jul2022/nope/0"], "has no video 'nope'"),
+    (["--like", "not-an-id"], "does not name a result"),
+    (["--whole-track"], "--whole-track goes with --like"),
+])
+def test_bad_like_or_feedback_ids_are_exit_2(index, tmp_path, capsys, extra, message) -> None:
+    args = ["survey", "--index", str(index), "--out", str(tmp_path / "o"), "--random-weights", *extra]
+    if "--like" not in extra:
+        args.insert(1, QUERY)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

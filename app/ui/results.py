@@ -287,6 +287,7 @@ def player(index, cfg, row: dict, overlay: str, heat_text: str = "") -> None:
                      help="search with this object's own vector" if obj else "this frame matched as a whole")
         competition.submit_button(row, key="submit_player")
     track(index, row, overlay)
+    follow(cfg, row)
 
 
 def _parts(row: dict) -> str:
@@ -349,3 +350,50 @@ def track(index, row: dict, overlay: str) -> None:
         with col:
             st.image(thumbnail(r, r.to_dict(), overlay if overlay != "none" else "mask"), width="stretch",
                      caption=common.fmt_time(r["time"]))
+
+
+def follow(cfg, row: dict) -> None:
+    """"Follow this animal": the selected object's stored mask propagated through the frames around it (the
+    service's ``track``), shown as a presence strip and the mask over a few frames; "Search with this animal":
+    more like its whole track, shown as the page's results."""
+    from search.errors import MvkError
+    from search.queries import ItemRef, LikeQuery, Options
+
+    track_id = row.get("track_id")
+    if track_id is None or (isinstance(track_id, float) and np.isnan(track_id)) or int(track_id) < 0:
+        return
+    gid, tid = int(row["gid"]), int(track_id)
+    ref = ItemRef(str(row["site"]), str(row["video_id"]), int(row["frame_index"]), tid)
+    go, like = st.columns(2)
+    try:
+        if go.button("Follow this animal", key=f"follow_{gid}_{tid}", icon=":material/timeline:",
+                     help="propagate this object's mask through the frames around this moment"):
+            with st.spinner("Following the animal through the video…"):
+                st.session_state["followed"] = common.service(cfg).track(gid, track_id=tid)
+        if like.button("Search with this animal", key=f"like_{gid}_{tid}", icon=":material/manage_search:",
+                       help="frames like this object's whole track"):
+            page = common.service(cfg).run(LikeQuery(ref, whole_track=True),
+                                           Options(k=int(st.session_state.get("search_k") or 20)), source="app")
+            st.session_state["search_results"] = page.rows
+            st.session_state["search_notes"] = [n for n in page.notes if "random weights" not in n]
+            st.session_state["search_label"] = f"this animal ({ref}, whole track)"
+            st.session_state["search_ms"] = page.took_ms
+            st.session_state.pop("selected", None)
+            st.session_state.pop("followed", None)
+            st.rerun()
+    except MvkError as exc:
+        st.error(f"Cannot follow this animal: {common.plain(exc)}", icon=":material/error:")
+    followed = st.session_state.get("followed")
+    if followed is None or followed.gid != gid:
+        return
+    presence = followed.presence()
+    seen = presence[presence["area"] > 0]
+    st.markdown(f"**Followed through {len(presence)} frames** · seen in {len(seen)}"
+                + (f", {common.fmt_time(seen['time'].min())} – {common.fmt_time(seen['time'].max())}" if len(seen) else ""))
+    st.bar_chart(presence.assign(**{"area (% of frame)": 100 * presence["area"]})
+                 .set_index("time")[["area (% of frame)"]], height=120)
+    for note in followed.track.notes:
+        st.caption(f":material/info: {common.plain(note)}")
+    overlays = common.service(cfg).track_overlays(followed, TRACK_STRIP)
+    for col, (time, jpeg) in zip(st.columns(TRACK_STRIP), overlays):
+        col.image(jpeg, width="stretch", caption=common.fmt_time(time))

@@ -26,11 +26,14 @@ site, video_id, frame_index[, track_id], or id = SITE/VIDEO_ID/FRAME_INDEX[/TRAC
 
   mvk survey "a green turtle" --index idx --out turtle-survey
   mvk survey "a green turtle" --index idx --labels likes.csv --target-precision 0.9 --out turtle-survey
+  mvk survey --like Oahu_Jul2022/0003/120/4 --whole-track --index idx --out turtle-survey
+  mvk survey "a green turtle" --positive Oahu_Jul2022/0003/120/4 --negative Oahu_Jul2022/0001/30 \\
+      --index idx --out turtle-survey     (likes and dislikes calibrate T, as --labels rows would)
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("text", nargs="?", default="", help="what to survey (omit with --image)")
+    parser.add_argument("text", nargs="?", default="", help="what to survey (omit with --image or --like)")
     parser.add_argument("--index", required=True, help="the index folder (made by mvk index)")
     parser.add_argument("--out", required=True, help="folder to write the tables and plots to")
     parser.add_argument("--threshold", type=float, default=None,
@@ -42,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coordinates", default=None,
                         help="CSV place,latitude,longitude (default: the MVK dive sites shipped with mvk)")
     parser.add_argument("--image", default=None, help="survey with this image file as the query instead of a text")
+    parser.add_argument("--like", default=None, metavar="ID",
+                        help="survey what looks like this result: SITE/VIDEO_ID/FRAME_INDEX[/TRACK_ID]")
+    parser.add_argument("--whole-track", action="store_true",
+                        help="with --like .../TRACK_ID: the mean vector of that object's whole track")
+    parser.add_argument("--positive", action="append", default=[], metavar="ID",
+                        help="a result that is a match (repeatable): a calibration label, as a like of feedback")
+    parser.add_argument("--negative", action="append", default=[], metavar="ID",
+                        help="a result that is not a match (repeatable): a calibration label")
     parser.add_argument("--site", action="append", default=[], help="only this dive site (repeatable)")
     parser.add_argument("--place", action="append", default=[], help="only this place (repeatable)")
     parser.add_argument("--date-from", default="", help="only footage from this month on (YYYY-MM)")
@@ -49,91 +60,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_arguments(parser)
 
 
-def _calibration(args: argparse.Namespace, index, scores, notes: list[str]):
-    """The Calibration of T: fitted on --labels, or the given / default threshold uncalibrated."""
-    import numpy as np
+def build_query(args: argparse.Namespace):
+    """The query value of the flags: a text, --image, or --like (with --whole-track); with --positive or
+    --negative a FeedbackQuery whose likes and dislikes calibrate T."""
+    from pathlib import Path
 
-    from search import calibration as C
-    from search.survey import DEFAULT_THRESHOLD
-    if not args.labels:
-        return C.uncalibrated(DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
-    labels = C.read_labels(args.labels)
-    got = C.label_scores(labels, index.frames, index.objects, scores.object)
-    finite = np.isfinite(got)
-    if not finite.all():
-        notes.append(f"{int((~finite).sum())} labelled frame(s) have no object (or lie outside the filters) and "
-                     f"were left out of the calibration")
-    return C.calibrate(got[finite], labels["label"].to_numpy(bool)[finite], target_precision=args.target_precision,
-                       threshold=args.threshold)
+    from search import queries as Qs
+    from search.commands.search import _read_image
+    from search.errors import QueryError
+
+    given = [name for name, on in (("a text", bool(args.text.strip())), ("--image", bool(args.image)),
+                                   ("--like", bool(args.like))) if on]
+    if len(given) > 1:
+        raise QueryError(f"survey one query at a time: got {' and '.join(given)}")
+    if args.whole_track and not args.like:
+        raise QueryError("--whole-track goes with --like SITE/VIDEO_ID/FRAME_INDEX/TRACK_ID")
+    base = None
+    if args.like:
+        base = Qs.LikeQuery(Qs.ItemRef.parse(args.like), whole_track=bool(args.whole_track))
+    elif args.image:
+        base = Qs.ImageQuery(_read_image(args.image), f"image {Path(args.image).name}")
+    elif args.text.strip():
+        base = Qs.TextQuery(args.text)
+    positives = tuple(Qs.ItemRef.parse(r) for r in args.positive)
+    negatives = tuple(Qs.ItemRef.parse(r) for r in args.negative)
+    if positives or negatives:
+        return Qs.FeedbackQuery(base, positives, negatives)
+    if base is None:
+        raise QueryError("the query text is empty (give a text, --image PATH, --like ID or --positive ID)")
+    return base
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from pathlib import Path
-
-    import numpy as np
 
     from mvk_tools.survey_plots import write_survey_plots
     from search import calibration as C
     from search import survey as S
     from search.clikit import encoder_choice
-    from search.commands.search import _read_image
-    from search.errors import QueryError
-    from search.identity import describe, encoder_for_index
-    from search.query import Filters, encode_query, filter_mask
-    from search.store import open_index
+    from search.query import Filters
+    from search.service import QueryService
 
     if args.threshold is not None:
         S.check_threshold(args.threshold)
-    if not 0 < args.target_precision <= 1:
-        raise QueryError(f"--target-precision must be in (0, 1], got {args.target_precision}")
-    if not args.image and not args.text.strip():
-        raise QueryError("the query text is empty (give a text, or --image PATH)")
     coordinates = S.site_coordinates(args.coordinates)
-    image = _read_image(args.image) if args.image else None
-    index = open_index(args.index, device=args.device)
+    query = build_query(args)
+    labels = C.read_labels(args.labels) if args.labels else None
+    service = QueryService(Path(args.index), device=args.device, choice=encoder_choice(args))
     filters = Filters(sites=tuple(args.site), places=tuple(args.place), date_from=args.date_from, date_to=args.date_to)
-    if not filter_mask(index, filters).any():
-        raise QueryError("no frames of the index pass the filters: nothing to survey")
-    encoder = encoder_for_index(index.encoder, encoder_choice(args), device=args.device, where=args.index)
-    query = args.text if image is None else f"image {Path(args.image).name}"
-    vector, notes = encode_query(index, encoder, image if image is not None else args.text)
-    scores = S.survey_scores(index, vector, filters)
-    cal = _calibration(args, index, scores, notes)
-    threshold = S.check_threshold(cal.threshold)
-    frames = index.frames.loc[scores.keep].drop(columns=["thumbnail"], errors="ignore")
-    presence = S.video_presence(frames, index.objects, scores.object, threshold)
-    hits = S.matches(frames, index.objects, scores.object, threshold)
-    missed = C.missed_chance(cal, presence, S.track_scores(frames, index.objects, scores.object))
-    presence["missed_chance"] = missed
-    model = describe(encoder.identity())
-    occ, coord_notes = S.occurrences(presence, query=query, model=model, threshold=threshold, coordinates=coordinates,
-                                     calibration_remark=cal.remark(), missed_chance=missed if cal.calibrated else None)
-    sites, _ = S.with_coordinates(S.summarise(presence, "site"), coordinates)
-    months = S.summarise(presence, "date")
-    notes += list(cal.notes) + coord_notes
-    if not presence["present"].any():
-        top = float(np.max(scores.object[np.isfinite(scores.object)], initial=-np.inf))
-        notes.append(f"no object scores at or above T = {threshold:.4g} (best {top:.4g}): every video is absent"
-                     + ("" if cal.calibrated else ", at an uncalibrated T"))
+    result = service.survey(query, threshold=args.threshold, labels=labels, target_precision=args.target_precision,
+                            filters=filters, coordinates=coordinates, source="cli")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, table in (("presence", presence), ("occurrences", occ), ("sites", sites), ("months", months)):
+    for name, table in result.tables().items():
         (out / f"{name}.csv").write_text(S.to_csv(table), encoding="utf-8")
-    plots = write_survey_plots(presence, hits, sites, out, title=f"'{query}' at T = {threshold:.3g}")
-    summary = {"query": query, "model": model, "threshold": threshold, "calibrated": cal.calibrated,
-               "calibration": cal.remark(), "method": cal.method or None,
-               "precision": None if cal.precision is None else vars(cal.precision),
-               "recall": None if cal.recall is None else vars(cal.recall),
-               "videos": int(len(presence)), "videos_present": int(presence["present"].sum()),
-               "total_maxn": int(presence["maxn"].sum()), "notes": notes, "skipped_shards": index.errors}
+    plots = write_survey_plots(result.presence, result.hits, result.sites, out,
+                               title=f"'{result.query}' at T = {result.threshold:.3g}")
+    summary = result.summary()
     (out / "survey.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
-    print(f"'{query}': present in {summary['videos_present']} of {summary['videos']} videos, total MaxN "
-          f"{summary['total_maxn']}, T = {threshold:.4g}")
-    print(cal.remark())
+    print(f"'{result.query}': present in {summary['videos_present']} of {summary['videos']} videos, total MaxN "
+          f"{summary['total_maxn']}, T = {result.threshold:.4g}")
+    print(result.calibration.remark())
     print(f"wrote presence.csv, occurrences.csv, sites.csv, months.csv, survey.json, "
           f"{', '.join(p.name for p in plots)} to {out}")
-    import sys
-    for note in notes:
+    for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
