@@ -157,8 +157,10 @@ class _Deprecated(argparse.Action):
 
 
 def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str) -> None:
-    """Accept ``old`` as a hidden alias of ``new`` (same ``dest``) with a deprecation line when used."""
-    parser.add_argument(old, dest=dest, action=_Deprecated, new_flag=new, metavar="FILE", help=argparse.SUPPRESS)
+    """Accept ``old`` as an alias of ``new`` (same ``dest``), listed as the old name, with a deprecation line
+    when used."""
+    parser.add_argument(old, dest=dest, action=_Deprecated, new_flag=new, metavar="FILE",
+                        help=f"the old name of {new} (kept for one release)")
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, *, models: bool = True) -> None:
