@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from search.errors import InputError
+from search.inputs import special_kind
 
 CATALOG_COLUMNS = (
     "site", "video_id", "path", "duration", "fps", "frame_count", "width", "height", "codec",
@@ -90,9 +92,21 @@ def link_problem(path: Path) -> str | None:
     return None
 
 
+def special_problem(path: Path) -> str | None:
+    """Why ``path`` is no regular file to read (a FIFO, a device, a socket), or None (a file, a folder, missing)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    kind = None if stat.S_ISDIR(mode) else special_kind(mode)
+    return f"is {kind}, not a regular file; refused" if kind else None
+
+
 def _video_entry(path: Path) -> bool:
-    """A video file, or a link named like one that cannot be followed (listed with its error, not dropped)."""
-    return _video_name(path) and (path.is_file() or (path.is_symlink() and link_problem(path) is not None))
+    """A video file, or a file named like one that cannot be read: a link that cannot be followed, a FIFO or
+    a device (listed with its error, not dropped)."""
+    return _video_name(path) and (path.is_file() or (path.is_symlink() and link_problem(path) is not None)
+                                  or special_problem(path) is not None)
 
 
 def split_flat_name(stem: str) -> tuple[str, str] | None:
@@ -192,7 +206,7 @@ def _selected_by_video(info: Path, site: str) -> dict[str, list[SelectedImage]]:
         return found
     for p in folder.iterdir():
         match = _SELECTED_RE.match(p.stem)
-        if match and p.suffix.lower() in (".jpg", ".jpeg", ".png"):
+        if match and p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.is_file():
             found.setdefault(match["video"], []).append(SelectedImage(p.name, int(match["frame"]), p))
     return found
 
@@ -235,7 +249,7 @@ def discover(root: str | Path, *, probe_videos: bool = True,
                "place": name.place, "date": name.date,
                "has_metadata": (info_root / "metadata" / site / f"{video_id}.json").is_file(),
                "has_selected_frames": video_id in selected[site], "error": ""}
-        broken = link_problem(path)
+        broken = link_problem(path) or special_problem(path)
         if broken is not None:
             row["error"] = f"{path}: {broken}"
         elif probe_videos:

@@ -44,6 +44,7 @@ import pandas as pd
 
 from mvk_tools.targetnames import TargetName, parse_target_name
 from search.errors import InputError
+from search.inputs import read_regular
 
 QUERY_COLUMNS = ("query_id", "query_type", "text", "target_site", "target_video", "target_frame", "target_time")
 OPTIONAL_COLUMNS = ("source", "vector")
@@ -117,23 +118,13 @@ def format_vector(vec: np.ndarray) -> str:
 
 
 def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise QuerySetError(f"query set {path}: no such file")
     if path.is_dir():
         raise QuerySetError(f"query set {path}: is a folder, not a CSV file")
+    data = read_regular(path, "query set", MAX_FILE_BYTES, error=QuerySetError)
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise QuerySetError(f"query set {path}: cannot read ({exc.strerror})") from None
-    if size > MAX_FILE_BYTES:
-        raise QuerySetError(f"query set {path}: {size / 1024 ** 2:.0f} MiB, more than the limit of "
-                            f"{MAX_FILE_BYTES // 1024 ** 2} MiB per file: split it")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise QuerySetError(f"query set {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise QuerySetError(f"query set {path}: cannot read ({exc.strerror})") from None
 
 
 def _header_line(text: str) -> tuple[int, str]:

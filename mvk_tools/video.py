@@ -24,7 +24,6 @@ lets it go one level lower. H.264 has no reduced-resolution decoding in FFmpeg.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 
 from search.cpus import usable_cores
 from search.errors import MvkError
+from search.inputs import regular_file
 
 TIME_TOLERANCE = 1e-3   # seconds
 LOWRES_CODECS = frozenset({"mpeg4", "mpeg1video", "mpeg2video", "mjpeg"})   # FFmpeg decoders with lowres
@@ -135,7 +135,7 @@ def _open(path: str | Path, threads: int | None = None, hwaccel: str | None = No
         raise VideoError(f"{path}: no such file")
     if path.is_dir():
         raise VideoError(f"{path}: is a folder, not a video file")
-    if os.path.getsize(path) == 0:
+    if regular_file(path, error=VideoError) == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
     what = sniff_not_video(path)
     if what is not None:

@@ -7,6 +7,7 @@ only warns below twice its limit, and raises an exception nobody expects above i
 from __future__ import annotations
 
 import io
+import os
 import re
 import warnings
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from search.errors import InputError
+from search.inputs import read_regular
 
 MAX_PIXELS = 40_000_000      # 40 megapixels: any camera frame; a CLIP query image is resized to 224 anyway
 MAX_BYTES = 50 * 2**20
@@ -31,18 +33,9 @@ def read_image(source: str | Path | bytes, name: str | None = None, *, max_pixel
         data = source
     else:
         path = Path(source)
-        try:
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise InputError(f"{label}: image file of {size / 2**20:.0f} MiB is larger than the "
-                                 f"{max_bytes // 2**20} MiB allowed")
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"image file {label} does not exist") from None
-        except IsADirectoryError:
-            raise InputError(f"{label} is a folder, not an image file") from None
-        except OSError as exc:
-            raise InputError(f"{label}: cannot be read ({exc.strerror or exc})") from None
+        if not os.path.lexists(path):
+            raise InputError(f"image file {label} does not exist")
+        data = read_regular(path, "image file", max_bytes)
     if len(data) > max_bytes:
         raise InputError(f"{label}: image of {len(data) / 2**20:.0f} MiB is larger than the "
                          f"{max_bytes // 2**20} MiB allowed")
