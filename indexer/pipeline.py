@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from indexer.assemble import assemble_site
+from indexer.disk import disk_full, is_disk_full
 from indexer.embed import OBJECT_MODES, POOL_VARIANTS, ObjectMode, pool_variant
 from indexer.parts import SiteWork
 from indexer.plan import SitePlan, plan_site
@@ -220,6 +221,19 @@ def _plan_sites(root: Path, collection: Path, catalog: pd.DataFrame, chosen: lis
     return out
 
 
+def make_index_folder(root: Path) -> None:
+    """Create the index folder ``root`` (and its parents); InputError naming it when it is a file, lies under
+    a file, or cannot be created (``/proc``, a read-only disk, no permission)."""
+    if root.exists() and not root.is_dir():
+        raise InputError(f"index folder {root}: is a file, not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(root, exc) from None
+        raise InputError(f"index folder {root}: cannot be created ({exc.strerror or exc})") from None
+
+
 def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: "Encoder",
                      extractor: "QKExtractor | None" = None, config: IndexConfig = IndexConfig(),
                      sites: Sequence[str] | None = None, rebuild: bool = False,
@@ -237,6 +251,8 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
         raise InputError(f"unknown object mode {config.objects!r}: one of {', '.join(OBJECT_MODES)}")
     if config.objects != "none" and extractor is None:
         raise InputError(f"objects mode {config.objects!r} needs a segmentation backbone")
+    if config.problems():
+        raise InputError("settings refused, nothing written: " + "; ".join(config.problems()))
     t0 = time.perf_counter()
     collection = Path(collection)
     root = Path(index_dir)
@@ -246,9 +262,14 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
     chosen = select_sites(catalog, sites)
     extractor = extractor if config.objects != "none" else None
     manifest = root_manifest(encoder, extractor, config)
-    root.mkdir(parents=True, exist_ok=True)
-    notes = store.recover(root)
-    on_disk = store.init_index(root, manifest)
+    make_index_folder(root)
+    try:
+        notes = store.recover(root)
+        on_disk = store.init_index(root, manifest)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(root, exc) from None
+        raise
     _check_indexing(on_disk, manifest["indexing"], root)
     fp = fingerprint(encoder, extractor, config)
     progress = progress or Progress()
@@ -265,6 +286,10 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
             for plan in plans:
                 results.append(_finish_site(root, plan, done, encoder=encoder, config=config, fp=fp, clock=clock,
                                             progress=progress))
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(root, exc) from None
+        raise
     finally:
         progress.close()
     computed = sum(v.frames for s in results for v in s.videos if v.status == "indexed")

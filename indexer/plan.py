@@ -18,6 +18,7 @@ import pandas as pd
 
 from indexer.parts import SiteWork, safe_key, source_signature
 from indexer.tasks import IndexConfig, VideoResult, VideoTask
+from mvk_tools.layout import outside_link
 from search import store
 
 if TYPE_CHECKING:
@@ -54,10 +55,33 @@ def _int(value: Any) -> int:
 
 
 def _relative(path: Path, root: Path) -> str:
+    """The video's name in manifests: its resolved path relative to the collection; for a link that cannot be
+    resolved (dangling, a loop) or leads outside, the link's own path relative to the collection."""
+    base = root.resolve()
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        return path.resolve().relative_to(base).as_posix()
+    except (ValueError, OSError, RuntimeError):       # RuntimeError: a symlink loop (Python < 3.13)
+        pass
+    try:
+        return Path(os.path.abspath(path)).relative_to(base).as_posix()
     except ValueError:
         return path.as_posix()
+
+
+def _signature(path: Path, collection: Path, config: IndexConfig) -> dict:
+    """``source_signature`` of the video, or, when it is not to be read, why (``error``) with what says the
+    reason is unchanged: a link's target (``link``) for a dangling link, a loop or a link out of the collection,
+    so that such a video settles as a lasting failure and its site stays up to date until the link changes."""
+    refused = None if config.follow_outside_links else outside_link(path, collection)
+    if refused is None:
+        try:
+            return source_signature(path)
+        except OSError as exc:
+            refused = exc.strerror or str(exc)
+    try:
+        return {"error": refused, "link": os.readlink(path)}
+    except OSError:
+        return {"error": refused}
 
 
 def _expected_frames(row: pd.Series, config: IndexConfig, selected: list["SelectedImage"] | None) -> int:
@@ -86,10 +110,7 @@ def _video_tasks(collection: Path, site: str, videos: pd.DataFrame, config: Inde
     for _, row in videos.iterrows():
         path = Path(row["path"])
         rel = _relative(path, collection)
-        try:
-            sig = source_signature(path)
-        except OSError as exc:
-            sig = {"error": exc.strerror or str(exc)}
+        sig = _signature(path, collection, config)
         selected, note = None, None
         if config.selected_frames:
             from mvk_tools.layout import selected_images
@@ -144,7 +165,8 @@ def plan_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, wor
         if "error" in task.signature:
             plan.settled.append(VideoResult(site, task.video_id, task.rel, "failed",
                                             expected_frames=task.expected_frames, note=task.note,
-                                            error=f"cannot read {task.path}: {task.signature['error']}"))
+                                            error=f"cannot read {task.path}: {task.signature['error']}",
+                                            lasting="link" in task.signature))
             continue
         rec, damaged = work.check(task.key, task.signature, fp)
         if rec is None:

@@ -63,7 +63,7 @@ def settings_from_manifest(manifest: dict | None, *, random_weights: bool, objec
 
 # Settings a command line or the app asks for, by IndexConfig field ("segment.<name>" for SegmentParams):
 # only those given explicitly are compared with, or laid over, what an index records.
-PER_RUN_FIELDS = frozenset({"index_type", "batch_size"})   # chosen per run, never recorded for the index
+PER_RUN_FIELDS = frozenset({"index_type", "batch_size", "follow_outside_links"})   # chosen per run, never recorded for the index
 
 
 def apply_settings(config, requested: dict[str, Any]):

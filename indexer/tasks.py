@@ -9,6 +9,7 @@ engine) and its result shipped back.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,38 @@ class IndexConfig:
     dense_size: int | None = None         # pool modes: input side of the dense pass (None: CLIP's own)
     decode_threads: int | None = None     # FFmpeg decoder threads (None: the cores this process may use)
     decode_device: str | None = None      # "cuda": decode on the GPU (NVDEC) where FFmpeg offers it
+    follow_outside_links: bool = False    # index videos whose symbolic links lead outside the collection
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (``field: why``), checked before anything is written: a negative
+        decode size or a ``nan`` margin recorded in a manifest would poison the index folder for later runs."""
+        def number(value: object) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        out = []
+        if not (number(self.every_seconds) and self.every_seconds > 0):
+            out.append(f"every_seconds: expected a number > 0, got {self.every_seconds!r}")
+        if not (number(self.crop_margin) and self.crop_margin >= 0):
+            out.append(f"crop_margin: expected a finite number >= 0, got {self.crop_margin!r}")
+        if self.decode_max_side is not None and not (isinstance(self.decode_max_side, int)
+                                                     and self.decode_max_side > 0):
+            out.append(f"decode_max_side: expected a whole number > 0 (or none: full size), "
+                       f"got {self.decode_max_side!r}")
+        for name in ("batch_size", "thumbnail_side"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                out.append(f"{name}: expected a whole number > 0, got {value!r}")
+        if self.dense_size is not None and not (isinstance(self.dense_size, int) and self.dense_size > 0):
+            out.append(f"dense_size: expected a whole number > 0, got {self.dense_size!r}")
+        seg = self.segment
+        if seg is not None:
+            if not (number(seg.tau) and seg.tau > 0):
+                out.append(f"segment.tau: expected a number > 0, got {seg.tau!r}")
+            for name in ("key_stride", "short_side", "window", "chunk"):
+                value = getattr(seg, name)
+                if not (isinstance(value, int) and value > 0):
+                    out.append(f"segment.{name}: expected a whole number > 0, got {value!r}")
+        return out
 
     def segment_params(self) -> "SegmentParams":
         from indexer.segment import SegmentParams

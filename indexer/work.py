@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from indexer.disk import is_disk_full
 from indexer.embed import embed_batch
 from indexer.parts import Part, SiteWork, source_signature
 from indexer.progress import Progress
@@ -260,6 +261,8 @@ def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", ex
         elif reason not in vr.error:
             vr.error = f"{vr.error} ({reason}; retried next run)"
     except Exception as exc:        # anything else: reported, retried on the next run
+        if is_disk_full(exc):       # every later video would fail the same way: the driver stops the run
+            raise
         vr.status, vr.error = "failed", f"{type(exc).__name__}: {exc}"
     finally:
         if ahead is not None:          # the producer's seconds, not the models' wait on it

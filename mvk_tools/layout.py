@@ -102,6 +102,25 @@ def special_problem(path: Path) -> str | None:
     return f"is {kind}, not a regular file; refused" if kind else None
 
 
+OUTSIDE_LINKS_FLAG = "--follow-outside-links"
+
+
+def outside_link(path: str | Path, root: str | Path) -> str | None:
+    """Why ``path`` must not be read as a file of the collection ``root``: it is (or lies under) a symbolic
+    link whose target is outside the collection; None when it resolves inside (or cannot be resolved: that is
+    ``link_problem``'s to say). The one rule of every reader (mvk index, the app, the API): refused unless the
+    user passes OUTSIDE_LINKS_FLAG."""
+    try:
+        resolved = Path(path).resolve(strict=True)
+        base = Path(root).resolve()
+    except (OSError, RuntimeError):
+        return None
+    if resolved == base or resolved.is_relative_to(base):
+        return None
+    return (f"symbolic link to {resolved}, outside the collection {base}: refused (pass {OUTSIDE_LINKS_FLAG} "
+            f"to read files that links lead to outside the collection)")
+
+
 def _video_entry(path: Path) -> bool:
     """A video file, or a file named like one that cannot be read: a link that cannot be followed, a FIFO or
     a device (listed with its error, not dropped)."""

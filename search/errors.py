@@ -27,3 +27,8 @@ class QueryError(MvkError):
 
 class InputError(MvkError):
     """A user-supplied file or folder is not what it should be (not a collection, bad CSV, ...)."""
+
+
+class DiskFullError(MvkError):
+    """A write failed because the disk (or the user's quota) is full; names the disk and the space needed.
+    Nothing written before is lost: the run stops, and the same command resumes once space is freed."""

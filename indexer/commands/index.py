@@ -5,7 +5,8 @@ import argparse
 import os
 import sys
 
-from search.clikit import add_deprecated_alias, add_model_weight_arguments, index_type, positive_float, positive_int
+from search.clikit import (add_deprecated_alias, add_model_weight_arguments, index_type, non_negative_float,
+                           non_negative_int, positive_float, positive_int)
 
 NAME = "index"
 HELP = "segment, embed and index the videos of a collection, one shard per dive site"
@@ -61,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rebuild", action="store_true",
                         help="recompute the chosen sites even when up to date; the old shards stay searchable "
                              "until the new ones replace them")
+    parser.add_argument("--follow-outside-links", action="store_true", default=None,
+                        help="also index videos whose symbolic links lead outside the collection (refused by "
+                             "default, as the app and the API refuse to read them)")
     parser.add_argument("--verify", action="store_true",
                         help="after the run, check every shard of the index against its checksums (as mvk "
                              "check does) and list what is broken; exit code 1 if anything is")
@@ -72,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--selected-frames", action="store_true", default=None,
                      help="use MVK's information/selected_frames/ (about one per second); videos without "
                           "them fall back to --every")
-    sampling.add_argument("--max-side", type=int, default=None,
+    sampling.add_argument("--max-side", type=non_negative_int, default=None,
                           help="decode frames at most this many pixels on the longest side (default 512; "
                                "0: full size); boxes are stored in source pixels")
 
@@ -102,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     objects.add_argument("--short-side", type=positive_int, default=None, metavar="PX",
                          help="segmentation input: frames resized so the short side is about PX (default 224; "
                               "160 roughly halves the segmentation cost, coarser masks)")
-    objects.add_argument("--crop-margin", type=float, default=None,
+    objects.add_argument("--crop-margin", type=non_negative_float, default=None,
                          help="crop mode: margin around the object's box, times its longer side (default 0.1)")
 
     clip = parser.add_argument_group("CLIP model")
@@ -141,7 +145,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 FLAG_SETTINGS = {"every": "every_seconds", "selected_frames": "selected_frames", "max_side": "decode_max_side",
                  "objects": "objects", "crop_margin": "crop_margin", "frame_fit": "frame_fit",
                  "tau": "segment.tau", "key_stride": "segment.key_stride", "short_side": "segment.short_side",
-                 "dense_size": "dense_size", "index_type": "index_type", "batch_size": "batch_size"}
+                 "dense_size": "dense_size", "index_type": "index_type", "batch_size": "batch_size",
+                 "follow_outside_links": "follow_outside_links"}
 MODEL_FLAGS = {"model": "model", "pretrained": "pretrained", "clip_checkpoint": "clip_checkpoint",
                "backbone": "backbone", "checkpoint": "checkpoint"}
 
