@@ -20,12 +20,14 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.security import MAX_IMAGE_BYTES, PathNotAllowedError, read_uploaded_image
+from app.limits import BodyLimit
+from app.security import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, PathNotAllowedError, read_uploaded_image
 from app.service import MAX_RESULTS, BrokenShardError, NotFoundError, Page, SearchService
 from search.errors import (IndexFormatError, InputError, MissingWeightsError, ModelMismatchError, MvkError,
                            QueryError)
@@ -491,6 +493,17 @@ class FeedbackSessions:
             return list(pos), list(neg)
 
 
+def _digits(value: object) -> object:
+    """A path id exactly as digits: ``/frames/%201`` or ``/frames/+1`` is refused, not read as 1."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise ValueError(f"expected a whole number written with the digits 0-9 only, got {value!r}")
+    return value
+
+
+GID = Annotated[int, BeforeValidator(_digits), PathParam(description="global frame id")]
+TRACK = Annotated[int, BeforeValidator(_digits), PathParam(description="the object's track id in its video")]
+
+
 # -- the application ---------------------------------------------------------------------------------
 
 def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
@@ -506,6 +519,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
     )
     expected = f"Bearer {token}".encode() if token else None
     sessions = FeedbackSessions()
+    app.add_middleware(BodyLimit, max_bytes=MAX_REQUEST_BYTES, allowed=MAX_IMAGE_BYTES, what="an uploaded image")
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
@@ -631,7 +645,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
 
     @app.get("/frames/{gid}", response_model=FrameInfo, responses=ERRORS, tags=["frames"],
              summary="One frame with its objects (boxes, masks, track ids)")
-    def frame(gid: int) -> FrameInfo:
+    def frame(gid: GID) -> FrameInfo:
         f = service.frame(gid)
         objects = [ObjectInfo(track_id=int(o["track_id"]), level=int(o["level"]),
                               box=[int(o[c]) for c in ("x0", "y0", "x1", "y1")], area=float(o["area"]),
@@ -648,7 +662,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
     @app.get("/frames/{gid}/thumbnail", response_class=Response, tags=["frames"],
              responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}, **ERRORS},
              summary="The frame's thumbnail, optionally with an object's mask or box drawn over it")
-    def thumbnail(gid: int,
+    def thumbnail(gid: GID,
                   overlay: Annotated[Literal["none", "mask", "box"], Query(description="draw an object")] = "none",
                   track_id: Annotated[int | None, Query(description="which object (default: the largest)")] = None,
                   ) -> Response:
@@ -657,7 +671,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
     @app.get("/frames/{gid}/objects/{track_id}/mask.png", response_class=Response, tags=["frames"],
              responses={200: {"content": {"image/png": {}}, "description": "mask, white = object"}, **ERRORS},
              summary="An object's mask at the frame's source size")
-    def mask(gid: int, track_id: int) -> Response:
+    def mask(gid: GID, track_id: TRACK) -> Response:
         return Response(service.mask_png(gid, track_id), media_type="image/png")
 
     @app.get("/videos/{site}/{video_id}", response_class=FileResponse, tags=["videos"],

@@ -17,6 +17,7 @@ from search.errors import InputError
 MAX_IMAGE_BYTES = 20 * 1024 * 1024     # an uploaded query image
 MAX_CSV_BYTES = 20 * 1024 * 1024       # an uploaded query set
 MAX_IMAGE_PIXELS = 40_000_000          # decompression-bomb guard for uploaded images
+MAX_REQUEST_BYTES = MAX_IMAGE_BYTES + 2**20   # an API request: one image upload and its multipart framing
 
 
 class PathNotAllowedError(InputError):

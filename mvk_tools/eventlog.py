@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 ENV_LOG = "MVK_LOG"
+MAX_LOG_BYTES = 64 * 2 ** 20  # a log past this size is rotated: events.jsonl -> events.jsonl.1 -> ... (~14,000 queries)
+KEEP_OLD = 5                  # rotated files kept (events.jsonl.1 is the newest); the oldest is dropped
 LOGGED_RESULTS = 100          # ranked results kept per query event
 RESULT_FIELDS = ("rank", "score", "site", "video_id", "frame_index", "time", "gid",
                  "first_time", "then_time", "first_gid", "then_gid")
@@ -51,10 +53,30 @@ def result_summary(rows) -> list[dict]:
 class EventLog:
     """Appends events to one JSONL file; ``EventLog(None)`` keeps nothing."""
 
-    def __init__(self, path: str | Path | None) -> None:
+    def __init__(self, path: str | Path | None, *, max_bytes: int = MAX_LOG_BYTES, keep: int = KEEP_OLD) -> None:
         self.path = Path(path) if path is not None else None
+        self.max_bytes, self.keep = max_bytes, keep
         self._lock = threading.Lock()
         self._warned = False
+
+    def _rotate(self, adding: int) -> None:
+        """Before a write that would take the log past ``max_bytes``: shift ``events.jsonl.N`` up by one (the
+        one past ``keep`` goes) and start a new file, so the log's disk use stays bounded."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0 or size + adding <= self.max_bytes:
+            return
+        old = [self.path.with_name(f"{self.path.name}.{i}") for i in range(1, self.keep + 1)]
+        if not old:
+            self.path.unlink(missing_ok=True)
+            return
+        old[-1].unlink(missing_ok=True)
+        for newer, older in zip(old[-2::-1], old[:0:-1]):
+            if newer.exists():
+                os.replace(newer, older)
+        os.replace(self.path, old[0])
 
     def write(self, event: str, **fields) -> bool:
         """Append one event (``time`` ISO-8601 UTC, ``timestamp`` ms since the epoch, ``event``, fields);
@@ -68,6 +90,7 @@ class EventLog:
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._rotate(len(line.encode("utf-8")))
                 with open(self.path, "a", encoding="utf-8") as fh:
                     fh.write(line)
                 return True

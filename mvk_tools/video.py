@@ -24,6 +24,7 @@ lets it go one level lower. H.264 has no reduced-resolution decoding in FFmpeg.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,8 @@ def _open(path: str | Path, threads: int | None = None, hwaccel: str | None = No
         raise VideoError(f"{path}: no such file")
     if path.is_dir():
         raise VideoError(f"{path}: is a folder, not a video file")
-    if regular_file(path, error=VideoError) == 0:
+    regular_file(path, error=VideoError)
+    if os.path.getsize(path) == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
     what = sniff_not_video(path)
     if what is not None:

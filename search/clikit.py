@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 from search.errors import MvkError
@@ -81,7 +83,14 @@ def main(prog: str, description: str, command_modules: Sequence[str], argv: Sequ
         parser.print_help()
         return 0
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()          # a closed pipe shows here, not at exit where it cannot be handled
+        return code
+    except BrokenPipeError:         # `mvk catalog | head`: the reader has gone; stop quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141                  # 128 + SIGPIPE, what a shell reports for a command killed by the pipe
     except MvkError as exc:
         print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -194,3 +203,11 @@ def encoder_choice(args: argparse.Namespace):
     return EncoderChoice(model=getattr(args, "model", None), pretrained=getattr(args, "pretrained", None),
                          checkpoint=getattr(args, "clip_checkpoint", None),
                          random_weights=bool(getattr(args, "random_weights", False)))
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print in one cell of a table: control characters (a newline), bidirectional overrides
+    (U+202E) and other invisible format characters shown as escapes, so a hostile name cannot break or
+    reorder the lines around it."""
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in str(text))

@@ -37,7 +37,7 @@ def _checked(st: os.stat_result, label: str, limit: int | None, error: type[Exce
     if kind is not None:
         raise error(f"{label}: is {kind}, not a regular file; refused")
     if limit is not None and st.st_size > limit:
-        raise error(f"{label}: {_size_text(st.st_size)}, more than the {_size_text(limit)} allowed")
+        raise error(f"{label}: {_size_text(st.st_size)}, more than the limit of {_size_text(limit)}")
     return st.st_size
 
 
@@ -78,5 +78,5 @@ def read_regular(path: str | Path, what: str, limit: int, *, error: type[Excepti
     finally:
         os.close(fd)
     if total > limit:
-        raise error(f"{label}: more than the {_size_text(limit)} allowed")
+        raise error(f"{label}: more than the limit of {_size_text(limit)}")
     return b"".join(chunks)

@@ -44,7 +44,7 @@ def test_the_helper_refuses_devices_fifos_folders_and_large_files(tmp_path: Path
         regular_file(tmp_path, "query set")
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * 2000)
-    with pytest.raises(InputError, match="big.bin: 2,000 bytes, more than the 1,000 bytes allowed"):
+    with pytest.raises(InputError, match="big.bin: 2,000 bytes, more than the limit of 1,000 bytes"):
         read_regular(big, "", 1000)
     assert read_regular(big, "", 2000) == b"x" * 2000
 

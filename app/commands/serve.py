@@ -68,9 +68,13 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.index).expanduser().is_dir():
         raise InputError(f"no index folder at {args.index} (build one with mvk index)")
     index_root, collection = check_folders(args.index, args.collection)
+    token = args.token if args.token is not None else os.environ.get(ENV_TOKEN) or None
+    if token is not None and (token != token.strip() or not token.isprintable()):
+        raise InputError(f"the bearer token (--token or {ENV_TOKEN}) has spaces at its ends or invisible "
+                         "characters: HTTP drops spaces around a header's value, so clients could never send it "
+                         "exactly; use letters, digits and punctuation only")
     index = open_index(index_root, device=args.device)
     encoder = encoder_for_index(index.encoder, encoder_choice(args), device=args.device, where=index_root)
-    token = args.token if args.token is not None else os.environ.get(ENV_TOKEN) or None
     log_path = args.log or default_log_path(index_root)
     service = SearchService(index_root, collection, device=args.device, encoder=encoder, log=EventLog(log_path),
                             choice=encoder_choice(args))

@@ -17,6 +17,7 @@ index = common.open_index(cfg)
 common.random_banner(index, cfg)
 
 from mvk_tools import kis, plots  # noqa: E402
+from mvk_tools.exports import to_csv  # noqa: E402
 from search.errors import MvkError  # noqa: E402
 from search.queries import FUSIONS  # noqa: E402
 
@@ -157,5 +158,5 @@ st.subheader("Per query")
 st.dataframe(per_query[["query_id", "query_type", "fusion", "status", "rank", "score", "text", "target_site",
                         "target_video", "target_frame", "target_time", "reason"]],
              hide_index=True, width="stretch", height=300)
-st.download_button("Download the per-query CSV", per_query.to_csv(index=False).encode("utf-8"),
+st.download_button("Download the per-query CSV", to_csv(per_query, index=False).encode("utf-8"),
                    file_name="kis_per_query.csv", mime="text/csv", key="kis_download")

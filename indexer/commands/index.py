@@ -275,18 +275,19 @@ def format_summary(result: "object") -> str:
     """The table printed at the end of a run: per site, stage throughput, errors, and what it means."""
     from indexer.pipeline import STAGES, IndexResult
     from indexer.progress import plural
+    from search.clikit import printable
     assert isinstance(result, IndexResult)
     head = ("site", "status", "indexed", "resumed", "failed", "frames", "objects")
     rows = []
     for s in result.sites:
         n = {k: sum(v.status == k for v in s.videos) for k in ("indexed", "resumed", "failed")}
-        rows.append((s.site, s.status, *(str(n[k]) for k in ("indexed", "resumed", "failed")),
+        rows.append((printable(s.site), s.status, *(str(n[k]) for k in ("indexed", "resumed", "failed")),
                      str(s.frames), str(s.objects)))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     out = [f"note: {n}" for n in result.notes]
     out += [line(head), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)]
-    out += [f"  {s.site}: {n}" for s in result.sites for n in s.notes]
+    out += [f"  {printable(s.site)}: {printable(n)}" for s in result.sites for n in s.notes]
     if result.frames_computed:
         fps = result.frames_per_second()
         stages = ", ".join(f"{k} {result.seconds[k]:.1f}s ({fps[k]:.1f} f/s)" for k in STAGES if result.seconds[k] > 0)
@@ -305,11 +306,11 @@ def format_summary(result: "object") -> str:
     flagged = [n for n in notes if not n[2].startswith("no selected frames")]
     if flagged:
         out.append(f"\n{len(flagged)} note(s):")
-        out += [f"  {path}: {msg}" for _, path, msg in flagged]
+        out += [f"  {printable(path)}: {printable(msg)}" for _, path, msg in flagged]
     errors = result.errors
     if errors:
         out.append(f"\n{len(errors)} error(s):")
-        out += [f"  {path}: {msg}" if path else f"  {site}: {msg}" for site, path, msg in errors]
+        out += [f"  {printable(path or site)}: {printable(msg)}" for site, path, msg in errors]
     if result.random_weights:
         out.append("\nbuilt with RANDOM weights: vectors are meaningless (tests and benchmarks only)")
     written = any(s.status == "written" for s in result.sites)

@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         print(summary(catalog))
     else:
         if args.format == "csv":
-            sys.stdout.write(catalog.to_csv(index=False))
+            from mvk_tools.exports import to_csv
+            sys.stdout.write(to_csv(catalog, index=False))
         else:
             sys.stdout.write(catalog.to_json(orient="records", indent=2) + "\n")
         print(summary(catalog), file=sys.stderr)

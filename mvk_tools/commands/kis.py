@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
-    per_query.to_csv(out / "per_query.csv", index=False)
+    from mvk_tools.exports import to_csv
+    to_csv(per_query, out / "per_query.csv", index=False)
     report = {
         "index": str(Path(args.index).resolve()), "n_frames": int(len(index.frames)),
         "sites": sorted(index.shards), "skipped_sites": index.errors, "encoder": identity,
