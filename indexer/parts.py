@@ -93,6 +93,25 @@ class Part:
     probes: dict[str, np.ndarray] = field(default_factory=dict)   # selected frames' probe thumbnails, if any
 
 
+def set_aside_wrong_work(index_root: str | Path) -> list[str]:
+    """The work folder, a site's work folder that is a file, or a site's ``lock`` or ``pending.json`` that is a
+    folder: each moved aside (never deleted) with a note, so this run makes the right kind of entry again."""
+    from search.recovery import entry_kind, set_aside
+
+    root = Path(index_root)
+    expected = [(root / WORK_DIR, "folder")]
+    if entry_kind(root / WORK_DIR) == "folder":
+        for entry in sorted((root / WORK_DIR).iterdir()):
+            if entry.is_symlink():
+                continue
+            expected.append((entry, "folder"))
+            if entry_kind(entry) == "folder":
+                expected += [(entry / "lock", "file"), (entry / "pending.json", "file")]
+    found = [(path, entry_kind(path), wanted) for path, wanted in expected]
+    return [set_aside(root, path, kind, wanted) for path, kind, wanted in found
+            if kind is not None and kind != wanted]
+
+
 class SiteWork:
     """The work folder of one site."""
 

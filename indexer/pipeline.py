@@ -35,7 +35,7 @@ import pandas as pd
 from indexer.assemble import assemble_site
 from indexer.disk import disk_full, is_disk_full
 from indexer.embed import OBJECT_MODES, POOL_VARIANTS, ObjectMode, pool_variant
-from indexer.parts import SiteWork
+from indexer.parts import SiteWork, set_aside_wrong_work
 from indexer.plan import SitePlan, plan_site
 from indexer.progress import Progress
 from indexer.tasks import (SELECTED_SOURCE, STAGES, Clock, FrameSource, IndexConfig, SiteResult, VideoResult,
@@ -264,7 +264,7 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
     manifest = root_manifest(encoder, extractor, config)
     make_index_folder(root)
     try:
-        notes = store.recover(root)
+        notes = store.recover(root) + set_aside_wrong_work(root)
         on_disk = store.init_index(root, manifest)
     except OSError as exc:
         if is_disk_full(exc):

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 from search import schema, shard_layout
@@ -22,10 +23,68 @@ from search.manifest import (
     write_root,
 )
 from search.opener import read_shard
-from search.schema import DATA_FILES
+from search.schema import DATA_FILES, ROOT_MANIFEST
 from search.writer import drop_loose_files, fsync_files
 
 LEGACY_STRAY = re.compile(r"\.(old|tmp)-(.+)-[0-9a-f]{12}")
+ROOT_TMP = re.compile(r"\.manifest\.json\.[0-9a-f]{32}\.tmp")   # write_json_atomic's temp of the root manifest
+ASIDE = "set-aside"          # entries of the wrong kind are moved here, never deleted: they may be the user's
+
+
+def entry_kind(path: Path) -> str | None:
+    """``"folder"``, ``"file"`` or another kind (``"named pipe (FIFO)"``...) of what ``path`` is; None when
+    nothing is there (a dangling link counts as nothing: it is replaced like a missing entry)."""
+    import stat
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "file" if stat.S_ISREG(mode) else "special file"
+
+
+def set_aside(root: Path, path: Path, found: str, wanted: str) -> str:
+    """Move ``path`` (a ``found`` where a ``wanted`` belongs) into ``root/set-aside/`` and say so: the next
+    writer then makes the right kind of entry. Nothing is deleted."""
+    folder = root / ASIDE
+    folder.mkdir(exist_ok=True)
+    name = path.relative_to(root).as_posix().replace("/", "__")
+    dest = folder / f"{name}.{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    os.rename(path, dest)
+    return f"{path} was a {found} where a {wanted} belongs: moved aside to {dest} (nothing deleted) and rebuilt"
+
+
+def wrong_kinds(root: Path) -> list[tuple[Path, str, str]]:
+    """(path, what it is, what belongs there) of every index entry of the wrong kind: the root manifest,
+    ``.lock`` or a site's ``CURRENT``/``.lock`` that is a folder, ``sites`` or a site that is a file."""
+    expected = [(root / ROOT_MANIFEST, "file"), (root / ".lock", "file"), (root / "sites", "folder")]
+    sites = root / "sites"
+    if entry_kind(sites) == "folder":
+        for entry in sorted(sites.iterdir()):
+            if entry.name.startswith(".") or entry.is_symlink():
+                continue
+            expected.append((entry, "folder"))
+            if entry_kind(entry) == "folder":
+                expected += [(entry / shard_layout.POINTER, "file"), (entry / shard_layout.LOCK, "file")]
+    found = [(path, entry_kind(path), wanted) for path, wanted in expected]
+    return [(path, kind, wanted) for path, kind, wanted in found if kind is not None and kind != wanted]
+
+
+def set_aside_wrong_kinds(root: Path) -> list[str]:
+    """Move every entry of the wrong kind aside (``wrong_kinds``); notes naming each."""
+    return [set_aside(root, path, kind, wanted) for path, kind, wanted in wrong_kinds(root)]
+
+
+def _stale_root_temps(root: Path) -> list[str]:
+    """Remove the root manifest's temp files left by runs killed while writing it (caller holds the root
+    lock, which every writer of the root manifest holds too)."""
+    removed = []
+    for entry in root.iterdir():
+        if ROOT_TMP.fullmatch(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return [f"removed {len(removed)} temp file(s) of the root manifest left by interrupted runs"] if removed else []
 
 
 
@@ -91,8 +150,9 @@ def recover(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return []
-    notes: list[str] = []
+    notes: list[str] = set_aside_wrong_kinds(root)
     with locked_root(root):
+        notes += _stale_root_temps(root)
         sites_dir = root / "sites"
         if sites_dir.is_dir():
             notes += _legacy_strays(sites_dir)

@@ -14,20 +14,20 @@ from search.inputs import read_regular, regular_file
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 
 
-@pytest.fixture(autouse=True)
-def _no_hang():
+@pytest.fixture
+def no_hang():
     """A read that blocks (a FIFO nobody writes) fails the test instead of hanging the suite."""
     def _fail(*_):
         raise TimeoutError("blocked on a special file")
     old = signal.signal(signal.SIGALRM, _fail)
-    signal.alarm(20)
+    signal.alarm(120)
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture
-def fifo(tmp_path: Path) -> Path:
+def fifo(tmp_path: Path, no_hang) -> Path:
     if not hasattr(os, "mkfifo"):
         pytest.skip("no FIFOs on this system")
     path = tmp_path / "pipe.png"
@@ -58,7 +58,7 @@ def test_a_query_image_that_is_a_device_or_a_fifo_is_refused(fifo: Path) -> None
         read_image(fifo)
 
 
-def test_a_query_set_that_is_a_device_or_a_fifo_is_refused(tmp_path: Path) -> None:
+def test_a_query_set_that_is_a_device_or_a_fifo_is_refused(tmp_path: Path, no_hang) -> None:
     from mvk_tools.querysets import QuerySetError, read_queryset
 
     with pytest.raises(QuerySetError, match="query set /dev/zero: is a character device"):
@@ -86,7 +86,7 @@ def test_search_cli_refuses_dev_zero_as_image(tmp_path: Path, capsys: pytest.Cap
 
 
 @needs_fifo
-def test_a_collection_file_that_is_a_fifo_is_listed_with_its_error(tmp_path: Path) -> None:
+def test_a_collection_file_that_is_a_fifo_is_listed_with_its_error(tmp_path: Path, no_hang) -> None:
     from mvk_tools.layout import discover
     from mvk_tools.synth import make_collection
     from mvk_tools.video import VideoError, probe
