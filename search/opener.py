@@ -23,6 +23,7 @@ from search.schema import (
     SIZE_ONLY_WHEN_QUICK,
     Verify,
 )
+from search.rowgroups import read_verified
 from search.shard import Index, Shard
 
 
@@ -52,11 +53,18 @@ def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, ve
     problems = file_problems(path, manifest, full=verify == "full")
     if problems:
         raise IndexFormatError("; ".join(problems))
-    tables = {}
+    tables, left_out, damage = {}, None, []
     for name in ("frames", "objects"):
         p = path / f"{name}.parquet"
         try:
+            if name == "frames" and mmap:    # size-checked only: its metadata columns checked per row group
+                table, left_out, damage = read_verified(p, LAZY_COLUMNS[name],
+                                                        (manifest.get("row_groups") or {}).get("frames.parquet"))
+                tables[name] = one_chunk(table)
+                continue
             tables[name] = _read_table(p, LAZY_COLUMNS[name] if mmap else ())
+        except IndexFormatError:
+            raise
         except FileNotFoundError:
             raise IndexFormatError(f"{p} is missing") from None
         except Exception as exc:   # pyarrow raises several types for broken files
@@ -78,7 +86,8 @@ def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, ve
                                               f"{name}.faiss: this FAISS cannot memory-map it: loaded whole"]}
     return Shard(site=site, path=path, manifest=manifest, frames=tables["frames"], objects=tables["objects"],
                  frame_index=indexes["frames"], object_index=indexes["objects"],
-                 cpu_frame_index=indexes["frames"], cpu_object_index=indexes["objects"])
+                 cpu_frame_index=indexes["frames"], cpu_object_index=indexes["objects"],
+                 left_out=left_out, damage=damage)
 
 
 
@@ -156,6 +165,7 @@ def open_index(root: str | Path, *, expect: dict | None = None, device: str = "c
             errors[site] = got
             continue
         shard = got
+        notes.extend(shard.damage)
         if shard.path.name == site:
             notes.append(f"site {site}: old layout without checksums (sizes checked only); mvk index migrates it")
         for attr in ("frame_index", "object_index"):

@@ -64,6 +64,36 @@ class VectorTable:
         return reconstruct_all(self.cpu)
 
 
+class MaskedTable(VectorTable):
+    """A vector table with some rows left out (rows whose frame metadata failed its checksum, and their
+    objects): they score -inf, ``top`` never returns them and ``scores_of`` gives NaN for them."""
+
+    def __init__(self, index: Any, cpu: Any, excluded: np.ndarray) -> None:
+        super().__init__(index, cpu)
+        self.excluded = np.asarray(excluded, bool)
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        out = super().scores(queries)
+        out[:, self.excluded] = -np.inf
+        return out
+
+    def top(self, queries: np.ndarray, n: int, *, nprobe: int | None = None,
+            ef_search: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+        wide = min(len(self), n + int(self.excluded.sum()))
+        scores, ids = super().top(queries, wide, nprobe=nprobe, ef_search=ef_search)
+        drop = (ids >= 0) & self.excluded[np.clip(ids, 0, None)]
+        order = np.argsort(drop | (ids < 0), axis=1, kind="stable")          # the rows kept first, in order
+        ids = np.take_along_axis(np.where(drop, -1, ids), order, 1)[:, :n]
+        if scores is not None:
+            scores = np.take_along_axis(np.where(drop, -np.inf, scores), order, 1)[:, :n]
+        return scores, ids
+
+    def scores_of(self, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
+        out = np.array(super().scores_of(ids, query), dtype=np.float32)
+        out[self.excluded[np.asarray(ids, np.int64)]] = np.nan
+        return out
+
+
 @dataclass
 class Shard:
     site: str
@@ -76,6 +106,9 @@ class Shard:
     cpu_frame_index: "object" = None    # the CPU copy (the GPU copy cannot reconstruct vectors)
     cpu_object_index: "object" = None
     _vectors: dict = field(default_factory=dict, repr=False)
+    left_out: np.ndarray | None = None   # frame rows whose metadata failed its row-group checksum (never served)
+    damage: list[str] = field(default_factory=list)   # one line per damaged row group found so far
+    _checked: dict = field(default_factory=dict, repr=False)   # (table, column) -> {row group: ok}
 
     @property
     def index_type(self) -> str:
@@ -83,9 +116,15 @@ class Shard:
 
     def table(self, table: Literal["frames", "objects"]) -> VectorTable:
         """The vector table of ``frames`` or ``objects``: how scoring reaches the stored vectors."""
+        masked = self.left_out is not None and bool(self.left_out.any())
         if table == "frames":
+            if masked:
+                return MaskedTable(self.frame_index, self.cpu_frame_index, self.left_out)
             return VectorTable(self.frame_index, self.cpu_frame_index)
         if table == "objects":
+            if masked:
+                rows = self.objects["frame_row"].to_numpy(np.int64)
+                return MaskedTable(self.object_index, self.cpu_object_index, self.left_out[rows])
             return VectorTable(self.object_index, self.cpu_object_index)
         raise ValueError(f"a shard has the tables frames and objects, not {table!r}")
 
@@ -106,12 +145,20 @@ class Shard:
         rows = np.asarray(rows, dtype=np.int64)
         if name in loaded.columns:
             return loaded[name].to_numpy()[rows].tolist()
-        return _read_rows(self.path / f"{table}.parquet", name, rows)
+        digests = ((self.manifest.get("row_groups") or {}).get(f"{table}.parquet") or {}).get(name)
+        checked = self._checked.setdefault((table, name), {}) if digests else None
+        values = _read_rows(self.path / f"{table}.parquet", name, rows, digests, checked, self.damage)
+        if self.left_out is not None and table == "frames":
+            values = [None if self.left_out[r] else v for r, v in zip(rows, values)]
+        return values
 
 
 
-def _read_rows(path: Path, name: str, rows: np.ndarray) -> list:
-    """``rows`` of column ``name`` of a parquet file, reading only the row groups that hold them."""
+def _read_rows(path: Path, name: str, rows: np.ndarray, digests: list[str] | None = None,
+               checked: dict | None = None, damage: list[str] | None = None) -> list:
+    """``rows`` of column ``name`` of a parquet file, reading only the row groups that hold them. With
+    ``digests`` (one per row group), a group is checked against its digest the first time it is read
+    (``checked`` remembers the verdicts): the rows of a damaged group come back as None, named in ``damage``."""
     import pyarrow.parquet as pq
     try:
         pf = pq.ParquetFile(path, memory_map=True)
@@ -128,6 +175,14 @@ def _read_rows(path: Path, name: str, rows: np.ndarray) -> list:
     groups = np.searchsorted(starts, rows, side="right") - 1
     for g in np.unique(groups):
         where = np.flatnonzero(groups == g)
+        if digests is not None and checked is not None and int(g) not in checked:
+            from search.rowgroups import damaged, describe
+            column_index = pf.schema_arrow.names.index(name)
+            checked[int(g)] = not damaged(path, pf, digests, [column_index], [int(g)])
+            if not checked[int(g)] and damage is not None:
+                damage.append(describe(path, pf, int(g), f"{name} values"))
+        if checked is not None and not checked.get(int(g), True):
+            continue
         column = pf.read_row_group(int(g), columns=[name]).column(0)
         values = column.take(rows[where] - starts[g]).to_pylist()
         for i, v in zip(where, values):

@@ -14,11 +14,13 @@ import pandas as pd
 from search import schema, shard_layout
 from search.checksums import file_record
 from search.errors import IndexFormatError, InputError
+from search.rowgroups import group_digests
 from search.manifest import index_settings, load_root_manifest, locked_root, shard_entry, write_json_atomic, write_root
 from search.schema import (
     DATA_FILES,
     FORMAT_VERSION,
     FRAME_COLUMNS,
+    LAZY_COLUMNS,
     OBJECT_COLUMNS,
     OPTIONAL_FRAME_COLUMNS,
     ROW_GROUP_ROWS,
@@ -130,6 +132,7 @@ def write_shard(root: str | Path, site: str, frames: pd.DataFrame, frame_vectors
                 "dim": int(fvec.shape[1]) if len(fvec) else dim,
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "files": {name: file_record(tmp / name) for name in DATA_FILES},
+                "row_groups": {"frames.parquet": group_digests(tmp / "frames.parquet", LAZY_COLUMNS["frames"])},
                 "index": index_settings(root_manifest),
             })
             write_json_atomic(tmp / "manifest.json", shard_manifest)

@@ -91,3 +91,78 @@ def test_stale_root_manifest_temps_are_removed(collection: Path, built: Path, tm
     users.write_text("not ours")
     assert main(index_args(collection, idx)) == 0
     assert not stale.exists() and users.exists()
+
+
+# -- frame rows verified where they are read ---------------------------------------------------------
+
+def _flip_in(path: Path, group: int, column: str) -> None:
+    """Flip one byte in the middle of ``column``'s data in row group ``group`` of a parquet file."""
+    import pyarrow.parquet as pq
+    pf = pq.ParquetFile(path)
+    cc = pf.metadata.row_group(group).column(pf.schema_arrow.names.index(column))
+    start = cc.dictionary_page_offset if cc.has_dictionary_page else cc.data_page_offset
+    at = start + cc.total_compressed_size // 2
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def rows_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, "object"]:
+    """An index of 40 frames in row groups of 8 (thumbnails 'thumb-<row>'), flat vectors one per frame."""
+    import numpy as np
+
+    from search import schema, store
+    from search.testing import frame_rows, object_rows
+
+    monkeypatch.setitem(schema.ROW_GROUP_ROWS, "frames", 8)
+    root = tmp_path / "idx"
+    store.init_index(root, {"encoder": {"model": "hand", "dim": 40}})
+    frames = frame_rows(SITE, 40, videos=4)
+    frames["thumbnail"] = [f"thumb-{i}".encode() for i in range(40)]
+    vectors = np.eye(40, dtype=np.float32)
+    store.write_shard(root, SITE, frames, vectors, object_rows(list(range(0, 40, 4))), vectors[0:40:4], {})
+    version = store.shard_folder(root, SITE)
+    return root, version / "frames.parquet", vectors
+
+
+def test_a_damaged_row_group_of_frame_rows_is_named_and_left_out(rows_index) -> None:
+    import numpy as np
+
+    from search import query, store
+    from search.scoring import score_frames
+
+    root, parquet, vectors = rows_index
+    _flip_in(parquet, 1, "time")
+    index = store.open_index(root)
+    assert SITE in index.shards and len(index.frames) == 40
+    assert any("row group 1 (rows 8..15)" in n for n in index.notes)
+    scores = score_frames(index, vectors[10])
+    assert np.isneginf(scores[8:16]).all() and np.isfinite(scores[16:]).all()
+    for exact in (True, False):
+        hits = query.search(index, None, vectors[10], k=40, exact=exact)
+        assert not set(hits["gid"]) & set(range(8, 16)), exact
+        assert len(hits) == 32 and set(hits["time"]) <= set(index.frames["time"].iloc[np.r_[0:8, 16:40]])
+    best = query.search(index, None, vectors[20], k=1)
+    assert int(best["gid"].iloc[0]) == 20 and best["video_id"].iloc[0] == index.frames["video_id"].iloc[20]
+    assert index.thumbnails([3, 9, 20]) == [b"thumb-3", b"", b"thumb-20"]
+
+
+def test_a_damaged_thumbnail_group_is_named_and_the_rest_served(rows_index) -> None:
+    from search import store
+
+    root, parquet, _ = rows_index
+    _flip_in(parquet, 2, "thumbnail")
+    index = store.open_index(root)
+    assert not index.notes or not any("row group" in n for n in index.notes)
+    assert index.thumbnails([0, 16, 17, 30]) == [b"thumb-0", b"", b"", b"thumb-30"]
+    assert any("row group 2 (rows 16..23)" in n and "thumbnail" in n for n in index.shards[SITE].damage)
+
+
+def test_an_undamaged_index_reads_as_before(rows_index) -> None:
+    from search import store
+
+    root, _, _ = rows_index
+    index = store.open_index(root)
+    assert index.shards[SITE].left_out is None and index.thumbnails(range(40))[39] == b"thumb-39"
+    assert "row_groups" in index.shards[SITE].manifest
