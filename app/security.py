@@ -7,6 +7,7 @@ and decoded in-process (PIL, pandas); they never touch the disk and nothing from
 """
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -43,19 +44,36 @@ def resolve_inside(path: str | Path, roots: Iterable[str | Path], *, base: str |
     try:
         resolved = candidate.resolve()
     except (OSError, RuntimeError) as exc:   # symlink loop
-        raise PathNotAllowedError(f"{text}: cannot be resolved ({exc})") from exc
+        raise PathNotAllowedError(f"{_short(text)}: cannot be resolved ({getattr(exc, 'strerror', None) or 'a symbolic-link loop'})") from None
     if not any(resolved == root or resolved.is_relative_to(root) for root in root_list):
         names = ", ".join(str(r) for r in root_list)
         raise PathNotAllowedError(f"{text}: outside the folders this app may read ({names})")
-    if must_exist and not resolved.exists():
-        raise PathNotAllowedError(f"{text}: no such file or folder")
+    if must_exist and _stat(resolved, text) is None:
+        raise PathNotAllowedError(f"{_short(text)}: no such file or folder")
     return resolved
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A typed path as shown in a message: at most ``limit`` characters (a 300-byte name stays readable)."""
+    return text if len(text) <= limit else f"{text[:limit - 1]}…"
+
+
+def _stat(path: Path, typed: str):
+    """``os.stat`` of ``path``, None when nothing is there; PathNotAllowedError naming what was typed (never
+    the server's path) when the system refuses the name (a folder name over 255 bytes, a path too long)."""
+    import os
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise PathNotAllowedError(f"{_short(typed)}: not a usable name ({exc.strerror or exc})") from None
 
 
 def collection_file(collection: str | Path, relative: str | Path) -> Path:
     """A file of the collection named by its path relative to the collection root (as index tables store it)."""
     path = resolve_inside(relative, [collection], base=collection)
-    if not path.is_file():
+    if not stat.S_ISREG(_stat(path, str(relative)).st_mode):
         raise PathNotAllowedError(f"{relative}: not a file")
     return path
 
@@ -63,7 +81,7 @@ def collection_file(collection: str | Path, relative: str | Path) -> Path:
 def collection_folder(collection: str | Path, typed: str | Path) -> Path:
     """A folder inside the collection, typed by a user (relative to the collection root, or absolute)."""
     path = resolve_inside(typed, [collection], base=collection)
-    if not path.is_dir():
+    if not stat.S_ISDIR(_stat(path, str(typed)).st_mode):
         raise PathNotAllowedError(f"{typed}: not a folder")
     return path
 

@@ -64,6 +64,8 @@ else:
             st.rerun()                     # the form again, its button disabled while the job runs
         except (MvkError, RuntimeError) as exc:
             st.error(str(exc))
+        except OSError as exc:             # never a traceback with the server's paths
+            st.error(f"That folder cannot be used: {exc.strerror or type(exc).__name__}")
 
 
 def job_panel(every: float | None) -> None:
