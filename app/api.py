@@ -30,9 +30,10 @@ from app.limits import BodyLimit
 from app.security import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, PathNotAllowedError, read_uploaded_image
 from app.service import MAX_RESULTS, BrokenShardError, NotFoundError, Page, SearchService
 from search.errors import (IndexFormatError, InputError, MissingWeightsError, ModelMismatchError, MvkError,
-                           QueryError)
+                           QueryError, StaleIndexError)
 from search.queries import (FUSIONS, FeedbackQuery, Filters, ItemRef, LikeQuery, Options, SearchParams, TextQuery,
                             parse_cells)
+from search.versions import check_version
 
 log = logging.getLogger("mvk.api")
 ENV_TOKEN = "MVK_API_TOKEN"
@@ -271,6 +272,8 @@ def _status_of(exc: MvkError) -> tuple[int, str]:
 
     if isinstance(exc, PlaybackError):
         return 422, "cannot play"
+    if isinstance(exc, StaleIndexError):
+        return 409, "index changed"
     if isinstance(exc, NotFoundError):
         return 404, "not found"
     if isinstance(exc, PathNotAllowedError):
@@ -494,8 +497,10 @@ class FeedbackSessions:
 
 
 def _digits(value: object) -> object:
-    """A path id exactly as digits: ``/frames/%201`` or ``/frames/+1`` is refused, not read as 1."""
-    if isinstance(value, str) and not (value.isascii() and value.isdigit() and len(value) <= 18):
+    """A path id exactly as a whole number (digits, a leading minus allowed): ``/frames/%201`` or ``/frames/+1``
+    is refused, not read as 1."""
+    body = value[1:] if isinstance(value, str) and value.startswith("-") else value
+    if isinstance(body, str) and not (body.isascii() and body.isdigit() and len(body) <= 18):
         raise ValueError(f"expected a whole number written with the digits 0-9 only, got {value!r}")
     return value
 
@@ -520,6 +525,12 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
     expected = f"Bearer {token}".encode() if token else None
     sessions = FeedbackSessions()
     app.add_middleware(BodyLimit, max_bytes=MAX_REQUEST_BYTES, allowed=MAX_IMAGE_BYTES, what="an uploaded image")
+
+    def version_guard(version: Annotated[str | None, Query(
+            description="the index_version the id came from: 409 when the index has changed since")] = None) -> None:
+        check_version(version, service.opened()[1])
+
+    versioned = [Depends(version_guard)]
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
@@ -644,6 +655,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
         return Response(png, media_type="image/png", headers={"X-Peak": f"{peak[0]},{peak[1]}"})
 
     @app.get("/frames/{gid}", response_model=FrameInfo, responses=ERRORS, tags=["frames"],
+             dependencies=versioned,
              summary="One frame with its objects (boxes, masks, track ids)")
     def frame(gid: GID) -> FrameInfo:
         f = service.frame(gid)
@@ -659,7 +671,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
                                                                                          f["time"]),
                          objects=objects, index_version=service.opened()[1])
 
-    @app.get("/frames/{gid}/thumbnail", response_class=Response, tags=["frames"],
+    @app.get("/frames/{gid}/thumbnail", response_class=Response, tags=["frames"], dependencies=versioned,
              responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}, **ERRORS},
              summary="The frame's thumbnail, optionally with an object's mask or box drawn over it")
     def thumbnail(gid: GID,
@@ -669,6 +681,7 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
         return Response(service.thumbnail(gid, overlay=overlay, track_id=track_id), media_type="image/jpeg")
 
     @app.get("/frames/{gid}/objects/{track_id}/mask.png", response_class=Response, tags=["frames"],
+             dependencies=versioned,
              responses={200: {"content": {"image/png": {}}, "description": "mask, white = object"}, **ERRORS},
              summary="An object's mask at the frame's source size")
     def mask(gid: GID, track_id: TRACK) -> Response:

@@ -32,3 +32,8 @@ class InputError(MvkError):
 class DiskFullError(MvkError):
     """A write failed because the disk (or the user's quota) is full; names the disk and the space needed.
     Nothing written before is lost: the run stops, and the same command resumes once space is freed."""
+
+
+class StaleIndexError(MvkError):
+    """An id given with the index version it came from, and that version is gone (a shard was rebuilt or
+    swapped since): the id would name another frame now, so it is refused rather than answered."""

@@ -100,7 +100,7 @@ def test_serve_refuses_a_token_http_cannot_carry(env, capsys, monkeypatch) -> No
     assert "spaces at its ends" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("path", ["/frames/%201", "/frames/1%20", "/frames/+1", "/frames/01x", "/frames/%EF%BC%91",
+@pytest.mark.parametrize("path", ["/frames/%201", "/frames/1%20", "/frames/+1", "/frames/01x", "/frames/%EF%BC%91", "/frames/--1",
                                   "/frames/%201/thumbnail", "/frames/1/objects/%200/mask.png"])
 def test_path_ids_are_digits_only(env, path: str) -> None:
     resp = client(env).get(path)
@@ -112,3 +112,27 @@ def test_a_plain_id_still_works(env) -> None:
     api = client(env)
     assert api.get("/frames/1").status_code == 200
     assert api.get("/frames/1/thumbnail").status_code == 200
+
+
+def test_a_frame_id_given_with_its_index_version_is_refused_once_the_index_changed(env, tmp_path: Path) -> None:
+    import os
+
+    collection, built_index = env
+    index = tmp_path / "index"
+    shutil.copytree(built_index, index)
+    api = TestClient(create_app(SearchService(index, collection, log=EventLog(None))))
+    page = api.get("/search", params={"q": "fish", "k": 2}).json()
+    gid, version = page["results"][0]["gid"], page["index_version"]
+    assert api.get(f"/frames/{gid}", params={"version": version}).status_code == 200
+    assert api.get(f"/frames/{gid}/thumbnail", params={"version": version}).status_code == 200
+    site = sorted(p for p in (index / "sites").iterdir() if p.is_dir())[0]
+    copy = site / "CURRENT.swap"
+    shutil.copy(site / "CURRENT", copy)
+    os.replace(copy, site / "CURRENT")                  # a new version published (same content, new file)
+    for path in (f"/frames/{gid}", f"/frames/{gid}/thumbnail", f"/frames/{gid}/objects/0/mask.png"):
+        resp = api.get(path, params={"version": version})
+        assert resp.status_code == 409, path
+        assert version in resp.json()["message"] and "search again" in resp.json()["message"]
+    assert api.get(f"/frames/{gid}").status_code == 200                  # without a version: as before
+    fresh = api.get("/search", params={"q": "fish", "k": 2}).json()["index_version"]
+    assert fresh != version and api.get(f"/frames/{gid}", params={"version": fresh}).status_code == 200
