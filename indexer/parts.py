@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from search.errors import InputError
+from search.schema import PART_SUFFIXES, WORK_DIR
 
-WORK_DIR = ".work"
 _TMP_MARK = ".tmp-"
 
 
@@ -164,8 +164,7 @@ class SiteWork:
 
     # -- parts -------------------------------------------------------------------------------------
     def _files(self, key: str) -> dict[str, Path]:
-        return {"frames": self.path / f"{key}.frames.parquet", "objects": self.path / f"{key}.objects.parquet",
-                "vectors": self.path / f"{key}.npz", "done": self.path / f"{key}.done.json"}
+        return {role: self.path / f"{key}{suffix}" for role, suffix in PART_SUFFIXES.items()}
 
     def check(self, key: str, signature: dict, fingerprint: str) -> tuple[dict | None, str | None]:
         """The video's commit record if it is valid for this source file and fingerprint (else None), and a

@@ -9,6 +9,7 @@ from search.errors import IndexFormatError
 from search.manifest import is_legacy, list_sites, read_root, read_shard_manifest, resolve, site_folders
 from search.opener import file_problems
 from search.recovery import LEGACY_STRAY
+from search.workcheck import work_notes
 
 
 def verify_shard(root: str | Path, site: str, *, full: bool = True) -> list[str]:
@@ -78,4 +79,5 @@ def check_index(root: str | Path, *, full: bool = True) -> IndexCheck:
         if stray:
             notes.append(f"left over by an interrupted swap: {', '.join(sorted(stray))} (the next mvk index "
                          f"restores or removes it)")
+    notes += work_notes(root, full=full)
     return IndexCheck(root, root_problem, sites, notes)

@@ -49,3 +49,9 @@ def check_site_name(site: str) -> None:
     if not site or not isinstance(site, str) or "/" in site or "\\" in site or site.startswith(".") \
             or site in ("..",):
         raise InputError(f"{site!r} cannot name a shard folder (empty, a path, or starting with a dot)")
+
+# The indexer's work folder (``<index>/.work/<site-key>/``): one video's part files, named ``<key><suffix>``,
+# and the commit record that lists their checksums by role. ``mvk check`` reads them; ``indexer.parts`` writes.
+WORK_DIR = ".work"
+PART_SUFFIXES = {"frames": ".frames.parquet", "objects": ".objects.parquet", "vectors": ".npz",
+                 "done": ".done.json"}

@@ -166,3 +166,20 @@ def test_an_undamaged_index_reads_as_before(rows_index) -> None:
     index = store.open_index(root)
     assert index.shards[SITE].left_out is None and index.thumbnails(range(40))[39] == b"thumb-39"
     assert "row_groups" in index.shards[SITE].manifest
+
+
+def test_mvk_check_looks_at_the_work_folder(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    idx = tmp_path / "idx"
+    shutil.copytree(built, idx)
+    assert main(["check", str(idx)]) == 0
+    assert ".work" not in capsys.readouterr().out.replace(f"{idx / '.work'})", "")
+    work = _work_site(idx)
+    part = sorted(work.glob("*.npz"))[0]
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    part.write_bytes(bytes(data))
+    (work / "pending.json").write_text("{}")
+    assert main(["check", str(idx)]) == 0                       # the shards are sound: exit 0, with notes
+    out = capsys.readouterr().out
+    assert f"{part}: does not match the checksum" in out and "recomputed by the next mvk index" in out
+    assert "rebuild of this site is unfinished" in out
