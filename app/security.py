@@ -70,9 +70,40 @@ def _stat(path: Path, typed: str):
         raise PathNotAllowedError(f"{_short(typed)}: not a usable name ({exc.strerror or exc})") from None
 
 
-def collection_file(collection: str | Path, relative: str | Path) -> Path:
-    """A file of the collection named by its path relative to the collection root (as index tables store it)."""
-    path = resolve_inside(relative, [collection], base=collection)
+ENV_OUTSIDE_LINKS = "MVK_FOLLOW_OUTSIDE_LINKS"   # "1": set by mvk app / mvk serve --follow-outside-links
+
+
+def _link_inside(collection: str | Path, relative: str | Path) -> Path | None:
+    """The target of ``relative`` when its own path (``..`` applied, links not followed) lies inside the
+    collection, so only a symbolic link can have led out of it; None otherwise."""
+    import os
+    base = Path(collection).resolve()
+    lexical = Path(os.path.normpath(base / Path(str(relative)).expanduser()))
+    if not lexical.is_relative_to(base):
+        return None
+    try:
+        return lexical.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+
+
+def collection_file(collection: str | Path, relative: str | Path, *,
+                    follow_outside_links: bool | None = None) -> Path:
+    """A file of the collection named by its path relative to the collection root (as index tables store it).
+    A symbolic link in the collection that leads out of it is refused, as ``mvk index`` refuses it, unless
+    ``follow_outside_links`` (default: ``$MVK_FOLLOW_OUTSIDE_LINKS`` is 1, set by ``--follow-outside-links``)."""
+    import os
+    allow = os.environ.get(ENV_OUTSIDE_LINKS) == "1" if follow_outside_links is None else follow_outside_links
+    try:
+        path = resolve_inside(relative, [collection], base=collection)
+    except PathNotAllowedError as exc:
+        target = _link_inside(collection, relative)
+        if target is None:
+            raise
+        if not allow:
+            raise PathNotAllowedError(f"{exc} (a symbolic link in the collection leads there: start with "
+                                      f"--follow-outside-links to allow such links)") from None
+        path = target
     if not stat.S_ISREG(_stat(path, str(relative)).st_mode):
         raise PathNotAllowedError(f"{relative}: not a file")
     return path

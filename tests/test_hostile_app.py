@@ -27,3 +27,24 @@ def test_the_index_page_names_a_folder_name_over_255_bytes(app_env) -> None:  # 
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value for e in at.error]
     assert errors and "not a usable name" in errors[0] and str(collection) not in errors[0]
+
+
+def test_links_out_of_the_collection_follow_one_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from app.security import ENV_OUTSIDE_LINKS
+
+    coll, outside = tmp_path / "coll", tmp_path / "outside"
+    (coll / "videos").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.mp4").write_bytes(b"x")
+    os.symlink(outside / "secret.mp4", coll / "videos" / "0050.mp4")
+    monkeypatch.delenv(ENV_OUTSIDE_LINKS, raising=False)
+    with pytest.raises(PathNotAllowedError) as caught:
+        collection_file(coll, "videos/0050.mp4")
+    assert "outside the folders" in str(caught.value) and "--follow-outside-links" in str(caught.value)
+    assert collection_file(coll, "videos/0050.mp4", follow_outside_links=True) == (outside / "secret.mp4").resolve()
+    monkeypatch.setenv(ENV_OUTSIDE_LINKS, "1")
+    assert collection_file(coll, "videos/0050.mp4") == (outside / "secret.mp4").resolve()
+    with pytest.raises(PathNotAllowedError):                 # a path that climbs out is never a link
+        collection_file(coll, "../outside/secret.mp4")

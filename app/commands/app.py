@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 NAME = "app"
 HELP = "start the Streamlit app on an index and a collection"
@@ -33,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local open_clip checkpoint file, for an index built from one")
     add_deprecated_alias(parser, "--checkpoint", "--clip-checkpoint", "clip_checkpoint")
     add_model_weight_arguments(parser)
+    parser.add_argument("--follow-outside-links", action="store_true",
+                        help="play videos whose symbolic links in the collection lead outside it (refused by "
+                             "default, as mvk index refuses to index them)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_port(args.host, args.port)
     index, collection = check_folders(args.index, args.collection, create=args.new_index)
+    if args.follow_outside_links:
+        from app.security import ENV_OUTSIDE_LINKS
+        os.environ[ENV_OUTSIDE_LINKS] = "1"         # read where a collection file is resolved (and by the app)
     cmd = streamlit_command(index, collection, port=args.port, host=args.host,
                             random_weights=args.random_weights, device=args.device,
                             clip_checkpoint=args.clip_checkpoint)

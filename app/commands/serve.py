@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--follow-outside-links", action="store_true",
+                        help="play videos whose symbolic links in the collection lead outside it (refused by "
+                             "default, as mvk index refuses to index them)")
     parser.add_argument("--token", default=None,
                         help="require 'Authorization: Bearer TOKEN' on every request (default: $MVK_API_TOKEN; "
                              "prefer the variable: a flag shows in the process list)")
@@ -68,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.index).expanduser().is_dir():
         raise InputError(f"no index folder at {args.index} (build one with mvk index)")
     index_root, collection = check_folders(args.index, args.collection)
+    if args.follow_outside_links:
+        from app.security import ENV_OUTSIDE_LINKS
+        os.environ[ENV_OUTSIDE_LINKS] = "1"         # read where a collection file is resolved (and by the app)
     token = args.token if args.token is not None else os.environ.get(ENV_TOKEN) or None
     if token is not None and (token != token.strip() or not token.isprintable()):
         raise InputError(f"the bearer token (--token or {ENV_TOKEN}) has spaces at its ends or invisible "
