@@ -2,6 +2,8 @@
 same models and settings as the rest of the index (read back from its manifest)."""
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -189,11 +191,13 @@ def build_sites(cfg: AppConfig, folder: Path, sites: list[str] | None, *, rebuil
     through links leading out of the collection are refused (listed in ``job.notes``)."""
     from indexer.pipeline import index_collection, load_models, select_sites
     from indexer.settings import read_root_manifest, settings_from_manifest
+    from app.security import ENV_OUTSIDE_LINKS
     from mvk_tools.layout import discover
 
     settings = settings_from_manifest(read_root_manifest(cfg.index), random_weights=cfg.random_weights)
     job.update(message="reading the collection")
-    catalog, refused = outside_links(discover(folder), cfg.collection)
+    allow = os.environ.get(ENV_OUTSIDE_LINKS) == "1"          # the app was started with --follow-outside-links
+    catalog, refused = (discover(folder), []) if allow else outside_links(discover(folder), cfg.collection)
     for line in refused:
         job.note(line)
     select_sites(catalog, sites)
@@ -203,5 +207,6 @@ def build_sites(cfg: AppConfig, folder: Path, sites: list[str] | None, *, rebuil
                                      backbone=settings.backbone, checkpoint=settings.checkpoint,
                                      random_weights=settings.random_weights, device=cfg.device)
     job.update(message="models loaded: indexing")
-    return index_collection(cfg.collection, cfg.index, encoder=encoder, extractor=extractor, config=settings.config,
+    config = dataclasses.replace(settings.config, follow_outside_links=allow)
+    return index_collection(cfg.collection, cfg.index, encoder=encoder, extractor=extractor, config=config,
                             sites=sites, rebuild=rebuild, catalog=catalog, progress=JobProgress(job))
