@@ -13,6 +13,7 @@ that vanished or changed while read, an unexpected exception) is reported and re
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from indexer.parts import Part, SiteWork, source_signature
 from indexer.progress import Progress
 from indexer.tasks import STAGES, Clock, IndexConfig, VideoResult, VideoTask, WorkSettings
 from search.errors import MvkError
+from search.inputs import special_kind
 
 if TYPE_CHECKING:
     from indexer.backbone import QKExtractor
@@ -193,8 +195,9 @@ def transient_reason(task: VideoTask) -> str | None:
     """Why a failure of this video must not be remembered (the file cannot be read now, or it is not the file
     that was planned), or None when it is readable and unchanged, so the failure lies in its content."""
     try:
-        with open(task.path, "rb") as fh:
-            fh.read(1)
+        if special_kind(os.stat(task.path).st_mode) is None:     # never open a FIFO: it would block
+            with open(task.path, "rb") as fh:
+                fh.read(1)
         signature = source_signature(task.path)
     except OSError as exc:
         return f"cannot read {task.path}: {exc.strerror or exc}"

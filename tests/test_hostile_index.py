@@ -145,3 +145,30 @@ def test_a_full_disk_while_the_shard_is_written(collection: Path, tmp_path: Path
     monkeypatch.undo()
     assert main(index_args(collection, idx)) == 0
     assert "2" in capsys.readouterr().out
+
+
+def test_a_fifo_named_like_a_video_is_a_lasting_failure_not_a_hang(collection: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this system")
+    coll = tmp_path / "coll"
+    shutil.copytree(collection, coll)
+    os.mkfifo(coll / "videos" / SITE / "0077.mp4")
+    idx = tmp_path / "idx"
+
+    def _hung(*_):
+        raise TimeoutError("mvk index blocked on a FIFO")
+    old = signal.signal(signal.SIGALRM, _hung)
+    signal.alarm(300)
+    try:
+        assert main(index_args(coll, idx)) == 0
+        out = capsys.readouterr().out
+        assert "0077.mp4" in out and "named pipe" in out
+        version = _current(idx)
+        assert main(index_args(coll, idx)) == 0
+        assert "up to date" in capsys.readouterr().out and _current(idx) == version
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
