@@ -83,7 +83,7 @@ def _link_inside(collection: str | Path, relative: str | Path) -> Path | None:
         return None
     try:
         return lexical.resolve(strict=True)
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):        # ValueError: a NUL in the name
         return None
 
 
