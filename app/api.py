@@ -646,11 +646,11 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
                                 session=body.session, positive=positive, negative=negative, method=body.method,
                                 **_page_info(page, body.k))
 
-    @app.get("/frames/{gid}/heatmap.png", response_class=Response, tags=["frames"],
+    @app.get("/frames/{gid}/heatmap.png", response_class=Response, tags=["frames"], dependencies=versioned,
              responses={200: {"content": {"image/png": {}}, "description": "the thumbnail with the text's "
                               "similarity to each part drawn over it; header X-Peak: row,column"}, **ERRORS},
              summary="Where in a frame a text matches")
-    def heatmap(gid: int, q: Annotated[str, Query(max_length=2000, description="the text")] = "") -> Response:
+    def heatmap(gid: GID, q: Annotated[str, Query(max_length=2000, description="the text")] = "") -> Response:
         png, peak = service.heatmap(gid, q)
         return Response(png, media_type="image/png", headers={"X-Peak": f"{peak[0]},{peak[1]}"})
 
