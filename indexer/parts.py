@@ -93,10 +93,9 @@ class Part:
     probes: dict[str, np.ndarray] = field(default_factory=dict)   # selected frames' probe thumbnails, if any
 
 
-def set_aside_wrong_work(index_root: str | Path) -> list[str]:
-    """The work folder, a site's work folder that is a file, or a site's ``lock`` or ``pending.json`` that is a
-    folder: each moved aside (never deleted) with a note, so this run makes the right kind of entry again."""
-    from search.recovery import entry_kind, set_aside
+def wrong_work(index_root: str | Path) -> list[tuple[Path, str, str]]:
+    """(path, what it is, what belongs there) of the work folder's entries of the wrong kind."""
+    from search.recovery import entry_kind
 
     root = Path(index_root)
     expected = [(root / WORK_DIR, "folder")]
@@ -108,8 +107,14 @@ def set_aside_wrong_work(index_root: str | Path) -> list[str]:
             if entry_kind(entry) == "folder":
                 expected += [(entry / "lock", "file"), (entry / "pending.json", "file")]
     found = [(path, entry_kind(path), wanted) for path, wanted in expected]
-    return [set_aside(root, path, kind, wanted) for path, kind, wanted in found
-            if kind is not None and kind != wanted]
+    return [(path, kind, wanted) for path, kind, wanted in found if kind is not None and kind != wanted]
+
+
+def set_aside_wrong_work(index_root: str | Path) -> list[str]:
+    """The work folder, a site's work folder that is a file, or a site's ``lock`` or ``pending.json`` that is a
+    folder: each moved aside (never deleted) with a note, so this run makes the right kind of entry again."""
+    from search.recovery import set_aside
+    return [set_aside(Path(index_root), path, kind, wanted) for path, kind, wanted in wrong_work(index_root)]
 
 
 class SiteWork:

@@ -21,11 +21,12 @@ from typing import Any
 
 import pandas as pd
 
-from indexer.parts import SiteWork
+from indexer.parts import SiteWork, wrong_work
 from indexer.pipeline import PIPELINE_VERSION, IndexResult, select_sites
 from indexer.plan import site_up_to_date
 from indexer.tasks import IndexConfig, SiteResult
 from search.errors import MvkError
+from search.recovery import needs_recovery
 
 
 def _normal(value: Any) -> Any:
@@ -65,8 +66,8 @@ def up_to_date_result(collection: str | Path, index_dir: str | Path, *, config: 
     from search import store
     t0 = time.perf_counter()
     root = Path(index_dir)
-    if not (root / "manifest.json").is_file():
-        return None
+    if not (root / "manifest.json").is_file() or needs_recovery(root) or wrong_work(root):
+        return None                  # entries to set aside or temps to remove: the full run does it
     manifest, notes = store.load_root_manifest(root)
     if manifest is None or notes or not _same_settings(manifest, config):
         return None

@@ -71,6 +71,12 @@ def wrong_kinds(root: Path) -> list[tuple[Path, str, str]]:
     return [(path, kind, wanted) for path, kind, wanted in found if kind is not None and kind != wanted]
 
 
+def needs_recovery(root: Path) -> bool:
+    """Whether ``recover`` has something to set aside or remove (so a run cannot skip it as up to date)."""
+    root = Path(root)
+    return root.is_dir() and (bool(wrong_kinds(root)) or any(ROOT_TMP.fullmatch(p.name) for p in root.iterdir()))
+
+
 def set_aside_wrong_kinds(root: Path) -> list[str]:
     """Move every entry of the wrong kind aside (``wrong_kinds``); notes naming each."""
     return [set_aside(root, path, kind, wanted) for path, kind, wanted in wrong_kinds(root)]
