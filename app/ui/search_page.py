@@ -15,6 +15,7 @@ cfg = common.config()
 index = common.open_index(cfg)
 common.random_banner(index, cfg)
 
+from mvk_tools.exports import to_csv  # noqa: E402  (cells a spreadsheet would run as formulas are escaped)
 from search.errors import MvkError  # noqa: E402
 from search.queries import (FUSIONS, FeedbackQuery, Filters, ImageQuery, ItemRef, LikeQuery, Options,  # noqa: E402
                             SequenceQuery, TextQuery)
@@ -164,7 +165,7 @@ span = f" · showing {first + 1}–{first + len(shown)}" if page_no > 1 or len(f
 head.caption(f"{len(found)} {noun} for {common.plain(common.shorten(st.session_state.get('search_label', ''), 100))}"
              f"{span} · {st.session_state.get('search_ms', 0):.0f} ms · fusion {fusion}")
 export = results.export_table(found)
-csv_col.download_button("CSV", export.to_csv(index=False).encode("utf-8"), file_name="mvk_results.csv",
+csv_col.download_button("CSV", to_csv(export, index=False).encode("utf-8"), file_name="mvk_results.csv",
                         mime="text/csv", key="export_csv", on_click="ignore", icon=":material/download:",
                         help="download these results (ranks, scores, videos, times, boxes)", width="stretch")
 json_col.download_button("JSON", export.to_json(orient="records", indent=1).encode("utf-8"),
