@@ -100,7 +100,7 @@ def check_factory(spec: str, d: int = 64) -> None:
         import re
         why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         why = re.sub(r"^Error in .* at \S+:\d+: ", "", why)[:200]
-        raise InputError(f"index type {spec!r} is neither one of {', '.join(INDEX_TYPES)} nor a FAISS factory "
+        raise InputError(f"unknown index type {spec!r}: neither one of {', '.join(INDEX_TYPES)} nor a FAISS factory "
                          f"string (e.g. \"IVF1024,Flat\", \"HNSW32\", \"IVF4096,PQ32x4fs\"): {why}") from None
 
 
