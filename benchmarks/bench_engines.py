@@ -57,7 +57,8 @@ def main() -> None:
     from indexer.engines import ModelSpec
     from indexer.engines.local import LocalExecutor
     from indexer.engines.raydata import RayExecutor, model_memory
-    from indexer.pipeline import IndexConfig, load_models
+    from indexer.models import load_models
+    from indexer.pipeline import IndexConfig
     from mvk_tools.synth import make_collection
 
     work = Path(tempfile.mkdtemp(prefix="bench-engines-"))

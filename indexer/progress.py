@@ -8,8 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from indexer.engines import EngineInfo
-    from indexer.tasks import SiteResult, VideoResult
+    from indexer.tasks import EngineInfo, SiteResult, VideoResult
 
 
 class Progress:

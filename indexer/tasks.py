@@ -96,6 +96,21 @@ class WorkSettings:
     frame_source: FrameSource | None = None
 
 
+@dataclass(frozen=True)
+class EngineInfo:
+    """What an engine reports about the work stage it runs: its name, how many workers run the models, on which
+    devices (part of the contract: the driver and the progress display read it, every engine writes it)."""
+    name: str
+    workers: int
+    devices: tuple[str, ...]
+    detail: str = ""
+
+    def describe(self) -> str:
+        devices = ", ".join(sorted(set(self.devices))) or "cpu"
+        text = f"engine {self.name}: {self.workers} worker{'s' if self.workers != 1 else ''} on {devices}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
 @dataclass
 class VideoResult:
     site: str

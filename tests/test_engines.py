@@ -19,7 +19,20 @@ def test_ray_engine_without_ray_says_how_to_install_it(collection, tmp_path: Pat
     assert not (tmp_path / "idx").exists()
 
 
-@pytest.mark.parametrize("flag", [["--ray-address", "auto"], ["--workers", "2"]])
+@pytest.mark.parametrize("flag", [["--ray-address", "auto"], ["--workers", "2"], ["--gpus-per-worker", "0.5"]])
 def test_ray_flags_need_the_ray_engine(collection, tmp_path: Path, capsys, flag) -> None:
     assert main(index_args(collection, tmp_path / "idx", *flag)) == 2
     assert "go with --engine ray" in capsys.readouterr().err
+
+
+def test_the_engine_registry_is_what_the_cli_offers_and_an_unknown_name_is_refused(capsys) -> None:
+    from indexer.engines import ENGINES, ModelSpec, make_executor
+    from indexer.engines.local import LocalExecutor
+    from search.errors import InputError
+    assert list(ENGINES) == ["local", "ray"]
+    with pytest.raises(SystemExit):
+        main(["index", "--help"])
+    assert "{local,ray}" in capsys.readouterr().out
+    assert isinstance(make_executor("local", ModelSpec(), None, None), LocalExecutor)
+    with pytest.raises(InputError, match="unknown engine 'spark': one of local, ray"):
+        make_executor("spark", ModelSpec(), None, None)

@@ -23,9 +23,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from indexer.engines import EngineInfo, ModelSpec
+from indexer.engines import ModelSpec
 from indexer.progress import Progress
-from indexer.tasks import VideoResult, VideoTask, WorkSettings
+from indexer.tasks import EngineInfo, VideoResult, VideoTask, WorkSettings
 from search.errors import InputError, MvkError
 
 INSTALL_HINT = 'the Ray engine needs Ray Data: pip install -e ".[ray]" (or pip install "ray[data]>=2.9")'
@@ -63,7 +63,8 @@ class _Embedder:
     def __init__(self, spec: ModelSpec, settings: WorkSettings) -> None:
         import ray
 
-        from indexer.pipeline import fingerprint, load_models
+        from indexer.identity import fingerprint
+        from indexer.models import load_models
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.settings = settings
         self.problem: str | None = None      # raised by the first call: a failed constructor would be retried
@@ -162,8 +163,10 @@ class RayExecutor:
     ``actor_memory`` is what each reserves (``model_memory`` of the loaded models)."""
 
     def __init__(self, spec: ModelSpec, *, address: str | None = None, workers: int | None = None,
-                 collection: str | Path | None = None, actor_memory: int = 1 << 30) -> None:
+                 collection: str | Path | None = None, actor_memory: int = 1 << 30,
+                 gpus_per_worker: float | None = None) -> None:
         self.spec, self.address, self.workers, self.actor_memory = spec, address, workers, actor_memory
+        self.gpus_per_worker = gpus_per_worker
         self.collection = Path(os.path.abspath(collection)) if collection is not None else None
         self.info: EngineInfo | None = None
 
