@@ -176,7 +176,8 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
     try:
         with contextlib.ExitStack() as locks:
             plans = _plan_sites(root, collection, catalog, chosen, locks, config=config, fp=fp, rebuild=rebuild)
-            settings = WorkSettings(os.path.abspath(root), config, fp, frame_source)
+            models = {"encoder": encoder.identity(), "backbone": extractor.identity() if extractor else None}
+            settings = WorkSettings(os.path.abspath(root), config, fp, frame_source, models)
             done = executor.run([t for p in plans if isinstance(p, SitePlan) for t in p.tasks], settings, progress)
             for plan in plans:
                 results.append(_finish_site(root, plan, done, encoder=encoder, config=config, fp=fp, clock=clock,

@@ -89,11 +89,13 @@ FrameSource = Callable[[VideoTask, IndexConfig], Iterable["Frame"]]
 @dataclass(frozen=True)
 class WorkSettings:
     """What every worker shares: the index root (a path every node sees), the config, the fingerprint its
-    parts are valid for, and the frame source (None: the default decoder)."""
+    parts are valid for, the frame source (None: the default decoder), and the identities of the driver's
+    models (``{"encoder": ..., "backbone": ...}``), which a worker that loads its own checks it matches."""
     index_root: str
     config: IndexConfig
     fingerprint: str
     frame_source: FrameSource | None = None
+    models: dict | None = None
 
 
 @dataclass(frozen=True)
