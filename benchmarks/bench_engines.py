@@ -7,11 +7,11 @@ a real cluster of 1 against 2 worker nodes; the peak memory of Ray's worker proc
     python3 benchmarks/bench_engines.py --memory [--minutes 10] [--side 640] [--code DIR] ...     (root)
 
 ``--nodes`` and ``--memory`` build a multi-node Ray cluster in network namespaces on this machine
-(tests/netns_cluster.py: the head and each worker node in their own namespace, one logical CPU each, the
-README's `ray start` lines) and run `mvk index --engine ray --ray-address HEAD:6379` from the head's namespace.
+(tests/netns_cluster.py: the head and each worker node in their own namespace, the README's `ray start` lines;
+the head drives only, each worker node offers two logical CPUs) and run `mvk index --engine ray --ray-address HEAD:6379` from the head's namespace.
 ``--nodes``: wall time with 1 and with 2 worker nodes (medians, ratio); the cluster's start is timed apart.
 ``--memory``: one video of ``--minutes`` at ``--side`` x 9/16 px, one frame per second, indexed by a cluster of
-one worker node while every Ray worker process's peak resident memory (VmHWM) is polled; ``--code DIR`` runs
+one worker node (two logical CPUs) while every Ray worker process's peak resident memory (VmHWM) is polled; ``--code DIR`` runs
 another checkout of this project (the engine before a change) with the same flags.
 
 A synthetic collection (one site, ``--videos`` clips of ``--seconds`` at 640x360, one frame per second) is
@@ -87,7 +87,7 @@ def cluster_main(args: argparse.Namespace) -> None:
     import os
     import threading
 
-    from tests.netns_cluster import README_HEAD, README_WORKER, NetnsCluster, can_make_namespaces, start_ray
+    from tests.netns_cluster import NetnsCluster, can_make_namespaces, readme_steps, start_ray
     reason = can_make_namespaces()
     if reason:
         raise SystemExit(f"cannot build the cluster: {reason}")
@@ -112,7 +112,7 @@ def cluster_main(args: argparse.Namespace) -> None:
         for n in layouts:
             with NetnsCluster(1 + n, pythonpath=code) as cluster:
                 t = time.perf_counter()
-                start_ray(cluster, README_HEAD, README_WORKER)
+                start_ray(cluster, readme_steps()["head"], readme_steps()["worker"])
                 starts[n] = time.perf_counter() - t
                 for i in range(args.repeats):
                     idx = work / f"idx-{n}-{i}"
@@ -137,7 +137,7 @@ def cluster_main(args: argparse.Namespace) -> None:
                     print(f"{n} worker node(s) #{i + 1}: {walls[n][-1]:.1f}s", file=sys.stderr, flush=True)
                     shutil.rmtree(idx, ignore_errors=True)
         med = {n: statistics.median(v) for n, v in walls.items()}
-        print(f"{os.cpu_count()} cores; cluster = head + N worker nodes in network namespaces, 1 logical CPU each; "
+        print(f"{os.cpu_count()} cores; cluster = head + N worker nodes in network namespaces, 2 logical CPUs each; "
               f"{args.model} + {args.backbone} (random weights), objects {args.objects}, index flags "
               f"'{args.index_flags}'; code {code}; medians of {args.repeats}")
         for n in layouts:

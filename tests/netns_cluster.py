@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import secrets
 import signal
 import subprocess
 import sys
@@ -65,6 +66,7 @@ class NetnsCluster:
     bridge: str = ""
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mvk-netns-")))
     pythonpath: str = str(REPO)           # the code every node and the driver import (this checkout)
+    token: str = field(default_factory=lambda: secrets.token_hex(32))   # Ray's token authentication, per cluster
 
     @property
     def head(self) -> Node:
@@ -75,8 +77,11 @@ class NetnsCluster:
         return f"{self.head.ip}:{PORT}"
 
     def env(self) -> dict[str, str]:
-        """The environment of every command in the cluster: this checkout first, no usage reports, quiet."""
-        return {**os.environ, "PYTHONPATH": self.pythonpath, "RAY_USAGE_STATS_ENABLED": "0",
+        """The environment of every command in the cluster: this checkout first, the cluster's own auth token
+        (not the one ~/.ray holds for other Ray instances on this machine), no usage reports, quiet."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        return {**env, "PYTHONPATH": self.pythonpath, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+                "RAY_USAGE_STATS_ENABLED": "0",
                 "RAY_enable_metrics_collection": "0", "PYTHONUNBUFFERED": "1"}
 
     def make(self) -> "NetnsCluster":
@@ -116,19 +121,32 @@ class NetnsCluster:
                                 stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
     def pids(self, node: Node) -> list[int]:
-        """Every process running in ``node``'s namespace."""
+        """Every live process in ``node``'s namespace (zombies, already dead, left out)."""
         out = subprocess.run(["ip", "netns", "pids", node.ns], capture_output=True, text=True, timeout=20)
-        return [int(p) for p in out.stdout.split()]
-
-    def kill_node(self, node: Node) -> list[int]:
-        """SIGKILL every process of the node (its raylet, object store, workers): the node dies at once."""
-        pids = self.pids(node)
-        for pid in pids:
+        live = []
+        for pid in (int(p) for p in out.stdout.split()):
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return pids
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state not in ("Z", "X"):
+                live.append(pid)
+        return live
+
+    def kill_node(self, node: Node, timeout: float = 20.0) -> list[int]:
+        """SIGKILL every process of the node (its raylet, object store, workers), by PID, until none is left:
+        the node dies at once. Returns the PIDs killed."""
+        killed: list[int] = []
+        deadline = time.monotonic() + timeout
+        while (pids := self.pids(node)) and time.monotonic() < deadline:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+        return sorted(set(killed))
 
     def peak_memory(self) -> dict[int, tuple[str, int]]:
         """{pid: (process title, peak resident bytes so far)} of every Ray worker process in the cluster
@@ -166,10 +184,7 @@ class NetnsCluster:
         """Kill every process in the namespaces, delete them, the links and the bridge, and the temp folders.
         Each step goes on when an earlier one failed (whatever happened before)."""
         for node in self.nodes:
-            for _ in range(3):
-                if not self.kill_node(node):
-                    break
-                time.sleep(0.5)
+            self.kill_node(node)
         for node in self.nodes:
             subprocess.run(["ip", "netns", "del", node.ns], capture_output=True, timeout=20)
         for i in range(1, len(self.nodes) + 1):          # a veth leaves with its namespace; this is belt and braces
@@ -190,9 +205,10 @@ class NetnsCluster:
 
 
 def ray_limits(node: Node, head: bool) -> list[str]:
-    """What a node on a small shared machine adds to the README's `ray start` lines: one CPU, a small object
-    store, its own temp folder (several nodes on one filesystem); the head: no dashboard, no usage reports."""
-    out = ["--num-cpus=1", f"--object-store-memory={OBJECT_STORE}", f"--temp-dir={node.temp}"]
+    """What a node on a small shared machine adds to the README's `ray start` lines: logical CPUs (none on the
+    head, which only drives; two per worker node, for one actor of each stage), a small object store, its own
+    temp folder (several nodes on one filesystem); the head: no dashboard, no usage reports."""
+    out = [f"--num-cpus={0 if head else 2}", f"--object-store-memory={OBJECT_STORE}", f"--temp-dir={node.temp}"]
     return out + (["--include-dashboard=false", "--disable-usage-stats"] if head else [])
 
 
@@ -207,8 +223,24 @@ def start_ray(cluster: NetnsCluster, head_line: list[str], worker_line: list[str
     cluster.wait_for_nodes(1 + len(chosen))
 
 
-README_HEAD = ["ray", "start", "--head", "--port=6379", "--node-ip-address=HEAD_IP"]
-README_WORKER = ["ray", "start", "--address=HEAD_IP:6379", "--node-ip-address=NODE_IP"]
+def readme_steps(readme: Path = REPO / "README.md") -> dict[str, list[str]]:
+    """The commands of the README's cluster section (its first bash block), by role: ``head`` (ray start --head),
+    ``worker`` (ray start --address), ``index`` (mvk index), comments dropped."""
+    import shlex
+    text = readme.read_text()
+    section = text[text.index("### Indexing on a Ray cluster"):]
+    block = section[section.index("```bash") + len("```bash"):]
+    block = block[:block.index("```")]
+    steps: dict[str, list[str]] = {}
+    for line in block.strip().splitlines():
+        words = shlex.split(line.split("#", 1)[0])
+        if words[:3] == ["ray", "start", "--head"]:
+            steps["head"] = words
+        elif words[:2] == ["ray", "start"]:
+            steps["worker"] = words
+        elif words[:2] == ["mvk", "index"]:
+            steps["index"] = words
+    return steps
 
 
 def main() -> None:
@@ -221,7 +253,8 @@ def main() -> None:
     if reason:
         raise SystemExit(reason)
     with NetnsCluster(args.nodes) as cluster:
-        start_ray(cluster, README_HEAD, README_WORKER)
+        steps = readme_steps()
+        start_ray(cluster, steps["head"], steps["worker"])
         print(json.dumps({"namespaces": [n.ns for n in cluster.nodes], "address": cluster.address}), flush=True)
         try:
             while True:

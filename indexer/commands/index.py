@@ -31,11 +31,12 @@ Videos that cannot be read are listed at the end and recorded in the site's mani
 videos go on. Exit code 0 when the run completed (even if some videos failed), 1 when nothing could
 be indexed, 2 on a usage or model error.
 
-Engines: --engine local (the default) runs in this process. --engine ray runs the per-video work
-(decoding in CPU tasks, segmentation and embedding in workers that load the models once, one GPU each
-where the cluster has GPUs) on a Ray cluster: install it with pip install -e ".[ray]", start a cluster
-(ray start --head; ray start --address=HEAD:6379 on the other machines) and pass --ray-address auto.
-Workers write the parts into the index folder and read the videos themselves: on a cluster of several
+Engines: --engine local (the default) runs in this process. --engine ray runs the per-video work on a
+Ray cluster (decoding and segmentation in workers that hold the backbone, frames in chunks of --batch-size
+to workers that hold CLIP; --gpus-per-worker G where the cluster has GPUs): install it with pip install -e ".[ray]", start a cluster
+(ray start --head --port=6379 --node-ip-address=HEAD_IP; ray start --address=HEAD_IP:6379 on the other
+machines) and pass --ray-address HEAD_IP:6379.
+Workers read the videos themselves and the driver writes the parts: on a cluster of several
 machines the index folder and the collection must be on a path every node sees under the same name
 (NFS or another shared filesystem); a run on paths that are not shared stops before any work. Both
 engines write the same index and can resume each other's runs.
@@ -45,7 +46,7 @@ Example:
   mvk index MVK --site Oahu_Jul2022 --index idx --objects crop --every 2
   mvk index MVK --all --index idx-448 --dense-size 448
   mvk index MVK --all --index idx-siglip --preset balanced      (SigLIP ViT-B-16; mvk models lists them)
-  mvk index /shared/MVK --all --index /shared/idx --engine ray --ray-address auto
+  mvk index /shared/MVK --all --index /shared/idx --engine ray --ray-address HEAD_IP:6379
   mvk index MVK --site Tulamben2_Jun2022 --index idx          (a new site joins with idx's settings)
 """
 

@@ -335,8 +335,11 @@ class RayExecutor:
         arrived: dict[str, set[int]] = {k: set() for k in order}
         done: dict[str, VideoResult] = {}
         dim = None
+        base = self.info.detail
+        ready: list[VideoResult] = []
+        rows = iter(ds.iter_rows())
         try:
-            for row in ds.iter_rows():
+            for row in rows:
                 task: VideoTask = pickle.loads(row["task"])
                 key, n = task.key, int(row["chunk"])
                 if key in done or (key, n, bool(row["end"])) in counted:
@@ -364,18 +367,26 @@ class RayExecutor:
                     done[key] = settle_video(by_key[key], settings, part, error, clocks[key])
                     chunks[key].clear()
                 while order and order[0] in done:
-                    yield done.pop(order.pop(0))
+                    ready.append(done.pop(order.pop(0)))
+                if ready:
+                    spread = ", ".join(f"{node} {n}" for node, n in sorted(self.chunks_per_node.items()))
+                    self.info = replace(self.info, detail=f"{base}; chunk tasks per node: {spread}")
+                if not order:
+                    break                    # the last results go out after the pipeline is closed
+                yield from ready
+                ready.clear()
         except MvkError:
             raise
         except Exception as exc:             # Ray wraps what a worker raised; name the cause in one line
             cause = _cause(exc)
             raise EngineError(f"the Ray engine stopped: {cause}") from None
         finally:
-            spread = ", ".join(f"{node} {n}" for node, n in sorted(self.chunks_per_node.items()))
-            if self.info is not None and spread:
-                self.info = replace(self.info, detail=f"{self.info.detail}; chunk tasks per node: {spread}")
+            close = getattr(rows, "close", None)
+            if close is not None:            # stops Ray Data's execution now, not when the driver exits
+                close()
         if order:
             raise EngineError(f"the Ray engine stopped before {len(order)} video(s) were done: an engine bug")
+        yield from ready
 
 
 def _cause(exc: BaseException) -> str:
