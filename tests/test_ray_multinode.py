@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no multi-node clust
 SITES = ("Oahu_Jul2022", "RajaAmpat_Jan2017")
 TEST_FLAGS = ["--model", "mvk-tiny-vit", "--backbone", "color", "--random-weights", "--every", "0.5",
               "--max-side", "0", "--batch-size", "2", "--short-side", "64", "--key-stride", "2", "--no-progress"]
-RUN_TIMEOUT = 150.0
+RUN_TIMEOUT = 600.0      # seconds per `mvk index` run: generous, for a heavily shared machine
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,8 @@ def test_killed_driver_then_killed_worker_node_resume_without_duplicates(cluster
         code, out = finish(start_index(cluster, collection, idx, tmp_path / "3.log"), tmp_path / "3.log")
         assert code == 0, out
     done = videos(out)
-    assert done["resumed"] >= committed + 1 and done["failed"] == 0, out      # committed parts were not redone
+    assert done["resumed"] >= committed and done["failed"] == 0, out       # committed parts were not redone
+    assert done["resumed"] + done["indexed"] == 4, out
     assert_same_index(idx, local_index)
     print(f"resumed after the driver died with {committed} committed video(s); node {victim.ip} killed "
           f"({len(killed)} processes); the run after the kill exited {code}:\n{out}")

@@ -237,9 +237,10 @@ def plan_resources(cluster: dict, *, objects: bool, workers: int | None, gpus_pe
     """(segmentation actors, embedding actors, the Ray resources of each) from the cluster's resources.
 
     With GPUs: each model actor reserves ``gpus_per_worker`` of a GPU (default 1, or 0.5 when a video is also
-    segmented, so one GPU holds one actor of each stage), as many as fit, shared between the two stages. On
-    CPUs: one CPU per actor, about half the CPUs per stage when both run (every CPU otherwise). ``workers``
-    caps the actors of each stage. Every actor reserves ``actor_memory`` bytes of host memory."""
+    segmented, so one GPU holds one actor of each stage) and a CPU, as many as fit, shared between the two
+    stages. On CPUs: one CPU per actor, half the CPUs for embedding and the rest for segmenting (or for the
+    decoding tasks of a frame-only index). ``workers`` caps the actors of each stage. Every actor reserves
+    ``actor_memory`` bytes of host memory."""
     gpus, cpus = float(cluster.get("GPU", 0)), max(1, int(cluster.get("CPU", 1)))
     stages = 2 if objects else 1
     if gpus:
@@ -248,10 +249,11 @@ def plan_resources(cluster: dict, *, objects: bool, workers: int | None, gpus_pe
             raise InputError(f"--gpus-per-worker {per:g}: the cluster has {gpus:g} GPU(s)")
         slots = max(stages, int(gpus / per + 1e-9))
         resources = {"num_gpus": per, "num_cpus": 1, "memory": actor_memory}
+        embed = max(1, slots // stages)
     else:
-        slots = max(stages, cpus)
+        slots = max(2, cpus)
         resources = {"num_cpus": 1, "memory": actor_memory}
-    embed = max(1, slots // stages)
+        embed = max(1, slots // 2)
     segment = max(1, slots - embed) if objects else 0
     if workers is not None:
         embed, segment = min(embed, workers), min(segment, workers)
