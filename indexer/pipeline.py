@@ -20,7 +20,6 @@ lasting input errors (a corrupt, unchanged file) are remembered; other failures 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
