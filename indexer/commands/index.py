@@ -208,6 +208,7 @@ def plan_run(args: argparse.Namespace) -> tuple[object, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from indexer.engines import EngineOptions, ModelSpec, check_engine, make_executor
     from indexer.models import load_models
     from indexer.pipeline import index_collection, select_sites
     from indexer.progress import Progress, TqdmProgress
@@ -215,7 +216,6 @@ def run(args: argparse.Namespace) -> int:
     from mvk_tools.layout import discover
     from search.errors import InputError
 
-    from indexer.engines import EngineOptions, ModelSpec, check_engine, make_executor
     if args.engine != "ray" and (args.ray_address is not None or args.workers is not None
                                  or args.gpus_per_worker is not None):
         raise InputError("--ray-address, --workers and --gpus-per-worker go with --engine ray")
