@@ -58,8 +58,8 @@ def test_rerun_with_nothing_to_do_loads_no_model(collection, tmp_path, capsys, m
 
     def refuse(**kwargs):
         raise InputError("models loaded for a run with nothing to do")
-    import indexer.pipeline
-    monkeypatch.setattr(indexer.pipeline, "load_models", refuse)
+    import indexer.models
+    monkeypatch.setattr(indexer.models, "load_models", refuse)
     assert main(index_args(collection, idx, "--site", SITES[0])) == 0
     out = capsys.readouterr().out
     assert "up-to-date" in out and "is up to date" in out and "RANDOM weights" in out
