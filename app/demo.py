@@ -95,7 +95,8 @@ def build_demo(paths: DemoPaths, *, random_weights: bool, device: str = "cpu", c
     set. Pretrained models unless ``random_weights``: then the tiny random CLIP and the colour baseline for
     segmentation (labelled so in the index). Raises MissingWeightsError before anything is written when the
     weights cannot be had. Returns indexer.pipeline.IndexResult."""
-    from indexer.pipeline import IndexConfig, index_collection, load_models
+    from indexer.models import load_models
+    from indexer.pipeline import IndexConfig, index_collection
     from indexer.segment import SegmentParams
     from search.errors import MissingWeightsError
 

@@ -66,7 +66,7 @@ def video_errors(index) -> pd.DataFrame:
 
 def settings_lines(manifest: dict) -> list[str]:
     """The index's models and settings in words (Markdown lines), for people rather than for the code."""
-    from indexer.pipeline import recorded_indexing
+    from indexer.identity import recorded_indexing
     from search.encoder import describe
 
     enc = manifest.get("encoder") or {}
@@ -185,11 +185,15 @@ def progress_text(job: Job, elapsed: float) -> str:
     return f"{job.message}{frames} · {elapsed:.0f} s"
 
 
-def build_sites(cfg: AppConfig, folder: Path, sites: list[str] | None, *, rebuild: bool, job: Job):
+def build_sites(cfg: AppConfig, folder: Path, sites: list[str] | None, *, rebuild: bool, job: Job,
+                engine: str = "local"):
     """Index ``sites`` of the collection found in ``folder`` (a security-checked folder inside the collection)
     into the app's index; returns indexer.pipeline.IndexResult. Runs in the job's thread. Videos reached
-    through links leading out of the collection are refused (listed in ``job.notes``)."""
-    from indexer.pipeline import index_collection, load_models, select_sites
+    through links leading out of the collection are refused (listed in ``job.notes``). ``engine`` names one of
+    ``indexer.engines.ENGINES`` (ray: a Ray instance on this machine, or the cluster RAY_ADDRESS names)."""
+    from indexer.engines import EngineOptions, ModelSpec, check_engine, make_executor
+    from indexer.models import load_models
+    from indexer.pipeline import index_collection, select_sites
     from indexer.settings import read_root_manifest, settings_from_manifest
     from app.security import ENV_OUTSIDE_LINKS
     from mvk_tools.layout import discover
@@ -201,12 +205,17 @@ def build_sites(cfg: AppConfig, folder: Path, sites: list[str] | None, *, rebuil
     for line in refused:
         job.note(line)
     select_sites(catalog, sites)
+    check_engine(engine)
     job.update(message="loading the models")
     encoder, extractor = load_models(objects=settings.config.objects, model=settings.model,
                                      pretrained=settings.pretrained, clip_checkpoint=settings.clip_checkpoint,
                                      backbone=settings.backbone, checkpoint=settings.checkpoint,
                                      random_weights=settings.random_weights, device=cfg.device)
+    spec = ModelSpec(settings.model, settings.pretrained, settings.clip_checkpoint, settings.backbone,
+                     settings.checkpoint, settings.random_weights)
+    executor = make_executor(engine, spec, encoder, extractor, EngineOptions(collection=str(cfg.collection)))
     job.update(message="models loaded: indexing")
     config = dataclasses.replace(settings.config, follow_outside_links=allow)
     return index_collection(cfg.collection, cfg.index, encoder=encoder, extractor=extractor, config=config,
-                            sites=sites, rebuild=rebuild, catalog=catalog, progress=JobProgress(job))
+                            sites=sites, rebuild=rebuild, catalog=catalog, progress=JobProgress(job),
+                            executor=executor)

@@ -78,7 +78,8 @@ def job_times(url: str) -> tuple[float, float]:
 
 def small_collection(base: Path, frames: int) -> tuple[Path, Path]:
     """A 2-site synthetic collection (3 videos of ``frames`` frames at 12 fps each) indexed by the tiny models."""
-    from indexer.pipeline import IndexConfig, index_collection, load_models
+    from indexer.models import load_models
+    from indexer.pipeline import IndexConfig, index_collection
     from mvk_tools.synth import make_collection
 
     collection = make_collection(base / "collection", sites=("Oahu_Jul2022", "PhuQuoc1_Jun2022"), videos_per_site=3,

@@ -45,7 +45,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from indexer.pipeline import IndexConfig, index_collection, load_models
+    from indexer.models import load_models
+    from indexer.pipeline import IndexConfig, index_collection
     from mvk_tools.synth import SYNTH_SITES, make_collection
     from search.queries import FeedbackQuery, ItemRef, LikeQuery, Options
     from search.service import QueryService

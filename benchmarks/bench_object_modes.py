@@ -169,7 +169,7 @@ def main() -> None:
         ap.error("--collection needs --queries (query sets for mvk kis)")
 
     import torch
-    from indexer.pipeline import load_models
+    from indexer.models import load_models
     from search.errors import MvkError
 
     try:

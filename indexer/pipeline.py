@@ -20,13 +20,11 @@ lasting input errors (a corrupt, unchanged file) are remembered; other failures 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,23 +32,23 @@ import pandas as pd
 
 from indexer.assemble import assemble_site
 from indexer.disk import disk_full, is_disk_full
-from indexer.embed import OBJECT_MODES, POOL_VARIANTS, ObjectMode, pool_variant
+from indexer.embed import OBJECT_MODES
+from indexer.identity import fingerprint, recorded_indexing, root_manifest
 from indexer.parts import SiteWork, set_aside_wrong_work
 from indexer.plan import SitePlan, plan_site
 from indexer.progress import Progress
-from indexer.tasks import (SELECTED_SOURCE, STAGES, Clock, FrameSource, IndexConfig, SiteResult, VideoResult,
-                           WorkSettings)
+from indexer.tasks import (SELECTED_SOURCE, STAGES, Clock, EngineInfo, FrameSource, IndexConfig, SiteResult,
+                           VideoResult, WorkSettings)
 from search.errors import InputError, ModelMismatchError, MvkError
 from search.manifest import differences, mismatch_message
 
 if TYPE_CHECKING:
     from indexer.backbone import QKExtractor
-    from indexer.engines import EngineInfo, Executor
+    from indexer.engines import Executor
     from search.encoder import Encoder
 
-__all__ = ["SELECTED_SOURCE", "STAGES", "IndexConfig", "IndexResult", "SiteResult", "VideoResult", "fingerprint",
-           "index_collection", "load_models", "root_manifest", "select_sites"]
-PIPELINE_VERSION = 1
+__all__ = ["SELECTED_SOURCE", "STAGES", "IndexConfig", "IndexResult", "SiteResult", "VideoResult", "index_collection",
+           "select_sites"]
 
 
 @dataclass
@@ -63,7 +61,7 @@ class IndexResult:
     frames_computed: int                 # frames decoded and embedded in this run (resumed ones excluded)
     random_weights: bool
     notes: list[str] = field(default_factory=list)   # what search.store.recover repaired or migrated
-    engine: "EngineInfo | None" = None   # the engine that ran the work stage (None: nothing to compute)
+    engine: EngineInfo | None = None   # the engine that ran the work stage (None: nothing to compute)
 
     @property
     def errors(self) -> list[tuple[str, str, str]]:
@@ -86,90 +84,7 @@ class IndexResult:
 
 
 # --------------------------------------------------------------------------------------------------------
-# models and manifests
-
-def load_models(*, objects: ObjectMode = "pool", model: str | None = None, pretrained: str | None = None,
-                clip_checkpoint: str | Path | None = None, backbone: str | None = None,
-                checkpoint: str | Path | None = None, random_weights: bool = False,
-                device: str = "cpu") -> tuple["Encoder", "QKExtractor | None"]:
-    """The CLIP encoder and (unless objects are ``none``) the segmentation backbone, on ``device``."""
-    from search import encoder as enc
-    encoder = enc.load_encoder(model or enc.DEFAULT_MODEL,
-                               pretrained if (pretrained is not None or model) else enc.DEFAULT_PRETRAINED,
-                               checkpoint=clip_checkpoint, random_weights=random_weights, device=device)
-    extractor = None
-    if objects != "none":
-        from indexer import backbone as bb
-        extractor = bb.load_backbone(backbone or bb.DEFAULT_BACKBONE, checkpoint=checkpoint,
-                                     random_weights=random_weights, device=device)
-    return encoder, extractor
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-    out = {"pipeline": str(PIPELINE_VERSION)}
-    for dist in ("mvk-retrieval", "torch", "open_clip_torch", "timm", "faiss-cpu", "faiss-gpu", "numpy", "av"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
-def encoder_identity(encoder: "Encoder", config: IndexConfig) -> dict:
-    """The encoder's identity with the frame fit this index uses (part of its preprocessing)."""
-    return {**encoder.identity(), "fit": config.frame_fit}
-
-
-def pool_features(encoder: "Encoder", config: IndexConfig) -> dict | None:
-    """What the pool modes' object vectors are made of: the dense feature variant and the input side of
-    its pass (None for the other modes). Raises InputError when the model has no such features or the
-    size does not fit its patches."""
-    if config.objects not in POOL_VARIANTS:
-        if config.dense_size is not None:
-            raise InputError(f"--dense-size applies to --objects pool and pool-raw, not {config.objects!r}")
-        return None
-    variant = pool_variant(encoder, config.objects)
-    encoder.check_dense(variant)
-    return {"variant": variant, "size": encoder.dense_side(config.dense_size)}
-
-
-def indexing_section(config: IndexConfig, extractor: "QKExtractor | None", encoder: "Encoder | None" = None) -> dict:
-    """Everything besides the CLIP encoder that decides what the vectors mean: compared on every run."""
-    section = {"objects": config.objects, "frame_fit": config.frame_fit,
-               "crop_margin": config.crop_margin if config.objects == "crop" else None,
-               "backbone": extractor.identity() if extractor is not None else None,
-               "sampling": config.sampling(), "thumbnail_side": config.thumbnail_side}
-    features = pool_features(encoder, config) if encoder is not None else None
-    if features is not None:
-        section["pool_features"] = features
-    return section
-
-
-def root_manifest(encoder: "Encoder", extractor: "QKExtractor | None", config: IndexConfig) -> dict:
-    """What the index root records: encoder identity, backbone, segmentation parameters, sampling, versions."""
-    section = indexing_section(config, extractor, encoder)
-    return {"encoder": encoder_identity(encoder, config),
-            "segmentation": asdict(config.segment_params()) if config.objects != "none" else None,
-            "indexing": section, "versions": _versions()}
-
-
-def fingerprint(encoder: "Encoder", extractor: "QKExtractor | None", config: IndexConfig) -> str:
-    """A hash of everything that decides a part's content (models, parameters; not the index type)."""
-    data = {"encoder": encoder_identity(encoder, config), "indexing": indexing_section(config, extractor, encoder),
-            "pipeline": PIPELINE_VERSION}
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def recorded_indexing(manifest: dict) -> dict | None:
-    """The indexing section of a root manifest, with what an index built before the dense ClearCLIP path
-    meant spelled out: its ``pool`` object vectors are raw last-layer tokens, i.e. today's ``pool-raw``."""
-    have = manifest.get("indexing")
-    if not isinstance(have, dict) or have.get("objects") != "pool" or "pool_features" in have:
-        return have
-    size = (manifest.get("encoder") or {}).get("image_size")
-    return {**have, "objects": "pool-raw", "pool_features": {"variant": "raw", "size": size}}
-
+# checking an existing index
 
 def _check_indexing(on_disk: dict, wanted: dict, root: Path) -> None:
     """Refuse to extend an index whose objects (and their dense features), sampling or backbone differ
@@ -281,7 +196,8 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
     try:
         with contextlib.ExitStack() as locks:
             plans = _plan_sites(root, collection, catalog, chosen, locks, config=config, fp=fp, rebuild=rebuild)
-            settings = WorkSettings(os.path.abspath(root), config, fp, frame_source)
+            models = {"encoder": encoder.identity(), "backbone": extractor.identity() if extractor else None}
+            settings = WorkSettings(os.path.abspath(root), config, fp, frame_source, models)
             done = executor.run([t for p in plans if isinstance(p, SitePlan) for t in p.tasks], settings, progress)
             for plan in plans:
                 results.append(_finish_site(root, plan, done, encoder=encoder, config=config, fp=fp, clock=clock,

@@ -8,8 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from indexer.engines import EngineInfo
-    from indexer.tasks import SiteResult, VideoResult
+    from indexer.tasks import EngineInfo, SiteResult, VideoResult
 
 
 class Progress:
@@ -18,7 +17,7 @@ class Progress:
     frames_done*, video_finished) for each video computed, site_finished. frames_decoded comes as the
     models take each decoded frame, frames_done once per embedded batch (segmentation works on chunks of
     frames, so a video's first frames_done can come long after its frames were decoded). An engine that
-    computes elsewhere (Ray) reports a video's frames in one frames_done when its result arrives and calls
+    computes elsewhere (Ray) reports a chunk's frames in one frames_done when the chunk arrives and calls
     no video_started."""
 
     def engine_started(self, info: "EngineInfo") -> None:

@@ -21,8 +21,9 @@ from typing import Any
 
 import pandas as pd
 
+from indexer.identity import PIPELINE_VERSION
 from indexer.parts import SiteWork, wrong_work
-from indexer.pipeline import PIPELINE_VERSION, IndexResult, select_sites
+from indexer.pipeline import IndexResult, select_sites
 from indexer.plan import site_up_to_date
 from indexer.tasks import IndexConfig, SiteResult
 from search.errors import MvkError
@@ -35,7 +36,7 @@ def _normal(value: Any) -> Any:
 
 
 def recorded_fingerprint(manifest: dict) -> str | None:
-    """The parts' fingerprint (``indexer.pipeline.fingerprint``) of a run with the models and settings the
+    """The parts' fingerprint (``indexer.identity.fingerprint``) of a run with the models and settings the
     root ``manifest`` records; None when it records no encoder or indexing section."""
     encoder, indexing = manifest.get("encoder"), manifest.get("indexing")
     if not isinstance(encoder, dict) or not isinstance(indexing, dict):

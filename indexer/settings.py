@@ -29,8 +29,9 @@ class BuildSettings:
 def settings_from_manifest(manifest: dict | None, *, random_weights: bool, objects: str = "pool") -> BuildSettings:
     """The settings of an existing index (its manifest), or the defaults for an empty one. ``random_weights``
     (the command's --random-weights) is required to extend or start an index with random weights."""
-    from indexer.pipeline import IndexConfig, recorded_indexing
+    from indexer.identity import recorded_indexing
     from indexer.segment import SegmentParams
+    from indexer.tasks import IndexConfig
     from search.errors import ModelMismatchError
 
     manifest = manifest or {}

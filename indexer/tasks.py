@@ -122,11 +122,28 @@ FrameSource = Callable[[VideoTask, IndexConfig], Iterable["Frame"]]
 @dataclass(frozen=True)
 class WorkSettings:
     """What every worker shares: the index root (a path every node sees), the config, the fingerprint its
-    parts are valid for, and the frame source (None: the default decoder)."""
+    parts are valid for, the frame source (None: the default decoder), and the identities of the driver's
+    models (``{"encoder": ..., "backbone": ...}``), which a worker that loads its own checks it matches."""
     index_root: str
     config: IndexConfig
     fingerprint: str
     frame_source: FrameSource | None = None
+    models: dict | None = None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What an engine reports about the work stage it runs: its name, how many workers run the models, on which
+    devices (part of the contract: the driver and the progress display read it, every engine writes it)."""
+    name: str
+    workers: int
+    devices: tuple[str, ...]
+    detail: str = ""
+
+    def describe(self) -> str:
+        devices = ", ".join(sorted(set(self.devices))) or "cpu"
+        text = f"engine {self.name}: {self.workers} worker{'s' if self.workers != 1 else ''} on {devices}"
+        return f"{text} ({self.detail})" if self.detail else text
 
 
 @dataclass

@@ -141,17 +141,14 @@ class _Plain:
     objects: tuple = ()
 
 
-def compute_part(frames: Iterable["Frame"], *, encoder: "Encoder", extractor: "QKExtractor | None",
-                 config: IndexConfig, video: dict, src_size: tuple[int, int] = (0, 0), clock: Clock | None = None,
-                 progress: Progress | None = None) -> Part:
-    """Rows and vectors of one video from its frames (in order). ``video`` holds the constant frame columns
-    (site, video_id, video_path, place, date). Seconds per stage go to ``clock``."""
-    from search.store import FRAME_COLUMNS, OBJECT_COLUMNS
+def segmented_chunks(frames: Iterable["Frame"], *, extractor: "QKExtractor | None", config: IndexConfig,
+                     clock: Clock | None = None) -> Iterator[list[Any]]:
+    """A video's frames segmented (``SegmentedFrame``s; frames without objects when objects are ``none``), in
+    chunks of ``config.batch_size``: the unit that is embedded together, here and on every engine. Memory is
+    bounded by the segmentation chunk and one batch, not by the length of the video."""
     clock = clock or Clock()
-    progress = progress or Progress()
     decoded = clock.timed(frames, "decode")
-    with_objects = config.objects != "none"
-    if with_objects:
+    if config.objects != "none":
         if extractor is None:
             raise ValueError("objects need a segmentation backbone (extractor)")
         from indexer.segment import segment_stream
@@ -159,36 +156,65 @@ def compute_part(frames: Iterable["Frame"], *, encoder: "Encoder", extractor: "Q
                                             "segmentation", inner="decode")
     else:
         stream = (_Plain(f) for f in decoded)
+    return _chunks(stream, max(1, config.batch_size))
 
-    frame_rows: list[pd.DataFrame] = []
-    object_rows: list[pd.DataFrame] = []
-    n_frames = 0
-    fvecs: list[np.ndarray] = []
-    ovecs: list[np.ndarray] = []
+
+def embed_chunk(chunk: Sequence[Any], *, encoder: "Encoder", config: IndexConfig, video: dict, frame_row0: int,
+                src_size: tuple[int, int] = (0, 0), clock: Clock | None = None) -> Part:
+    """Rows and vectors of one chunk of segmented frames of a video; object rows' ``frame_row`` counts from
+    ``frame_row0`` (the frames of the video before this chunk). Its ``probes`` hold the chunk's share of the
+    selected frames' probe thumbnails (``join_chunks`` puts a video's together)."""
     from indexer.selected import ProbeCollector
-    probes = ProbeCollector()
-    for batch in _chunks(stream, max(1, config.batch_size)):
-        probes.add([sf.frame for sf in batch])
-        emb = embed_batch(encoder, [sf.frame.image for sf in batch], [sf.objects for sf in batch],
-                          config.objects, fit=config.frame_fit, margin=config.crop_margin,
-                          batch_size=config.batch_size, dense_size=config.dense_size)
-        clock.add(emb.seconds)
-        t = time.perf_counter()
-        fr, ob = _rows_for_batch(batch, video=video, frame_row0=n_frames, src_size=src_size,
-                                 thumb_side=config.thumbnail_side, with_objects=with_objects)
-        clock.seconds["write"] += time.perf_counter() - t
-        n_frames += len(fr)
-        frame_rows.append(fr)
-        object_rows.append(ob)
-        fvecs.append(emb.frame_vectors)
-        ovecs.append(emb.object_vectors)
-        progress.frames_done(len(batch))
-    dim = encoder.dim
-    objects = [o for o in object_rows if len(o)]
-    return Part(pd.concat(frame_rows, ignore_index=True) if frame_rows else pd.DataFrame(columns=list(FRAME_COLUMNS)),
+    clock = clock or Clock()
+    collector = ProbeCollector()
+    collector.add([sf.frame for sf in chunk])
+    probes = {"probe_images": np.stack(collector.images)} if collector.images else {}
+    if collector.video is not None:
+        probes["probe_frames"] = collector.video
+    emb = embed_batch(encoder, [sf.frame.image for sf in chunk], [sf.objects for sf in chunk], config.objects,
+                      fit=config.frame_fit, margin=config.crop_margin, batch_size=config.batch_size,
+                      dense_size=config.dense_size)
+    clock.add(emb.seconds)
+    t = time.perf_counter()
+    fr, ob = _rows_for_batch(chunk, video=video, frame_row0=frame_row0, src_size=src_size,
+                             thumb_side=config.thumbnail_side, with_objects=config.objects != "none")
+    clock.seconds["write"] += time.perf_counter() - t
+    return Part(fr, ob, emb.frame_vectors, emb.object_vectors, probes)
+
+
+def join_chunks(chunks: Sequence[Part], dim: int) -> Part:
+    """One video's part from its chunks, in order (the selected frames' probes of every chunk together)."""
+    from indexer.selected import ProbeCollector
+    from search.store import FRAME_COLUMNS, OBJECT_COLUMNS
+    collector = ProbeCollector()
+    for c in chunks:
+        collector.images.extend(c.probes.get("probe_images", ()))
+        if "probe_frames" in c.probes:
+            collector.video = c.probes["probe_frames"]
+    objects = [c.objects for c in chunks if len(c.objects)]
+    return Part(pd.concat([c.frames for c in chunks], ignore_index=True) if chunks
+                else pd.DataFrame(columns=list(FRAME_COLUMNS)),
                 pd.concat(objects, ignore_index=True) if objects else pd.DataFrame(columns=list(OBJECT_COLUMNS)),
-                np.concatenate(fvecs) if fvecs else np.zeros((0, dim), np.float32),
-                np.concatenate(ovecs) if ovecs else np.zeros((0, dim), np.float32), probes.result())
+                np.concatenate([c.frame_vectors for c in chunks]) if chunks else np.zeros((0, dim), np.float32),
+                np.concatenate([c.object_vectors for c in chunks]) if chunks else np.zeros((0, dim), np.float32),
+                collector.result())
+
+
+def compute_part(frames: Iterable["Frame"], *, encoder: "Encoder", extractor: "QKExtractor | None",
+                 config: IndexConfig, video: dict, src_size: tuple[int, int] = (0, 0), clock: Clock | None = None,
+                 progress: Progress | None = None) -> Part:
+    """Rows and vectors of one video from its frames (in order). ``video`` holds the constant frame columns
+    (site, video_id, video_path, place, date). Seconds per stage go to ``clock``."""
+    clock = clock or Clock()
+    progress = progress or Progress()
+    chunks: list[Part] = []
+    n_frames = 0
+    for chunk in segmented_chunks(frames, extractor=extractor, config=config, clock=clock):
+        chunks.append(embed_chunk(chunk, encoder=encoder, config=config, video=video, frame_row0=n_frames,
+                                  src_size=src_size, clock=clock))
+        n_frames += len(chunk)
+        progress.frames_done(len(chunk))
+    return join_chunks(chunks, encoder.dim)
 
 
 def transient_reason(task: VideoTask) -> str | None:
@@ -214,27 +240,28 @@ def counted(frames: Iterable[Any], progress: Progress | None) -> Iterator[Any]:
         yield frame
 
 
+def check_catalog(task: VideoTask) -> None:
+    """MvkError when the catalog could not probe the video and it is still unreadable or changed."""
+    if task.catalog_error:
+        reason = transient_reason(task)
+        raise MvkError(task.catalog_error if reason is None else reason)
+
+
 def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", extractor: "QKExtractor | None",
               frames: Iterable["Frame"] | None = None, progress: Progress | None = None,
               prefetch: "DecodePlan | None" = None) -> VideoResult:
     """Index one video and commit its part (or its lasting failure) in the site's work folder.
 
-    ``frames`` overrides the settings' frame source (an engine that decoded elsewhere passes them in; a
-    decoding error it caught is re-raised at the point where it happened). ``prefetch``: decode in a
-    producer thread while the models work (``indexer.prefetch``); the decode stage's seconds are then the
-    producer's, beside the others. Never raises for a bad video: the result says what happened;
-    ``lasting`` failures are committed, the others retried next run."""
+    ``frames`` overrides the settings' frame source. ``prefetch``: decode in a producer thread while the
+    models work (``indexer.prefetch``); the decode stage's seconds are then the producer's, beside the others.
+    Never raises for a bad video: the result says what happened; ``lasting`` failures are committed, the
+    others retried next run."""
     clock = Clock()
     ahead = None
-    work = SiteWork(settings.index_root, task.site)
-    vr = VideoResult(task.site, task.video_id, task.rel, "indexed", expected_frames=task.expected_frames,
-                     note=task.note)
-    record = {"video_path": task.rel, "source": task.signature, "fingerprint": settings.fingerprint,
-              "frames": 0, "objects": 0, "error": None}
+    part: Part | None = None
+    error: BaseException | None = None
     try:
-        if task.catalog_error:
-            reason = transient_reason(task)
-            raise MvkError(task.catalog_error if reason is None else reason)
+        check_catalog(task)
         source = frames if frames is not None else frames_of(task, settings)
         if prefetch is not None:
             from indexer.prefetch import Prefetch
@@ -242,6 +269,29 @@ def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", ex
         part = compute_part(counted(source, progress), encoder=encoder, extractor=extractor,
                             config=settings.config, video=task.frame_columns(), src_size=task.src_size,
                             clock=clock, progress=progress)
+    except Exception as exc:
+        error = exc
+    finally:
+        if ahead is not None:          # the producer's seconds, not the models' wait on it
+            ahead.close()
+            clock.seconds["decode"] = ahead.seconds
+    return settle_video(task, settings, part, error, clock)
+
+
+def settle_video(task: VideoTask, settings: WorkSettings, part: Part | None, error: BaseException | None,
+                 clock: Clock) -> VideoResult:
+    """Commit a computed video's part once, or record why it failed: an input problem (MvkError) is committed
+    as a lasting failure while the file is readable and unchanged; anything else is reported and retried on
+    the next run. Shared by every engine, wherever the part was computed."""
+    work = SiteWork(settings.index_root, task.site)
+    vr = VideoResult(task.site, task.video_id, task.rel, "indexed", expected_frames=task.expected_frames,
+                     note=task.note)
+    record = {"video_path": task.rel, "source": task.signature, "fingerprint": settings.fingerprint,
+              "frames": 0, "objects": 0, "error": None}
+    try:
+        if error is not None:
+            raise error
+        assert part is not None
         t = time.perf_counter()
         record.update(frames=len(part.frames), objects=len(part.objects))
         if len(part.frames) == 0:
@@ -267,36 +317,5 @@ def run_video(task: VideoTask, settings: WorkSettings, *, encoder: "Encoder", ex
         if is_disk_full(exc):       # every later video would fail the same way: the driver stops the run
             raise
         vr.status, vr.error = "failed", f"{type(exc).__name__}: {exc}"
-    finally:
-        if ahead is not None:          # the producer's seconds, not the models' wait on it
-            ahead.close()
-            clock.seconds["decode"] = ahead.seconds
     vr.seconds = {k: clock.seconds[k] for k in STAGES}
     return vr
-
-
-@dataclass
-class Decoded:
-    """A video's frames decoded ahead (by another process), and the error that stopped decoding, if any."""
-    frames: list
-    error: BaseException | None
-    seconds: float
-
-    def replay(self) -> Iterator["Frame"]:
-        """The frames, then the decoding error where it happened (so run_video treats it as if it decoded)."""
-        yield from self.frames
-        if self.error is not None:
-            raise self.error
-
-
-def decode_ahead(task: VideoTask, settings: WorkSettings) -> Decoded:
-    """Decode all of a task's frames now (the Ray engine's CPU stage); errors are kept for run_video."""
-    t = time.perf_counter()
-    frames: list = []
-    error: BaseException | None = None
-    try:
-        for frame in frames_of(task, settings):
-            frames.append(frame)
-    except Exception as exc:
-        error = exc
-    return Decoded(frames, error, time.perf_counter() - t)

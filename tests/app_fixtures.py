@@ -11,7 +11,8 @@ _BUILT: dict[str, tuple[Path, Path]] = {}
 
 def build_small_index(base: Path) -> tuple[Path, Path]:
     """(collection, index) under ``base``: 2 sites x 2 videos x 2 s at 12 fps, 2 frames per second indexed."""
-    from indexer.pipeline import IndexConfig, index_collection, load_models
+    from indexer.models import load_models
+    from indexer.pipeline import IndexConfig, index_collection
     from mvk_tools.synth import make_collection
 
     collection = make_collection(base / "collection", sites=SITES, videos_per_site=2, n_frames=24,

@@ -56,7 +56,8 @@ def test_videos_linked_from_outside_the_collection_are_refused_and_no_outside_pa
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copy(collection / "videos" / "Oahu_Jul2022" / "0001.mp4", elsewhere / "private.mp4")
-    from indexer.pipeline import IndexConfig, index_collection, load_models
+    from indexer.models import load_models
+    from indexer.pipeline import IndexConfig, index_collection
     encoder, extractor = load_models(model="mvk-tiny-vit", pretrained=None, backbone="color", random_weights=True)
     index_collection(collection, tmp_path / "idx", encoder=encoder, extractor=extractor,
                      config=IndexConfig(every_seconds=0.5))                # the index the app was started on

@@ -110,7 +110,8 @@ def trap_server():
 def _crafted_collection(base: Path, trap: int) -> tuple[Path, Path, str]:
     """A collection whose one site and video carry Markdown in their names (a link, an image pointing at
     the trap server), every video MPEG-4 Part 2; indexed with the tiny models."""
-    from indexer.pipeline import IndexConfig, index_collection, load_models
+    from indexer.models import load_models
+    from indexer.pipeline import IndexConfig, index_collection
     from mvk_tools.synth import make_collection
 
     collection = make_collection(base / "collection", sites=("Oahu_Jul2022",), videos_per_site=2, n_frames=24,

@@ -58,8 +58,8 @@ def test_rerun_with_nothing_to_do_loads_no_model(collection, tmp_path, capsys, m
 
     def refuse(**kwargs):
         raise InputError("models loaded for a run with nothing to do")
-    import indexer.pipeline
-    monkeypatch.setattr(indexer.pipeline, "load_models", refuse)
+    import indexer.models
+    monkeypatch.setattr(indexer.models, "load_models", refuse)
     assert main(index_args(collection, idx, "--site", SITES[0])) == 0
     out = capsys.readouterr().out
     assert "up-to-date" in out and "is up to date" in out and "RANDOM weights" in out
@@ -148,15 +148,15 @@ def test_a_new_site_takes_every_recorded_setting_and_a_differing_flag_is_named_a
                                                                                      monkeypatch) -> None:
     """Sampling, decode size and segmentation recorded by the index are used for the flags left out; a flag
     that differs is refused before any model loads, and the message names only that flag."""
-    import indexer.pipeline as pipeline
+    import indexer.models as models
 
     idx = tmp_path / "idx"
     assert main(index_args(collection, idx, "--site", SITES[0], "--short-side", "96", "--tau", "1.2")) == 0
     capsys.readouterr()
     bare = ["index", str(collection), "--index", str(idx), "--site", SITES[1], "--random-weights", "--no-progress"]
     loaded = []
-    real_load = pipeline.load_models
-    monkeypatch.setattr(pipeline, "load_models", lambda **kw: loaded.append(kw) or real_load(**kw))
+    real_load = models.load_models
+    monkeypatch.setattr(models, "load_models", lambda **kw: loaded.append(kw) or real_load(**kw))
     assert main([*bare, "--every", "2", "--short-side", "96", "--max-side", "0"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--every: index has 0.5, you asked 2.0" in last
@@ -171,9 +171,9 @@ def test_a_new_site_takes_every_recorded_setting_and_a_differing_flag_is_named_a
 
 
 def test_unknown_sites_are_refused_before_the_models_load(collection, tmp_path, capsys, monkeypatch) -> None:
-    import indexer.pipeline as pipeline
+    import indexer.models as models
 
-    monkeypatch.setattr(pipeline, "load_models", lambda **kw: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(models, "load_models", lambda **kw: pytest.fail("a model was loaded"))
     assert main(index_args(collection, tmp_path / "idx", "--site", "Oahu")) == 2
     assert "unknown site(s) Oahu (did you mean Oahu_Jul2022?)" in capsys.readouterr().err
 

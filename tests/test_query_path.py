@@ -91,7 +91,8 @@ def checkpoint_index(tmp_path_factory):
     file."""
     import torch
 
-    from indexer.pipeline import IndexConfig, index_collection, load_models
+    from indexer.models import load_models
+    from indexer.pipeline import IndexConfig, index_collection
     from mvk_tools.synth import make_collection
     from search.encoder import TEST_MODEL, load_encoder
 

@@ -32,7 +32,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def models():
     from indexer.engines import ModelSpec
-    from indexer.pipeline import load_models
+    from indexer.models import load_models
     from search.encoder import TEST_MODEL
     spec = ModelSpec(model=TEST_MODEL, backbone=TEST_BACKBONE, random_weights=True)
     return spec, *load_models(objects="pool", **spec.kwargs())

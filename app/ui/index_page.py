@@ -15,6 +15,7 @@ common.random_banner(index, cfg)
 
 from app import indexing  # noqa: E402
 from app.security import collection_folder  # noqa: E402
+from indexer.engines import ENGINES  # noqa: E402
 from search.errors import MvkError  # noqa: E402
 
 st.title("Index")
@@ -52,6 +53,7 @@ else:
                                    "for every site; it must lie inside the collection")
         site_names = st.text_input("Only these sites (comma-separated, optional)", key="b_sites",
                                    placeholder=", ".join(known[:2]) or "e.g. Oahu_Jul2022")
+        engine = st.selectbox("Engine", list(ENGINES), key="b_engine", format_func=lambda k: f"{k}: {ENGINES[k].help}")
         rebuild = st.checkbox("Rebuild even if up to date", key="b_rebuild",
                               help="recompute aside; searches use the old shard until the new one is swapped in")
         start = st.form_submit_button("Indexing…" if busy else "Index", type="primary",
@@ -60,7 +62,8 @@ else:
         try:
             folder = collection_folder(cfg.collection, typed)
             sites = [s.strip() for s in site_names.split(",") if s.strip()] or None
-            registry.start("index", lambda job: indexing.build_sites(cfg, folder, sites, rebuild=rebuild, job=job))
+            registry.start("index", lambda job: indexing.build_sites(cfg, folder, sites, rebuild=rebuild, job=job,
+                                                                              engine=engine))
             st.rerun()                     # the form again, its button disabled while the job runs
         except (MvkError, RuntimeError) as exc:
             st.error(str(exc))

@@ -32,11 +32,12 @@ Videos that cannot be read are listed at the end and recorded in the site's mani
 videos go on. Exit code 0 when the run completed (even if some videos failed), 1 when nothing could
 be indexed, 2 on a usage or model error.
 
-Engines: --engine local (the default) runs in this process. --engine ray runs the per-video work
-(decoding in CPU tasks, segmentation and embedding in workers that load the models once, one GPU each
-where the cluster has GPUs) on a Ray cluster: install it with pip install -e ".[ray]", start a cluster
-(ray start --head; ray start --address=HEAD:6379 on the other machines) and pass --ray-address auto.
-Workers write the parts into the index folder and read the videos themselves: on a cluster of several
+Engines: --engine local (the default) runs in this process. --engine ray runs the per-video work on a
+Ray cluster (decoding and segmentation in workers that hold the backbone, frames in chunks of --batch-size
+to workers that hold CLIP; --gpus-per-worker G where the cluster has GPUs): install it with pip install -e ".[ray]", start a cluster
+(ray start --head --port=6379 --node-ip-address=HEAD_IP; ray start --address=HEAD_IP:6379 on the other
+machines) and pass --ray-address HEAD_IP:6379.
+Workers read the videos themselves and the driver writes the parts: on a cluster of several
 machines the index folder and the collection must be on a path every node sees under the same name
 (NFS or another shared filesystem); a run on paths that are not shared stops before any work. Both
 engines write the same index and can resume each other's runs.
@@ -46,7 +47,7 @@ Example:
   mvk index MVK --site Oahu_Jul2022 --index idx --objects crop --every 2
   mvk index MVK --all --index idx-448 --dense-size 448
   mvk index MVK --all --index idx-siglip --preset balanced      (SigLIP ViT-B-16; mvk models lists them)
-  mvk index /shared/MVK --all --index /shared/idx --engine ray --ray-address auto
+  mvk index /shared/MVK --all --index /shared/idx --engine ray --ray-address HEAD_IP:6379
   mvk index MVK --site Tulamben2_Jun2022 --index idx          (a new site joins with idx's settings)
 """
 
@@ -128,15 +129,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "or any FAISS factory string (\"IVF4096,PQ32x4fs\", \"HNSW32\", \"OPQ16,IVF1024,PQ16\") "
                             "are approximate, for big collections; a table too small to train one is stored flat")
     engine = parser.add_argument_group("engine")
-    engine.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="where the per-video work runs: local = in this process (default); ray = on a Ray "
-                             "cluster (pip install -e \".[ray]\"); with several machines the collection and "
-                             "--index must be on a path every node sees")
+    from indexer.engines import ENGINES
+    engine.add_argument("--engine", choices=tuple(ENGINES), default="local",
+                        help="where the per-video work runs: " + "; ".join(f"{k} = {e.help}" for k, e in ENGINES.items())
+                             + "; with several machines the collection and --index must be on a path every node sees")
     engine.add_argument("--ray-address", default=None, metavar="ADDR",
-                        help="Ray cluster to join (auto = the one started with `ray start` on this machine, or "
-                             "ray://HOST:10001); default: start a Ray instance on this machine for this run")
+                        help="Ray cluster to join: HEAD_IP:6379 (the head's address as `ray start --head` prints "
+                             "it), auto (the one started with `ray start` on this machine) or ray://HOST:10001; "
+                             "default: start a Ray instance on this machine for this run")
     engine.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="--engine ray: model workers (default: one per GPU of the cluster, else half its CPUs)")
+    engine.add_argument("--gpus-per-worker", type=positive_float, default=None, metavar="G",
+                        help="--engine ray: GPUs each model worker reserves, fractions allowed (0.5: two workers "
+                             "share a GPU); default 1 where the cluster has GPUs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_weight_arguments(parser)
 
@@ -208,17 +213,18 @@ def plan_run(args: argparse.Namespace) -> tuple[object, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from indexer.pipeline import index_collection, load_models, select_sites
+    from indexer.engines import EngineOptions, ModelSpec, check_engine, make_executor
+    from indexer.models import load_models
+    from indexer.pipeline import index_collection, select_sites
     from indexer.progress import Progress, TqdmProgress
     from indexer.rerun import up_to_date_result
     from mvk_tools.layout import discover
     from search.errors import InputError
 
-    if args.engine != "ray" and (args.ray_address is not None or args.workers is not None):
-        raise InputError("--ray-address and --workers go with --engine ray")
-    if args.engine == "ray":
-        from indexer.engines.raydata import import_ray
-        import_ray()                   # says how to install it, before any model is loaded
+    if args.engine != "ray" and (args.ray_address is not None or args.workers is not None
+                                 or args.gpus_per_worker is not None):
+        raise InputError("--ray-address, --workers and --gpus-per-worker go with --engine ray")
+    check_engine(args.engine)                  # says what to install, before any model is loaded
 
     apply_preset(args)
     config, models = plan_run(args)
@@ -238,14 +244,10 @@ def run(args: argparse.Namespace) -> int:
         print("note: --random-weights: models are randomly initialised; this index is for tests and "
               "benchmarks only (its manifest says so)", file=sys.stderr)
     progress = Progress() if args.no_progress else TqdmProgress()
-    executor = None
-    if args.engine == "ray":
-        from indexer.engines import ModelSpec
-        from indexer.engines.raydata import RayExecutor, model_memory
-        files = {k: os.path.abspath(v) if k.endswith("checkpoint") and v else v for k, v in models.items()}
-        executor = RayExecutor(ModelSpec(random_weights=args.random_weights, **files), address=args.ray_address,
-                               workers=args.workers, collection=args.collection,
-                               actor_memory=model_memory(encoder, extractor))
+    files = {k: os.path.abspath(v) if k.endswith("checkpoint") and v else v for k, v in models.items()}
+    executor = make_executor(args.engine, ModelSpec(random_weights=args.random_weights, **files), encoder, extractor,
+                             EngineOptions(address=args.ray_address, workers=args.workers,
+                                           gpus_per_worker=args.gpus_per_worker, collection=args.collection))
     try:
         result = index_collection(args.collection, args.index, encoder=encoder, extractor=extractor,
                                   config=config, sites=args.sites, rebuild=args.rebuild, catalog=catalog,

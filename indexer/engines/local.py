@@ -11,10 +11,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from indexer.engines import EngineInfo
 from indexer.prefetch import decode_plan
 from indexer.progress import Progress, plural
-from indexer.tasks import VideoResult, VideoTask, WorkSettings
+from indexer.tasks import EngineInfo, VideoResult, VideoTask, WorkSettings
 from indexer.work import run_video
 from search.cpus import usable_cores
 

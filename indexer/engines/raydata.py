@@ -1,34 +1,45 @@
-"""The Ray engine: the work stage as a Ray Data streaming pipeline on a Ray cluster.
+"""The Ray engine: the work stage as a Ray Data streaming pipeline on a Ray cluster, frames in bounded chunks.
 
     tasks (one row per video)
-      -> decode      Ray tasks on CPUs: the frame source runs to the end (``indexer.work.decode_ahead``)
-      -> embed       Ray actors that load the models once (one GPU each where the cluster has GPUs):
-                     segmentation + embedding + the part commit (``indexer.work.run_video``)
-      -> results     streamed back to the driver in task order; it assembles each site when its videos are done
+      -> frames    map_batches, one video per call: decode and (unless objects are ``none``) segment, in Ray
+                   actors that hold the segmentation backbone (CPU tasks for frame-only indexes); yields the
+                   video's frames in chunks of ``--batch-size`` (``indexer.work.segmented_chunks``), one row each,
+                   then an end row that counts them (or carries the error that stopped the video)
+      -> embed     map_batches over chunk rows (several videos' chunks per batch), in Ray actors that hold the
+                   CLIP encoder: each chunk becomes rows + vectors (``indexer.work.embed_chunk``), exactly the
+                   batches the local engine embeds, so the vectors are the same bit for bit
+      -> driver    joins a video's chunks in order once its end row and every chunk arrived, and commits the part
+                   once (``indexer.work.settle_video``); results go back in task order
 
-Parts are committed by the workers into ``<index>/.work``, so the index folder (and the collection) must be a
-path every node sees under the same name; a multi-node cluster is checked before any work. Ray retries a task
-whose worker died and restarts a dead actor (Ray Data's defaults); a retried video rewrites the same part
-under the same name, so nothing is duplicated. A killed driver resumes from the committed parts, as with the
-local engine.
+A worker holds one segmentation chunk and a few frame chunks, never a whole video, so its memory does not grow
+with the length of a video. Workers read the videos; the driver writes the parts into ``<index>/.work``: the
+index folder and the collection must be on a path every node sees under the same name (checked on a
+multi-node cluster before any work). Ray retries a task whose worker died and restarts dead actors; a retried
+video sends its chunks again and the driver keeps one copy of each (by video and chunk number), so nothing is
+duplicated. A killed driver resumes from the committed parts, as with the local engine.
 """
 from __future__ import annotations
 
-import inspect
+import json
 import logging
 import os
 import pickle
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from indexer.engines import EngineInfo, ModelSpec
+import numpy as np
+
+from indexer.engines import ModelSpec
 from indexer.progress import Progress
-from indexer.tasks import VideoResult, VideoTask, WorkSettings
+from indexer.tasks import STAGES, Clock, EngineInfo, VideoResult, VideoTask, WorkSettings
 from search.errors import InputError, MvkError
 
 INSTALL_HINT = 'the Ray engine needs Ray Data: pip install -e ".[ray]" (or pip install "ray[data]>=2.9")'
+BLOCK_BYTES = 16 << 20       # Ray Data blocks of at most about this size: a few chunks of frames, never a video
 
 
 class EngineError(MvkError):
@@ -45,49 +56,129 @@ def import_ray() -> Any:
     return ray
 
 
-def _decode(row: dict, settings: WorkSettings) -> dict:
-    """CPU stage: decode one video's frames ahead; a decoding error travels with them."""
-    from indexer.work import Decoded, decode_ahead
-    decoded = decode_ahead(pickle.loads(row["task"]), settings)
+def _portable(error: BaseException) -> bytes:
+    """A pickled exception, or a RuntimeError with its text when it does not pickle."""
     try:
-        blob = pickle.dumps(decoded)
-    except Exception:                       # an exception that does not pickle: keep its text
-        blob = pickle.dumps(Decoded(decoded.frames, RuntimeError(f"{type(decoded.error).__name__}: "
-                                                                 f"{decoded.error}"), decoded.seconds))
-    return {"task": row["task"], "decoded": blob}
+        return pickle.dumps(error)
+    except Exception:
+        return pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"))
+
+
+def _rows(task: bytes, chunk: int, end: bool, payload: bytes, seconds: dict, node: str) -> dict:
+    return {"task": np.array([task], dtype=object), "chunk": np.array([chunk], dtype=np.int64),
+            "end": np.array([end]), "payload": np.array([payload], dtype=object),
+            "seconds": np.array([json.dumps(seconds)], dtype=object), "node": np.array([node], dtype=object)}
+
+
+def _node() -> str:
+    import ray
+    return ray.util.get_node_ip_address()
+
+
+def _since(clock: Clock, before: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage added to ``clock`` since ``before`` (and ``before`` brought up to date)."""
+    out = {k: v - before.get(k, 0.0) for k, v in clock.seconds.items() if v - before.get(k, 0.0) > 0}
+    before.update(clock.seconds)
+    return out
+
+
+def video_chunks(batch: dict, settings: WorkSettings, extractor: Any = None) -> Iterator[dict]:
+    """Frame stage of one video (a batch of one task row): a row per chunk of segmented frames, then an end row
+    with the number of chunks and the error that stopped the video, if any."""
+    from indexer.work import check_catalog, frames_of, segmented_chunks
+    blob = batch["task"][0]
+    task: VideoTask = pickle.loads(blob)
+    clock, before, node = Clock(), {}, _node()
+    n, error = 0, None
+    try:
+        check_catalog(task)
+        for chunk in segmented_chunks(frames_of(task, settings), extractor=extractor, config=settings.config,
+                                      clock=clock):
+            yield _rows(blob, n, False, pickle.dumps(chunk), _since(clock, before), node)
+            n += 1
+    except Exception as exc:                 # travels to the driver, which records it as run_video would
+        error = exc
+    yield _rows(blob, n, True, _portable(error) if error is not None else b"", _since(clock, before), node)
+
+
+def _model_problem(problem: str) -> str:
+    return (f"worker on node {_node()} cannot load the models: {problem}; install the same versions and "
+            f"weights on every node")
+
+
+class _Segmenter:
+    """Frame-stage actor: loads the segmentation backbone once, then decodes and segments one video a call."""
+
+    def __init__(self, spec: ModelSpec, settings: WorkSettings, backbone: dict | None) -> None:
+        import ray
+
+        from indexer.models import load_backbone
+        self.settings, self.problem = settings, None
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        try:
+            self.extractor = load_backbone(spec.backbone, checkpoint=spec.checkpoint,
+                                           random_weights=spec.random_weights, device=device)
+            if backbone is not None and not _same(self.extractor.identity(), backbone):
+                self.problem = "its segmentation backbone differs from the driver's (other weights or versions)"
+        except MvkError as exc:
+            self.problem = str(exc)
+
+    def __call__(self, batch: dict) -> Iterator[dict]:
+        if self.problem is not None:
+            raise EngineError(_model_problem(self.problem))
+        yield from video_chunks(batch, self.settings, self.extractor)
+
+
+def _same(a: dict, b: dict) -> bool:
+    norm = lambda d: json.loads(json.dumps(d, sort_keys=True, default=str))   # noqa: E731
+    return norm(a) == norm(b)
 
 
 class _Embedder:
-    """Model stage: an actor that loads the models once, then segments, embeds and commits one video a call."""
+    """Embedding actor: loads the CLIP encoder once, then turns each chunk row of a batch (chunks of several
+    videos) into that chunk's rows and vectors; end rows pass through."""
 
-    def __init__(self, spec: ModelSpec, settings: WorkSettings) -> None:
+    def __init__(self, spec: ModelSpec, settings: WorkSettings, encoder: dict | None) -> None:
         import ray
 
-        from indexer.pipeline import fingerprint, load_models
+        from indexer.models import load_encoder
+        self.settings, self.problem = settings, None
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
-        self.settings = settings
-        self.problem: str | None = None      # raised by the first call: a failed constructor would be retried
         try:
-            self.encoder, self.extractor = load_models(objects=settings.config.objects, device=self.device,
-                                                       **spec.kwargs())
-            if fingerprint(self.encoder, self.extractor, settings.config) != settings.fingerprint:
-                self.problem = "its models differ from the driver's (other weights or versions there)"
+            self.encoder = load_encoder(model=spec.model, pretrained=spec.pretrained,
+                                        clip_checkpoint=spec.clip_checkpoint, random_weights=spec.random_weights,
+                                        device=self.device)
+            if encoder is not None and not _same(self.encoder.identity(), encoder):
+                self.problem = "its CLIP model differs from the driver's (other weights or versions)"
         except MvkError as exc:
             self.problem = str(exc)
-        if self.problem is not None:
-            self.problem = (f"worker on node {ray.util.get_node_ip_address()} cannot load the models: "
-                            f"{self.problem}; install the same versions and weights on every node")
 
-    def __call__(self, row: dict) -> dict:
-        from indexer.work import run_video
+    def __call__(self, batch: dict) -> dict:
+        from indexer.work import embed_chunk
         if self.problem is not None:
-            raise EngineError(self.problem)
-        task: VideoTask = pickle.loads(row["task"])
-        decoded = pickle.loads(row["decoded"])
-        result = run_video(task, self.settings, encoder=self.encoder, extractor=self.extractor,
-                           frames=decoded.replay())
-        result.seconds["decode"] = result.seconds.get("decode", 0.0) + decoded.seconds
-        return {"result": pickle.dumps(result), "device": self.device}
+            raise EngineError(_model_problem(self.problem))
+        node = _node()
+        out: dict[str, list] = {k: [] for k in ("task", "chunk", "end", "payload", "seconds", "node")}
+        size = max(1, self.settings.config.batch_size)
+        for i in range(len(batch["task"])):
+            payload, seconds = batch["payload"][i], json.loads(batch["seconds"][i])
+            if not batch["end"][i]:
+                task: VideoTask = pickle.loads(batch["task"][i])
+                clock = Clock()
+                try:
+                    part = embed_chunk(pickle.loads(payload), encoder=self.encoder, config=self.settings.config,
+                                       video=task.frame_columns(), frame_row0=int(batch["chunk"][i]) * size,
+                                       src_size=task.src_size, clock=clock)
+                    payload = pickle.dumps(part)
+                except Exception as exc:     # the video fails; the driver records why
+                    payload = _portable(exc)
+                seconds = {k: seconds.get(k, 0.0) + clock.seconds.get(k, 0.0) for k in STAGES}
+            for key, value in (("task", batch["task"][i]), ("chunk", int(batch["chunk"][i])),
+                               ("end", bool(batch["end"][i])), ("payload", payload),
+                               ("seconds", json.dumps(seconds)), ("node", f"{batch['node'][i]}>{node}")):
+                out[key].append(value)
+        return {k: np.array(v, dtype=object if k in ("task", "payload", "seconds", "node") else None)
+                for k, v in out.items()}
 
 
 def _probe(paths: list[str], token_file: str, token: str) -> list[str]:
@@ -141,31 +232,49 @@ def model_memory(*models: Any) -> int:
     return 4 * params + (1 << 30)
 
 
-def plan_resources(ray: Any, workers: int | None, actor_memory: int) -> tuple[int, dict, dict]:
-    """(number of model actors, their Ray resources, the decode tasks' resources) from the cluster's resources:
-    one actor per GPU where there are GPUs, else about half the CPUs (decoding keeps the rest). The actors
-    reserve the memory of their models, the decode tasks a CPU each; as their resources differ, Ray Data keeps
-    decoding in its own CPU tasks instead of fusing it into the actors. A dead actor is restarted and a dead
-    task retried (Ray Data's defaults)."""
-    res = ray.cluster_resources()
-    gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
+def plan_resources(cluster: dict, *, objects: bool, workers: int | None, gpus_per_worker: float | None,
+                   actor_memory: int) -> tuple[int, int, dict]:
+    """(segmentation actors, embedding actors, the Ray resources of each) from the cluster's resources.
+
+    With GPUs: each model actor reserves ``gpus_per_worker`` of a GPU (default 1, or 0.5 when a video is also
+    segmented, so one GPU holds one actor of each stage) and a CPU, as many as fit, shared between the two
+    stages. On CPUs: one CPU per actor, half the CPUs for embedding and the rest for segmenting (or for the
+    decoding tasks of a frame-only index). ``workers`` caps the actors of each stage. Every actor reserves
+    ``actor_memory`` bytes of host memory."""
+    gpus, cpus = float(cluster.get("GPU", 0)), max(1, int(cluster.get("CPU", 1)))
+    stages = 2 if objects else 1
     if gpus:
-        n = min(workers or gpus, gpus)
-        return n, {"num_gpus": 1, "num_cpus": 1, "memory": actor_memory}, {"num_cpus": 1}
-    n = max(1, min(workers or max(1, cpus // 2), cpus - 1 if cpus > 1 else 1))
-    return n, {"num_cpus": 1, "memory": actor_memory}, {"num_cpus": 1}
+        per = gpus_per_worker if gpus_per_worker is not None else (0.5 if objects else 1.0)
+        if per > gpus:
+            raise InputError(f"--gpus-per-worker {per:g}: the cluster has {gpus:g} GPU(s)")
+        slots = max(stages, int(gpus / per + 1e-9))
+        resources = {"num_gpus": per, "num_cpus": 1, "memory": actor_memory}
+        embed = max(1, slots // stages)
+    else:
+        slots = max(2, cpus)
+        resources = {"num_cpus": 1, "memory": actor_memory}
+        embed = max(1, slots // 2)
+    segment = max(1, slots - embed) if objects else 0
+    if workers is not None:
+        embed, segment = min(embed, workers), min(segment, workers)
+    return segment, embed, resources
 
 
 class RayExecutor:
-    """Runs the work stage on a Ray cluster (``address``: ``auto``, ``ray://host:port``, or None for a local
-    one started here). ``workers`` caps the number of model actors (default: from the cluster's resources);
-    ``actor_memory`` is what each reserves (``model_memory`` of the loaded models)."""
+    """Runs the work stage on a Ray cluster (``address``: ``HEAD_IP:6379``, ``auto``, ``ray://host:port``, or
+    None for a Ray instance started here). ``workers`` caps the model actors of each stage (default: from the
+    cluster's resources); ``gpus_per_worker`` is the GPU share of each (fractions allowed); ``actor_memory``
+    is the host memory each reserves (``model_memory`` of the loaded models). After a run, ``chunks_per_node``
+    counts the chunks each node worked on (segmenting and embedding, by node address)."""
 
     def __init__(self, spec: ModelSpec, *, address: str | None = None, workers: int | None = None,
-                 collection: str | Path | None = None, actor_memory: int = 1 << 30) -> None:
+                 collection: str | Path | None = None, actor_memory: int = 1 << 30,
+                 gpus_per_worker: float | None = None) -> None:
         self.spec, self.address, self.workers, self.actor_memory = spec, address, workers, actor_memory
+        self.gpus_per_worker = gpus_per_worker
         self.collection = Path(os.path.abspath(collection)) if collection is not None else None
         self.info: EngineInfo | None = None
+        self.chunks_per_node: Counter[str] = Counter()
 
     def connect(self) -> Any:
         ray = import_ray()
@@ -178,35 +287,108 @@ class RayExecutor:
                                   "or leave out --ray-address for a local one") from None
         return ray
 
+    def pipeline(self, ray: Any, tasks: Sequence[VideoTask], settings: WorkSettings) -> tuple[Any, int, int, dict]:
+        """The Ray Data pipeline of these tasks, and the actors per stage and their resources."""
+        objects = settings.config.objects != "none"
+        segment, embed, res = plan_resources(ray.cluster_resources(), objects=objects, workers=self.workers,
+                                             gpus_per_worker=self.gpus_per_worker, actor_memory=self.actor_memory)
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True        # chunks come back in task order
+        ctx.enable_progress_bars = False
+        ctx.target_max_block_size = BLOCK_BYTES
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        models = settings.models or {}
+        ds = ray.data.from_items([{"task": pickle.dumps(t)} for t in tasks], override_num_blocks=len(tasks))
+        if objects:
+            ds = ds.map_batches(_Segmenter, batch_size=1, batch_format="numpy",
+                                fn_constructor_kwargs={"spec": self.spec, "settings": settings,
+                                                       "backbone": models.get("backbone")},
+                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=segment), **res)
+        else:
+            ds = ds.map_batches(video_chunks, batch_size=1, batch_format="numpy", fn_kwargs={"settings": settings},
+                                num_cpus=1)
+        ds = ds.map_batches(_Embedder, batch_size=4, batch_format="numpy",
+                            fn_constructor_kwargs={"spec": self.spec, "settings": settings,
+                                                   "encoder": models.get("encoder")},
+                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=embed), **res)
+        return ds, segment, embed, res
+
     def run(self, tasks: Sequence[VideoTask], settings: WorkSettings, progress: Progress) -> Iterator[VideoResult]:
+        from indexer.work import join_chunks, settle_video
         if not tasks:
             return
         ray = self.connect()
         roots = [str(self.collection)] if self.collection is not None else sorted({t.path for t in tasks})[:1]
         check_shared(ray, Path(settings.index_root), roots)
-        n, actor_res, decode_res = plan_resources(ray, self.workers, self.actor_memory)
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True        # results come back in task order
-        ctx.enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        items = [{"task": pickle.dumps(t)} for t in tasks]
-        kw = {"override_num_blocks": len(items)} if "override_num_blocks" in inspect.signature(
-            ray.data.from_items).parameters else {"parallelism": len(items)}
-        ds = ray.data.from_items(items, **kw)
-        ds = ds.map(_decode, fn_kwargs={"settings": settings}, **decode_res)
-        ds = ds.map(_Embedder, fn_constructor_kwargs={"spec": self.spec, "settings": settings},
-                    compute=ray.data.ActorPoolStrategy(size=n), **actor_res)
-        devices = ("cuda",) * n if actor_res.get("num_gpus") else ("cpu",) * n
-        self.info = EngineInfo("ray", n, devices, f"{len(ray.nodes())} node(s), decoding in CPU tasks")
+        ds, segment, embed, res = self.pipeline(ray, tasks, settings)
+        device = "cuda" if res.get("num_gpus") else "cpu"
+        stages = f"decoding and segmenting in {segment} more" if segment else "decoding in CPU tasks"
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        self.info = EngineInfo("ray", embed, (device,) * embed,
+                               f"{nodes} node(s); {stages}; frames in chunks of {settings.config.batch_size}")
         progress.engine_started(self.info)
+        order = [t.key for t in tasks]
+        by_key = {t.key: t for t in tasks}
+        chunks: dict[str, dict[int, Any]] = {k: {} for k in order}
+        ends: dict[str, tuple[int, BaseException | None]] = {}
+        errors: dict[str, BaseException] = {}
+        clocks: dict[str, Clock] = {k: Clock() for k in order}
+        counted: set[tuple[str, int, bool]] = set()
+        arrived: dict[str, set[int]] = {k: set() for k in order}
+        done: dict[str, VideoResult] = {}
+        dim = None
+        base = self.info.detail
+        ready: list[VideoResult] = []
+        rows = iter(ds.iter_rows())
         try:
-            for row in ds.iter_rows():
-                result: VideoResult = pickle.loads(row["result"])
-                progress.frames_done(result.frames)
-                yield result
+            for row in rows:
+                task: VideoTask = pickle.loads(row["task"])
+                key, n = task.key, int(row["chunk"])
+                if key in done or (key, n, bool(row["end"])) in counted:
+                    continue                 # a chunk sent again by a retried task: one copy is kept
+                counted.add((key, n, bool(row["end"])))
+                clocks[key].add(json.loads(row["seconds"]))
+                if row["end"]:
+                    ends[key] = (n, pickle.loads(row["payload"]) if row["payload"] else None)
+                else:
+                    arrived[key].add(n)
+                    for node in str(row["node"]).split(">"):
+                        self.chunks_per_node[node] += 1
+                    part = pickle.loads(row["payload"])
+                    if isinstance(part, BaseException):
+                        errors.setdefault(key, part)
+                    else:
+                        chunks[key][n] = part
+                        dim = part.frame_vectors.shape[1]
+                        progress.frames_done(len(part.frames))
+                if key in ends and len(arrived[key]) == ends[key][0]:
+                    count, error = ends[key]
+                    error = errors.get(key, error)
+                    parts = [chunks[key][i] for i in range(count)]
+                    part = join_chunks(parts, dim or 0) if error is None else None
+                    done[key] = settle_video(by_key[key], settings, part, error, clocks[key])
+                    chunks[key].clear()
+                while order and order[0] in done:
+                    ready.append(done.pop(order.pop(0)))
+                if ready:
+                    spread = ", ".join(f"{node} {n}" for node, n in sorted(self.chunks_per_node.items()))
+                    self.info = replace(self.info, detail=f"{base}; chunk tasks per node: {spread}")
+                if not order:
+                    break                    # the last results go out after the pipeline is closed
+                yield from ready
+                ready.clear()
+        except MvkError:
+            raise
         except Exception as exc:             # Ray wraps what a worker raised; name the cause in one line
             cause = _cause(exc)
             raise EngineError(f"the Ray engine stopped: {cause}") from None
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:            # stops Ray Data's execution now, not when the driver exits
+                close()
+        if order:
+            raise EngineError(f"the Ray engine stopped before {len(order)} video(s) were done: an engine bug")
+        yield from ready
 
 
 def _cause(exc: BaseException) -> str:
