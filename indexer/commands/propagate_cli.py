@@ -96,21 +96,9 @@ def _note(identity: dict) -> str:
 
 
 def semi_table(result: dict) -> str:
+    from indexer.commands.tables import score_table
     from indexer.semi_eval import SEMI_METRICS
-    names = list(result["clips"])
-    width = max([len(n) for n in names] + [8])
-    head = f"{'sequence':<{width}}  {'frames':>6}  {'objects':>7}  " + "  ".join(f"{m:>6}" for m in SEMI_METRICS)
-    lines = [head, "-" * len(head)]
-    for name, r in result["clips"].items():
-        if "error" in r:
-            lines.append(f"{name:<{width}}  error: {r['error']}")
-            continue
-        lines.append(f"{name:<{width}}  {r['frames']:>6}  {r['objects']:>7}  "
-                     + "  ".join(f"{r[m]:>6.3f}" for m in SEMI_METRICS))
-    lines.append("-" * len(head))
-    lines.append(f"{'mean':<{width}}  {'':>6}  {'':>7}  "
-                 + "  ".join(f"{result['mean'][m]:>6.3f}" for m in SEMI_METRICS))
-    return "\n".join(lines)
+    return score_table(result, SEMI_METRICS, first="sequence", count="objects", width_of_score=6)
 
 
 def run_semi(args: argparse.Namespace, segment_params) -> int:

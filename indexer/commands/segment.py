@@ -93,20 +93,9 @@ def _weights_note(identity: dict) -> str:
 
 
 def _table(result: dict) -> str:
+    from indexer.commands.tables import score_table
     from indexer.evaluate import METRICS
-    names = list(result["clips"])
-    width = max([len(n) for n in names] + [8])
-    head = f"{'clip':<{width}}  {'frames':>6}  {'tracks':>6}  " + "  ".join(f"{m:>8}" for m in METRICS)
-    lines = [head, "-" * len(head)]
-    for name, r in result["clips"].items():
-        if "error" in r:
-            lines.append(f"{name:<{width}}  error: {r['error']}")
-            continue
-        lines.append(f"{name:<{width}}  {r['frames']:>6}  {r['tracks']:>6}  "
-                     + "  ".join(f"{r[m]:>8.3f}" for m in METRICS))
-    lines.append("-" * len(head))
-    lines.append(f"{'mean':<{width}}  {'':>6}  {'':>6}  " + "  ".join(f"{result['mean'][m]:>8.3f}" for m in METRICS))
-    return "\n".join(lines)
+    return score_table(result, METRICS, first="clip", count="tracks")
 
 
 def _strict_json(value: object) -> object:
