@@ -354,6 +354,9 @@ def to_device(index: Any, device: str) -> tuple[Any, list[str]]:
 SCORE_BLOCK = 1024       # stored vectors converted to float32 at a time by ``inner_products``: 2 MiB at d = 512,
                          # so the converted block is still in cache for the matmul (12x faster for one query
                          # than 16384, which spilled to memory; benchmarks/bench_serving.py "blocks")
+BATCH_BLOCK = 8192       # stored vectors per block when many queries share it: a matrix product per block pays for
+                         # the conversion, and 8x fewer parallel regions keep 2 threads from waiting on each
+                         # other (KIS ranking, benchmarks/bench_threads.py)
 RANGE_QUERIES = 8        # up to this many queries, an IVF table is scored by FAISS's own list scanner
 
 
@@ -450,7 +453,7 @@ def scores_by_list_scan(index: Any, queries: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def inner_products(index: Any, queries: np.ndarray, *, block: int = SCORE_BLOCK) -> np.ndarray:
+def inner_products(index: Any, queries: np.ndarray, *, block: int | None = None) -> np.ndarray:
     """(q, n) float32 inner products of ``queries`` (q, d) with every stored vector, in id order, computed
     from the stored codes (memory-mapped or not): no float32 copy of the table is kept. Up to ``RANGE_QUERIES``
     queries: FAISS's own scanners, one SIMD pass over the codes per query (``scores_by_code_scan`` for flat
@@ -466,7 +469,7 @@ def inner_products(index: Any, queries: np.ndarray, *, block: int = SCORE_BLOCK)
             scanned = scores_by_list_scan(index, q)
         if scanned is not None:
             return scanned
-    return scores_by_blocks(index, q, block)
+    return scores_by_blocks(index, q, block or (SCORE_BLOCK if len(q) <= RANGE_QUERIES else BATCH_BLOCK))
 
 
 def scores_by_code_scan(index: Any, queries: np.ndarray) -> np.ndarray | None:

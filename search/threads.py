@@ -26,16 +26,30 @@ WORKS: tuple[str, ...] = ("query", "batch", "index")
 ENV = "MVK_THREADS"          # read by the Streamlit app only (it has no command line of its own)
 
 
+def idle_cores(load: float | None = None) -> int:
+    """Usable cores not already busy: the cores minus the 1-minute load average (rounded), at least 1. Threads
+    beyond the idle cores wait on each other at every parallel region (8x slower KIS ranking at 2 threads
+    on a busy 2-core machine: BENCHMARKS.md "threads")."""
+    cores = usable_cores()
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    return max(1, min(cores, cores - int(round(load))))
+
+
 def threads_for(work: Work, override: int | None = None) -> int:
     """Intra-op threads for ``work``: ``override`` when given, else one for a single query (its calls are
-    small and a server runs requests side by side), every usable core for a batch of queries or indexing."""
+    small and a server runs requests side by side), the idle cores (``idle_cores``) for a batch of queries or
+    indexing, whose large matrix products gain from threads that do not have to wait for a core."""
     if override is not None:
         if int(override) < 1:
             raise ValueError(f"threads must be at least 1, got {override}")
         return int(override)
     if work not in WORKS:
         raise ValueError(f"unknown kind of work {work!r}; choose one of {', '.join(WORKS)}")
-    return 1 if work == "query" else usable_cores()
+    return 1 if work == "query" else idle_cores()
 
 
 def threads_from_env(environ: dict | None = None) -> int | None:

@@ -160,3 +160,8 @@ def test_the_caching_encoder_is_the_encoder_for_everything_else(tmp_path):
     wrapped.encode_text(["x"])
     wrapped.encode_text(["x"])
     assert enc.encoded == 1
+
+
+def test_batches_use_the_idle_cores_only(monkeypatch):
+    monkeypatch.setattr(T, "usable_cores", lambda: 8)
+    assert T.idle_cores(0.2) == 8 and T.idle_cores(5.4) == 3 and T.idle_cores(40.0) == 1
