@@ -165,3 +165,17 @@ def test_the_caching_encoder_is_the_encoder_for_everything_else(tmp_path):
 def test_batches_use_the_idle_cores_only(monkeypatch):
     monkeypatch.setattr(T, "usable_cores", lambda: 8)
     assert T.idle_cores(0.2) == 8 and T.idle_cores(5.4) == 3 and T.idle_cores(40.0) == 1
+
+
+def test_texts_encoded_up_to_their_end_token_match_the_whole_context_in_any_order():
+    import torch
+
+    from search.encoder import TEST_MODEL, load_encoder
+    enc = load_encoder(TEST_MODEL, random_weights=True)
+    texts = ["a school of small silver fish above a sandy reef at dusk", "diver", "", "a green turtle on coral"]
+    with torch.inference_mode():
+        full = torch.nn.functional.normalize(enc.model.encode_text(enc.tokenizer(texts)).float(), dim=-1).numpy()
+    batched = enc.encode_text(texts, batch_size=3)
+    single = np.concatenate([enc.encode_text([t]) for t in texts])
+    np.testing.assert_allclose(batched, full, atol=1e-5)
+    np.testing.assert_allclose(single, full, atol=1e-5)
