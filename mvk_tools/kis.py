@@ -561,7 +561,7 @@ def _ignore(message: str, what: str) -> None:
 
 def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_file_vectors: bool = False,
                   fusions: Sequence[str] = ("frame",), weight: float = 0.5, tolerance: float = DEFAULT_TOLERANCE,
-                  match: str | None = None, default_fps: float = DEFAULT_FPS, encode_batch: int = 256,
+                  match: str | None = None, default_fps: float = DEFAULT_FPS, encode_batch: int = 64,
                   rank_batch: int = 64, progress: Progress | None = None,
                   warn: Callable[[str, str], None] | None = None, threads: int | None = None,
                   cache: str | Path | None = None) -> KisResult:

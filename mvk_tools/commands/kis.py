@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-file-vectors", action="store_true",
                         help="rank with the precomputed vectors in the query files instead of encoding the texts "
                              "(their dimension must match the index)")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="texts per encoding batch (default 256)")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="texts per encoding batch (default 64: BENCHMARKS.md, text encoding)")
     parser.add_argument("--no-cache", action="store_true",
                         help="encode every text again (default: text vectors are cached in INDEX/cache/text-vectors)")
     add_threads_argument(parser, "encoding and ranking pass (default: every usable core)")
