@@ -179,3 +179,21 @@ def test_texts_encoded_up_to_their_end_token_match_the_whole_context_in_any_orde
     single = np.concatenate([enc.encode_text([t]) for t in texts])
     np.testing.assert_allclose(batched, full, atol=1e-5)
     np.testing.assert_allclose(single, full, atol=1e-5)
+
+
+def test_the_query_service_encodes_a_repeated_text_once_and_ranks_it_the_same(tmp_path, monkeypatch):
+    from search.encoder import TEST_MODEL, Encoder, load_encoder
+    enc = load_encoder(TEST_MODEL, random_weights=True)
+    root = tmp_path / "idx"
+    store.init_index(root, {"encoder": enc.identity()})
+    store.write_shard(root, "S", frame_rows("S", 4), enc.encode_text(["a red fish", "a diver", "a wreck", "coral"]),
+                      object_rows([]), np.zeros((0, enc.dim), np.float32), {})
+    encoded: list[str] = []
+    real = Encoder.encode_text
+    monkeypatch.setattr(Encoder, "encode_text", lambda self, texts, **kw: (encoded.extend(texts),
+                                                                          real(self, texts, **kw))[1])
+    first = QueryService(root).run(Qs.TextQuery("a  diver"), Qs.Options(k=4))
+    second = QueryService(root).run(Qs.TextQuery("a diver"), Qs.Options(k=4))   # another process, same text
+    assert encoded == ["a diver"]
+    pd.testing.assert_frame_equal(first.rows, second.rows)
+    assert first.rows["gid"].iloc[0] == 1
