@@ -93,8 +93,10 @@ class SearchService(QueryService):
     (``cache``: where converted video segments go, default ``default_cache()``)."""
 
     def __init__(self, root: Path, collection: Path | None = None, *, device: str = "cpu", encoder=None,
-                 cache: Path | None = None, log: QueryLog | None = None, choice: EncoderChoice = EncoderChoice()):
-        super().__init__(root, device=device, choice=choice, encoder=encoder, log=log or EventLog(None))
+                 cache: Path | None = None, log: QueryLog | None = None, choice: EncoderChoice = EncoderChoice(),
+                 threads: int | None = None):
+        super().__init__(root, device=device, choice=choice, encoder=encoder, log=log or EventLog(None),
+                         threads=threads)
         self.collection = Path(collection).expanduser().resolve() if collection is not None else None
         self.cache = cache
         self._surveys: OrderedDict = OrderedDict()

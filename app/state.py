@@ -124,10 +124,11 @@ def _service(root: str, collection: str | None, device: str, checkpoint: str | N
     from app.service import SearchService
     from mvk_tools.eventlog import EventLog, default_log_path
     from search.identity import EncoderChoice
+    from search.threads import threads_from_env
 
     return SearchService(Path(root), Path(collection) if collection else None, device=device,
                          cache=Path(cache) if cache else None, log=EventLog(default_log_path(root)),
-                         choice=EncoderChoice(checkpoint=checkpoint))
+                         choice=EncoderChoice(checkpoint=checkpoint), threads=threads_from_env())
 
 
 def service_for(config: AppConfig):

@@ -561,16 +561,29 @@ def _ignore(message: str, what: str) -> None:
 
 def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_file_vectors: bool = False,
                   fusions: Sequence[str] = ("frame",), weight: float = 0.5, tolerance: float = DEFAULT_TOLERANCE,
-                  match: str | None = None, default_fps: float = DEFAULT_FPS, encode_batch: int = 256,
+                  match: str | None = None, default_fps: float = DEFAULT_FPS, encode_batch: int = 64,
                   rank_batch: int = 64, progress: Progress | None = None,
-                  warn: Callable[[str, str], None] | None = None) -> KisResult:
+                  warn: Callable[[str, str], None] | None = None, threads: int | None = None,
+                  cache: str | Path | None = None) -> KisResult:
     """The whole benchmark on an open ``search.store.Index``: read the query sets, take the files' vectors
     (``use_file_vectors``) or encode the texts with ``encoder`` (an object with ``encode_text``, or a
     function returning one, called only once the query sets are read), rank every target among all frames
     for every fusion with ``search.query.score_frames_batch`` (``rank_batch`` queries per pass over the
     vectors) and summarise. Unusable files and rows are passed to ``warn(message, "file" | "row")`` as soon
     as found and kept in the result; the rest goes on. InputError when no query is left to rank or the
-    index has no frame."""
+    index has no frame. Encoding and ranking run with the thread policy's threads for a batch of queries
+    (``threads`` overrides it); ``cache``: an index folder whose text-vector cache is read and filled
+    (``search.textcache``), so a rerun of the same texts costs ranking only."""
+    from search.threads import threads as thread_policy
+    with thread_policy("batch", threads):
+        return _run_benchmark(index, querysets, encoder=encoder, use_file_vectors=use_file_vectors, fusions=fusions,
+                              weight=weight, tolerance=tolerance, match=match, default_fps=default_fps,
+                              encode_batch=encode_batch, rank_batch=rank_batch, progress=progress, warn=warn,
+                              cache=cache)
+
+
+def _run_benchmark(index, querysets, *, encoder, use_file_vectors, fusions, weight, tolerance, match, default_fps,
+                   encode_batch, rank_batch, progress, warn, cache) -> KisResult:
     from mvk_tools.querysets import read_querysets
     from search.query import FUSIONS, score_frames_batch
 
@@ -613,13 +626,12 @@ def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_f
     if not use_file_vectors:
         if encoder is None:
             raise ValueError("an encoder is needed unless the files' vectors are used")
+        from search.textcache import TextVectorCache, encode_texts
         enc = encoder if hasattr(encoder, "encode_text") else encoder()
-        batch = max(1, int(encode_batch))
+        text_cache = TextVectorCache(Path(cache), enc.identity()) if cache is not None else None
 
         def encode(texts: list[str]) -> np.ndarray:
-            starts = range(0, len(texts), batch)
-            return np.concatenate([enc.encode_text(texts[i:i + batch], batch_size=batch)
-                                   for i in progress(starts, "encoding queries", len(starts))])
+            return encode_texts(enc, texts, batch_size=encode_batch, cache=text_cache, progress=progress)
     readings = timecode_readings(
         queries, index.frames, dim=dim, default_fps=default_fps,
         scores_of=lambda vecs: score_frames_batch(index, _unit(vecs), fusions=["frame"], weight=weight)["frame"])

@@ -121,6 +121,12 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def add_threads_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--threads N``: intra-op threads of torch and FAISS for this command (``search.threads``)."""
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help=f"torch and FAISS threads per {default} (default: the thread policy's choice)")
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
     try:

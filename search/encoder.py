@@ -330,11 +330,15 @@ class Encoder:
         import torch
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), np.float32)
+        if not texts:
+            return out
+        tokens = self.tokenizer(texts)
+        order = torch.argsort(tokens.argmax(dim=-1), stable=True)     # similar lengths share a batch
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                tokens = self.tokenizer(texts[start:start + batch_size]).to(self.device)
-                feats = self.model.encode_text(tokens).float()
-                out[start:start + len(tokens)] = torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+                rows = order[start:start + batch_size]
+                feats = _encode_tokens(self.model, tokens[rows].to(self.device)).float()
+                out[rows.numpy()] = torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
         return out
 
     # -- images -------------------------------------------------------------------------------------
@@ -474,6 +478,29 @@ class Encoder:
         return {"model": self.model_name, "pretrained": self.pretrained, "checkpoint": ckpt, "dim": self.dim,
                 "random_weights": self.random_weights, "fit": fit, "image_size": self.image_size,
                 "mean": list(self.mean), "std": list(self.std), "context_length": self.context_length}
+
+
+def _encode_tokens(model, tokens):
+    """``model.encode_text(tokens)``, computed only up to the batch's last end-of-text token when the text tower
+    is causal and pools that token (CLIP's towers): nothing after it reaches it, so the result is the same and
+    a short query costs a fraction of the full 77-token context (BENCHMARKS.md, "text encoding"). Other towers:
+    ``encode_text`` as is."""
+    import torch
+    mask = getattr(model, "attn_mask", None)
+    if (getattr(model, "text_pool_type", None) != "argmax" or not isinstance(mask, torch.Tensor)
+            or not hasattr(model, "positional_embedding") or not hasattr(model, "token_embedding")
+            or not torch.isinf(mask[torch.ones_like(mask, dtype=torch.bool).triu(1)]).all()):
+        return model.encode_text(tokens)
+    ends = tokens.argmax(dim=-1)
+    n = int(ends.max()) + 1
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens[:, :n]).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=mask[:n, :n]))
+    x = x[torch.arange(x.shape[0], device=x.device), ends]
+    proj = model.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
 
 
 @functools.lru_cache(maxsize=8)

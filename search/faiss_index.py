@@ -354,6 +354,9 @@ def to_device(index: Any, device: str) -> tuple[Any, list[str]]:
 SCORE_BLOCK = 1024       # stored vectors converted to float32 at a time by ``inner_products``: 2 MiB at d = 512,
                          # so the converted block is still in cache for the matmul (12x faster for one query
                          # than 16384, which spilled to memory; benchmarks/bench_serving.py "blocks")
+BATCH_BLOCK = 8192       # stored vectors per block when many queries share it: a matrix product per block pays for
+                         # the conversion, and 8x fewer parallel regions keep 2 threads from waiting on each
+                         # other (KIS ranking, benchmarks/bench_threads.py)
 RANGE_QUERIES = 8        # up to this many queries, an IVF table is scored by FAISS's own list scanner
 
 
@@ -450,19 +453,52 @@ def scores_by_list_scan(index: Any, queries: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def inner_products(index: Any, queries: np.ndarray, *, block: int = SCORE_BLOCK) -> np.ndarray:
+def inner_products(index: Any, queries: np.ndarray, *, block: int | None = None) -> np.ndarray:
     """(q, n) float32 inner products of ``queries`` (q, d) with every stored vector, in id order, computed
-    from the stored codes (memory-mapped or not): no float32 copy of the table is kept. An IVF table and a
-    few queries: FAISS's list scanner (``scores_by_list_scan``); else block by block, float16 blocks converted
-    by torch (numpy's float16 conversion is ten times slower than the matmul)."""
+    from the stored codes (memory-mapped or not): no float32 copy of the table is kept. Up to ``RANGE_QUERIES``
+    queries: FAISS's own scanners, one SIMD pass over the codes per query (``scores_by_code_scan`` for flat
+    and HNSW float16 tables, ``scores_by_list_scan`` for IVF ones); more queries, or other types: block by
+    block, float16 blocks converted by torch and multiplied by all the queries at once (a matrix product that
+    pays for the conversion; numpy's float16 conversion is ten times slower than the matmul)."""
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if index.ntotal == 0:
         return np.empty((len(q), 0), np.float32)
     if len(q) <= RANGE_QUERIES:
-        scanned = scores_by_list_scan(index, q)
+        scanned = scores_by_code_scan(index, q)
+        if scanned is None:
+            scanned = scores_by_list_scan(index, q)
         if scanned is not None:
             return scanned
-    return scores_by_blocks(index, q, block)
+    return scores_by_blocks(index, q, block or (SCORE_BLOCK if len(q) <= RANGE_QUERIES else BATCH_BLOCK))
+
+
+def scores_by_code_scan(index: Any, queries: np.ndarray) -> np.ndarray | None:
+    """(q, n) inner products of a flat float16 table (or an HNSW table's float16 storage) from FAISS's own
+    scalar-quantizer scanner, one query at a time straight over the stored codes: the float16 to float32
+    conversion is fused with the multiply in SIMD registers (no float32 block is written), so one pass reads
+    each code once at the memory's speed, the same arithmetic as FAISS's ``search`` on that table. Vectors whose
+    code gives no finite score are left at -inf. None for other index types."""
+    import faiss
+    storage = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
+    if _fp16_codes(storage) is None:
+        return None
+    n = storage.ntotal
+    codes = storage.codes.data()
+    low = float(np.finfo(np.float32).min)
+    out = np.full((len(queries), n), -np.inf, np.float32)
+    for i, query in enumerate(np.ascontiguousarray(queries, dtype=np.float32)):
+        scanner = storage.sq.select_InvertedListScanner(faiss.METRIC_INNER_PRODUCT, None, True, None, False)
+        scanner.set_query(faiss.swig_ptr(query))
+        scanner.set_list(0, 0.0)                     # one "list" holding every code: its ids are the rows
+        result = faiss.RangeSearchResult(1)
+        partial = faiss.RangeSearchPartialResult(result)
+        scanner.scan_codes_range(n, codes, None, low, partial.new_result(0))
+        partial.finalize()
+        found = int(faiss.rev_swig_ptr(result.lims, 2)[1])
+        if found:
+            rows = faiss.rev_swig_ptr(result.labels, found)
+            out[i, rows] = faiss.rev_swig_ptr(result.distances, found)
+    return out
 
 
 def scores_by_blocks(index: Any, q: np.ndarray, block: int) -> np.ndarray:

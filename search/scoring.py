@@ -6,8 +6,8 @@ Fusion of a frame's score s_f with its best object's score s_o (max over its non
 
 Small indexes (or flat ones) are scored exactly: every stored frame vector and every object vector against
 the query and a per-frame max, read from the stored (memory-mapped) float16 codes through each shard's
-``VectorTable`` (blocks for flat tables, FAISS's list scanner for IVF ones; no float32 copy of the vectors is
-kept); ``score_frames_batch`` scores many queries and fusion modes per matmul. Big approximate indexes (IVF,
+``VectorTable`` (FAISS's own float16 scanners for a few queries, float32 blocks multiplied by many queries at
+once; no float32 copy of the vectors is kept); ``score_frames_batch`` scores many queries and fusion modes per matmul. Big approximate indexes (IVF,
 HNSW, any FAISS factory string) first take top candidates from each table (frames and objects) per shard,
 then score the union of candidate frames and their objects exactly (the table's own scores for its hits, the
 stored codes for the rest). Nothing here reaches a FAISS handle: only ``VectorTable`` methods.

@@ -26,6 +26,7 @@ from search import queries as Qs
 from search.errors import IndexFormatError, QueryError
 from search.identity import EncoderChoice
 from search.query import Filters
+from search.threads import threads
 
 MAX_RESULTS = 1000      # offset + k of one request: a page beyond this is refused (rank deeper with filters)
 MAX_TEXT = 10_000       # characters of one query text (longer texts are truncated to the model's context, with a note)
@@ -109,9 +110,11 @@ class QueryService:
     choice: EncoderChoice = field(default_factory=EncoderChoice)
     encoder: object | None = None             # search.encoder.Encoder; loaded by the identity rule on first use
     log: QueryLog = field(default_factory=NullLog)
+    threads: int | None = None                # intra-op threads per query (``search.threads``; None: the policy's)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _opened: tuple | None = field(default=None, repr=False)
     _dense: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _text_encoder: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).expanduser().resolve()
@@ -197,7 +200,8 @@ class QueryService:
         started = time.perf_counter()
         index, version = self.opened()
         self.check_filters(index, options.filters)
-        found, fields = handler(self, index, query, replace(options, k=want))
+        with threads("query", self.threads):
+            found, fields = handler(self, index, query, replace(options, k=want))
         rows = found.iloc[options.offset:options.offset + options.k].reset_index(drop=True)
         page = Page(rows=rows, offset=options.offset, has_more=len(found) > options.offset + options.k,
                     notes=list(found.attrs.get("notes", [])), skipped_shards=dict(index.errors), version=version,
@@ -207,9 +211,22 @@ class QueryService:
                        version=version, cells=list(options.cells) or None, **fields)
         return page
 
+    def text_encoder(self):
+        """The shared encoder with its text vectors cached in the index folder (``search.textcache``)."""
+        from search.textcache import CachingEncoder, TextVectorCache
+        encoder = self.get_encoder()
+        if self._text_encoder is None or self._text_encoder.encoder is not encoder:
+            self._text_encoder = CachingEncoder(encoder, TextVectorCache(self.root, encoder.identity()))
+        return self._text_encoder
+
     def _search(self, index, query, options: "Qs.Options") -> pd.DataFrame:
         from search.query import search
-        return search(index, self.get_encoder() if not isinstance(query, np.ndarray) or query.ndim != 1 else None,
+        encoder = None
+        if isinstance(query, str):
+            encoder = self.text_encoder()
+        elif not isinstance(query, np.ndarray) or query.ndim != 1:
+            encoder = self.get_encoder()
+        return search(index, encoder,
                       query, k=options.k, fusion=options.fusion, weight=options.weight, filters=options.filters,
                       group_by=options.group_by, exact=options.exact, params=options.params, cells=options.cells)
 
@@ -232,7 +249,7 @@ class QueryService:
                 steps.append(self.check_text(step.text, what))
             else:
                 steps.append(step.image)
-        found = sequence_search(index, self.get_encoder(), steps, within=query.within, k=options.k,
+        found = sequence_search(index, self.text_encoder(), steps, within=query.within, k=options.k,
                                 fusion=options.fusion, weight=options.weight, filters=options.filters,
                                 group_by=options.group_by)
         texts = [s if isinstance(s, str) else None for s in steps]

@@ -125,6 +125,39 @@ def test_random_weight_index_is_queried_with_its_own_random_encoder_as_mvk_searc
     assert "drop the flag" in capsys.readouterr().err
 
 
+def test_a_rerun_of_mvk_kis_reads_its_text_vectors_from_the_index_cache_and_ranks_the_same(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from search.encoder import TEST_MODEL, Encoder, load_encoder
+
+    enc = load_encoder(TEST_MODEL, random_weights=True)
+    root = tmp_path / "idx"
+    store.init_index(root, {"encoder": enc.identity()})
+    store.write_shard(root, "Oahu_Jul2022", frame_rows("Oahu_Jul2022", 4, videos=1),
+                      enc.encode_text(["a red fish", "a diver", "a wreck", "coral"]),
+                      object_rows([]), np.zeros((0, enc.dim), np.float32), {})
+    qfile = write_queryset(make_queries([{"query_id": f"q{i}", "query_type": "novice", "text": text,
+                                          "target_site": "Oahu_Jul2022", "target_video": "Oahu_Jul2022-v0",
+                                          "target_frame": None, "target_time": 1.0}
+                                         for i, text in enumerate(["a diver", "a wreck", "a diver"])]),
+                           tmp_path / "q.csv")
+    encoded: list[str] = []
+    real = Encoder.encode_text
+
+    def counting(self, texts, **kw):
+        encoded.extend(texts)
+        return real(self, texts, **kw)
+
+    monkeypatch.setattr(Encoder, "encode_text", counting)
+    for out in ("o1", "o2"):
+        assert main(["kis", str(qfile), "--index", str(root), "--out", str(tmp_path / out), "--threads", "1"]) == 0
+    assert sorted(encoded) == ["a diver", "a wreck"]          # each text once, the second run none
+    assert list((root / "cache" / "text-vectors").glob("*/seg-*.npz"))
+    first, second = (pd.read_csv(tmp_path / o / "per_query.csv") for o in ("o1", "o2"))
+    pd.testing.assert_frame_equal(first, second)
+    assert main(["kis", str(qfile), "--index", str(root), "--out", str(tmp_path / "o3"), "--no-cache"]) == 0
+    assert len(encoded) == 4
+
+
 def test_unusable_files_and_bad_options(hand_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     junk = tmp_path / "junk.csv"
     junk.write_text("a,b,c\n1,2,3\n", encoding="utf-8")

@@ -23,7 +23,7 @@ Listens on 127.0.0.1 (this machine only) unless --host says otherwise; --token (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from search.clikit import add_encoder_arguments
+    from search.clikit import add_encoder_arguments, add_threads_argument
 
     parser.add_argument("--index", required=True, help="the index folder (made by mvk index)")
     parser.add_argument("--collection", default=None,
@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "prefer the variable: a flag shows in the process list)")
     parser.add_argument("--log", default=None,
                         help="JSONL event log of every query (default: $MVK_LOG, else IDX/logs/events.jsonl)")
+    add_threads_argument(parser, "request (default 1: requests run side by side)")
     add_encoder_arguments(parser)
 
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     encoder = encoder_for_index(index.encoder, encoder_choice(args), device=args.device, where=index_root)
     log_path = args.log or default_log_path(index_root)
     service = SearchService(index_root, collection, device=args.device, encoder=encoder, log=EventLog(log_path),
-                            choice=encoder_choice(args))
+                            choice=encoder_choice(args), threads=args.threads)
     print(f"mvk serve: {len(index.frames):,} frames at {len(index.shards)} sites from {index_root}"
           f"{'' if not index.errors else f' ({len(index.errors)} shards skipped: ' + ', '.join(index.errors) + ')'}",
           file=sys.stderr)

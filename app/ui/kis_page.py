@@ -20,6 +20,7 @@ from mvk_tools import kis, plots  # noqa: E402
 from mvk_tools.exports import to_csv  # noqa: E402
 from search.errors import MvkError  # noqa: E402
 from search.queries import FUSIONS  # noqa: E402
+from search.threads import threads_from_env  # noqa: E402
 
 from app import kis_run  # noqa: E402
 from app.security import check_uploaded_csv, safe_name  # noqa: E402
@@ -78,7 +79,8 @@ if st.button("Run benchmark", type="primary", disabled=not (chosen or uploads) o
         try:
             run = kis.run_benchmark(index, paths, encoder=lambda: common.encoder(index, cfg),
                                     use_file_vectors=use_vectors, fusions=fusions, weight=weight,
-                                    tolerance=tolerance, progress=progress)
+                                    tolerance=tolerance, progress=progress, cache=index.root,
+                                    threads=threads_from_env())
             run.file_errors[:0] = problems
             run.seconds = time.perf_counter() - started
             st.session_state["kis_result"] = kis_run.rename_files(run, uploaded)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from search.clikit import add_encoder_arguments, non_negative_float, positive_float, positive_int
+from search.clikit import (add_encoder_arguments, add_threads_argument, non_negative_float, positive_float,
+                           positive_int)
 
 NAME = "kis"
 HELP = "known-item-search benchmark: the rank of each query's target frame, hit@k, MRR, plots"
@@ -53,7 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-file-vectors", action="store_true",
                         help="rank with the precomputed vectors in the query files instead of encoding the texts "
                              "(their dimension must match the index)")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="texts per encoding batch (default 256)")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="texts per encoding batch (default 64: BENCHMARKS.md, text encoding)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="encode every text again (default: text vectors are cached in INDEX/cache/text-vectors)")
+    add_threads_argument(parser, "encoding and ranking pass (default: every usable core)")
     add_encoder_arguments(parser, models=False)
 
 
@@ -97,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     result = kis.run_benchmark(
         index, args.querysets, use_file_vectors=args.use_file_vectors, fusions=fusions, weight=args.weight,
         tolerance=args.tolerance, match=args.match, default_fps=args.fps, encode_batch=args.batch_size,
+        threads=args.threads, cache=None if args.no_cache else Path(args.index),
         encoder=lambda: kis.encoder_for_index(identity, checkpoint=args.clip_checkpoint,
                                               random_weights=args.random_weights, device=args.device),
         # an unusable file is printed once: in the error when no query is left, else after the run

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.clikit import add_encoder_arguments, positive_float, positive_int
+from search.clikit import add_encoder_arguments, add_threads_argument, positive_float, positive_int
 
 NAME = "search"
 HELP = "rank the frames of an index for a text or image query"
@@ -73,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true",
                         help="also say how long the index took to open and how much memory it holds resident")
     parser.add_argument("--json", action="store_true", help="print JSON (results, notes, skipped shards) instead of a table")
+    add_threads_argument(parser, "query (default 1: small calls gain nothing from more)")
     add_encoder_arguments(parser)
 
 
@@ -170,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
                          exact=True if args.exact else None,
                          params=SearchParams(nprobe=args.nprobe, ef_search=args.ef_search)).with_cells(
                              args.where or args.cells)
-    service = QueryService(args.index, device=args.device, choice=encoder_choice(args))
+    service = QueryService(args.index, device=args.device, choice=encoder_choice(args), threads=args.threads)
     started = time.perf_counter()
     index, _ = service.opened()
     opened = time.perf_counter() - started
