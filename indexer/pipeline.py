@@ -160,7 +160,19 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
     with ``encoder`` and ``extractor``) and assembles each site's shard as soon as its videos are done.
     ``frame_source`` replaces the decoder as the place a video's frames come from (``indexer.tasks.FrameSource``).
     Raises ModelMismatchError before any work when the index was built with another encoder, backbone or
-    settings; InputError for unknown sites. Per-video and per-site failures are in the result."""
+    settings; InputError for unknown sites. Per-video and per-site failures are in the result. Runs with the
+    intra-op threads of the "index" kind of work (``search.threads``: the idle cores)."""
+    from search.threads import threads
+    with threads("index"):
+        return _index_collection(collection, index_dir, encoder=encoder, extractor=extractor, config=config,
+                                 sites=sites, rebuild=rebuild, catalog=catalog, progress=progress, executor=executor,
+                                 frame_source=frame_source)
+
+
+def _index_collection(collection: str | Path, index_dir: str | Path, *, encoder: "Encoder",
+                      extractor: "QKExtractor | None", config: IndexConfig, sites: Sequence[str] | None,
+                      rebuild: bool, catalog: pd.DataFrame | None, progress: Progress | None,
+                      executor: "Executor | None", frame_source: FrameSource | None) -> IndexResult:
     from search import store
     if config.objects not in OBJECT_MODES:
         raise InputError(f"unknown object mode {config.objects!r}: one of {', '.join(OBJECT_MODES)}")
