@@ -353,8 +353,8 @@ def _frame_results(page: Page) -> list[FrameResult]:
             time=float(r["time"]), place=str(r["place"]), date=str(r["date"]), track_id=track if has else None,
             box=[int(r[c]) for c in ("x0", "y0", "x1", "y1")] if has else None,
             mask_rle=str(r["mask_rle"]) if has and r["mask_rle"] else None,
-            thumbnail_url=f"/frames/{int(r['gid'])}/thumbnail",
-            mask_url=f"/frames/{int(r['gid'])}/objects/{track}/mask.png" if has else None,
+            thumbnail_url=f"/frames/{int(r['gid'])}/thumbnail?version={page.version}",
+            mask_url=f"/frames/{int(r['gid'])}/objects/{track}/mask.png?version={page.version}" if has else None,
             video_url=_video_url(r["site"], r["video_id"], r["time"]),
             segment_url=_segment_url(r["site"], r["video_id"], r["time"])))
     return out
@@ -368,8 +368,8 @@ def _pair_results(page: Page) -> list[PairResult]:
             video_path=str(r["video_path"]), place=str(r["place"]), date=str(r["date"]),
             first_gid=int(r["first_gid"]), first_time=float(r["first_time"]), first_score=float(r["first_score"]),
             then_gid=int(r["then_gid"]), then_time=float(r["then_time"]), then_score=float(r["then_score"]),
-            gap=float(r["gap"]), first_thumbnail_url=f"/frames/{int(r['first_gid'])}/thumbnail",
-            then_thumbnail_url=f"/frames/{int(r['then_gid'])}/thumbnail",
+            gap=float(r["gap"]), first_thumbnail_url=f"/frames/{int(r['first_gid'])}/thumbnail?version={page.version}",
+            then_thumbnail_url=f"/frames/{int(r['then_gid'])}/thumbnail?version={page.version}",
             video_url=_video_url(r["site"], r["video_id"], r["first_time"]),
             step_gids=[int(g) for g in r.get("step_gids") or []],
             step_times=[float(x) for x in r.get("step_times") or []],

@@ -110,7 +110,7 @@ def test_text_search_returns_ranked_frames_like_the_library(api, env):
     expected = search(index, encoder, "a red striped fish", k=10)
     assert [r["gid"] for r in results] == expected["gid"].tolist()
     first = results[0]
-    assert first["thumbnail_url"] == f"/frames/{first['gid']}/thumbnail"
+    assert first["thumbnail_url"] == f"/frames/{first['gid']}/thumbnail?version={body['index_version']}"
     assert first["video_url"].startswith(f"/videos/{first['site']}/{first['video_id']}#t=")
     assert any("random weights" in n for n in body["notes"])
 
@@ -235,7 +235,7 @@ def test_temporal_search_gives_ordered_pairs_within_the_limit(api):
     assert body["results"] and [r["rank"] for r in body["results"]] == list(range(1, len(body["results"]) + 1))
     for r in body["results"]:
         assert 0 < r["gap"] <= 1.0 and r["then_time"] > r["first_time"]
-        assert r["first_thumbnail_url"] == f"/frames/{r['first_gid']}/thumbnail"
+        assert r["first_thumbnail_url"] == f"/frames/{r['first_gid']}/thumbnail?version={body['index_version']}"
     assert "then query text is empty" in error_of(api.get("/search/temporal", params={"first": "a"}), 422)
     assert "within" in error_of(api.get("/search/temporal", params={"first": "a", "then": "b", "within": 0}), 422)
 

@@ -133,6 +133,7 @@ def test_a_frame_id_given_with_its_index_version_is_refused_once_the_index_chang
         resp = api.get(path, params={"version": version})
         assert resp.status_code == 409, path
         assert version in resp.json()["message"] and "search again" in resp.json()["message"]
+    assert api.get(page["results"][0]["thumbnail_url"]).status_code == 409   # a result's own link, followed late
     assert api.get(f"/frames/{gid}").status_code == 200                  # without a version: as before
     fresh = api.get("/search", params={"q": "fish", "k": 2}).json()["index_version"]
     assert fresh != version and api.get(f"/frames/{gid}", params={"version": fresh}).status_code == 200
