@@ -89,6 +89,27 @@ def rank_and_save(index, encoder, cfg: AppConfig, target: dict, text: str, *, ki
             "top": pd.DataFrame({"gid": gids, "is_target": np.isin(gids, match)})}
 
 
+def rerank_with_feedback(service, index, target: dict, text: str, likes: list[int], dislikes: list[int], *,
+                         fusion: str = "max") -> dict:
+    """The target's rank once the session's description is re-ranked by the frames the user liked and disliked
+    among its top frames (the query service's Bayesian feedback, logged like every query): rank (None beyond the
+    deepest page), n_liked, n_disliked, top (gid, is_target)."""
+    from search.queries import FeedbackQuery, Options, TextQuery
+    from search.service import MAX_RESULTS
+
+    frames = index.frames
+    refs = {g: service.ref_of(index, g) for g in [*likes, *dislikes]}
+    query = FeedbackQuery(TextQuery(text), tuple(refs[g] for g in likes), tuple(refs[g] for g in dislikes),
+                          display=TOP_SHOWN)
+    rows = service.run(query, Options(k=MAX_RESULTS - 1, fusion=fusion), source="app-session").rows
+    target_gid = int(frames.loc[(frames["site"] == target["site"]) & (frames["video_id"] == target["video_id"])
+                                & (frames["frame_index"] == target["frame_index"]), "gid"].iloc[0])
+    hit = np.flatnonzero(rows["gid"].to_numpy(np.int64) == target_gid)
+    gids = rows["gid"].to_numpy(np.int64)[:TOP_SHOWN]
+    return {"rank": int(hit[0]) + 1 if hit.size else None, "n_liked": len(likes), "n_disliked": len(dislikes),
+            "top": pd.DataFrame({"gid": gids, "is_target": gids == target_gid})}
+
+
 def _existing_queries(path: Path, notes: list[str]) -> pd.DataFrame | None:
     """The queries already saved at ``path``. A file that cannot be read, or only in part (rows skipped, such as
     a field too long for CSV readers), is kept aside under a new name (said in ``notes``) and its readable rows

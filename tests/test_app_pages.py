@@ -282,6 +282,24 @@ def test_kis_session_ranks_and_saves_the_query(app_env):
     assert len(read_queryset(index / "querysets" / "session_expert.csv").queries) == 2
 
 
+def test_kis_session_feedback_reranks_the_description(app_env):
+    at = page("session_page")
+    at.text_area(key="s_text").set_value("a red ball with stripes on green water")
+    click(at, "Rank and save")
+    top = at.session_state["s_outcome"]["top"]
+    at.checkbox(key=f"s_up_{int(top['gid'].iloc[-1])}").check()
+    at.checkbox(key=f"s_down_{int(top['gid'].iloc[0])}").check().run()
+    at.button(key="s_feedback").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    again = at.session_state["s_feedback_outcome"]
+    assert again["n_liked"] == 1 and again["n_disliked"] == 1 and 1 <= again["rank"] <= 16
+    import json
+    from mvk_tools.eventlog import default_log_path
+    events = [json.loads(line) for line in default_log_path(app_env[1]).read_text().splitlines()]
+    fed = [e for e in events if e.get("kind") == "feedback" and e.get("source") == "app-session"]
+    assert fed and len(fed[-1]["positives"]) == 1 and len(fed[-1]["negatives"]) == 1     # logged as a query
+
+
 def test_kis_session_refuses_an_empty_description(app_env):
     _, index = app_env
     at = page("session_page")

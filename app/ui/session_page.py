@@ -39,6 +39,7 @@ def new_target() -> None:
     st.session_state["s_started"] = time.time()
     st.session_state["s_text"] = ""
     st.session_state.pop("s_outcome", None)
+    st.session_state.pop("s_feedback_outcome", None)
 
 
 if st.session_state.get("s_target") is None or st.session_state["s_target"]["gid"] >= len(index.frames):
@@ -86,6 +87,7 @@ if go:
     except MvkError as exc:
         st.session_state.pop("s_outcome", None)
         st.error(common.plain(exc))
+    st.session_state.pop("s_feedback_outcome", None)
 
 outcome = st.session_state.get("s_outcome")
 if outcome:
@@ -106,6 +108,25 @@ if outcome:
             col.image(common.decode_jpeg(row["thumbnail"]), width="stretch",
                       caption=("✓ target · " if hit else "") + f"{common.plain(row['site'])} · "
                                                                  f"{common.fmt_time(row['time'])}")
+            up, down = col.columns(2)
+            up.checkbox("👍", key=f"s_up_{int(row['gid'])}", help="looks like the target")
+            down.checkbox("👎", key=f"s_down_{int(row['gid'])}", help="does not look like the target")
+        likes = [int(g) for g in top["gid"] if st.session_state.get(f"s_up_{int(g)}")]
+        dislikes = [int(g) for g in top["gid"] if st.session_state.get(f"s_down_{int(g)}")
+                    and int(g) not in likes]
+        if st.button("Re-rank with my feedback", key="s_feedback", disabled=not (likes or dislikes),
+                     help="SOMHunter's Bayesian feedback over these top frames: how far does it bring the target?"):
+            try:
+                again = sessions.rerank_with_feedback(common.service(cfg), index, target, outcome["text"],
+                                                      likes, dislikes, fusion=fusion)
+                st.session_state["s_feedback_outcome"] = again
+            except MvkError as exc:
+                st.error(common.plain(exc))
+        again = st.session_state.get("s_feedback_outcome")
+        if again:
+            shown = f"#{again['rank']:,}" if again["rank"] else "beyond the first 999"
+            st.metric("Target rank after feedback", shown,
+                      help=f"{again['n_liked']} liked, {again['n_disliked']} disliked of the frames above")
 
 history = st.session_state.get("s_history")
 if history:
