@@ -208,3 +208,31 @@ def test_the_survey_page_shows_its_plots_and_downloads(tmp_path_factory):
         assert page.get_by_text("uncalibrated", exact=False).first.is_visible()
         for name in ("presence.csv", "occurrences.csv", "sites.csv"):
             assert page.get_by_role("button", name=name).count() == 1, name
+
+
+
+
+def test_more_like_this_a_like_and_a_heatmap_in_chromium(tmp_path_factory, tmp_path):
+    """After the first query: "more like this" on a card searches like it, a like is kept in the address, and the
+    heatmaps draw on the grid; each step is screenshotted (into the test's folder)."""
+    collection, index = private_index(tmp_path_factory)
+    with running_app(index, collection) as url, browser_page() as page:
+        type_query(page, url, "a red striped fish")
+        page.wait_for_function(
+            "document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 16", timeout=60_000)
+        page.get_by_role("button", name="image_search").nth(2).click()
+        page.get_by_text("More like", exact=False).first.wait_for(timeout=90_000)
+        assert "like=" in page.url
+        page.screenshot(path=str(tmp_path / "more_like_this.png"), full_page=True)
+        page.get_by_role("button", name="Back to the query").click()
+        page.wait_for_function("!location.search.includes('like=')", timeout=60_000)
+        page.get_by_role("button", name="thumb_up").first.click()
+        page.wait_for_function("location.search.includes('up=')", timeout=60_000)
+        page.get_by_text("1 liked", exact=False).first.wait_for(timeout=60_000)
+        page.get_by_text("Heatmaps on the grid").click()
+        page.wait_for_function("Array.from(document.querySelectorAll('[data-testid=\"stImage\"] img'))"
+                               ".every(i => i.complete && i.naturalWidth > 0)", timeout=90_000)
+        page.screenshot(path=str(tmp_path / "like_and_heatmaps.png"), full_page=True)
+        assert page.get_by_text("No heatmap", exact=False).count() == 0
+    assert (tmp_path / "more_like_this.png").stat().st_size > 10_000
+    assert (tmp_path / "like_and_heatmaps.png").stat().st_size > 10_000

@@ -125,18 +125,18 @@ def feedback_bar(likes: list[str], dislikes: list[str], like_ref: str) -> None:
 
 def card_actions(row: dict, key: str) -> None:
     """The buttons under one result (widget keys end in ``key``): ▶ Play (the player opens above the results),
-    ≈ more like this, 👍 / 👎 feedback and, when a competition server is configured, Submit."""
+    more like this, like / dislike (feedback) and, when a competition server is configured, Submit."""
     st.button("▶ Play", key=f"play_{key}", on_click=_select, args=(row,), width="stretch",
               help="play the video from this moment and show the object's track")
     if "frame_index" in row:
         ref = result_id(row)
         ups, downs = feedback_labels()
         similar, up, down = st.columns(3)
-        similar.button("≈", key=f"similar_{key}", on_click=_more_like, args=(ref,), width="stretch",
-                       help="more like this frame")
-        up.button("👍", key=f"up_{key}", on_click=_label, args=(ref, True), width="stretch",
+        similar.button(":material/image_search:", key=f"similar_{key}", on_click=_more_like, args=(ref,),
+                       width="stretch", help="more like this frame")
+        up.button(":material/thumb_up:", key=f"up_{key}", on_click=_label, args=(ref, True), width="stretch",
                   type="primary" if ref in ups else "secondary", help="like: re-ranking moves similar frames up")
-        down.button("👎", key=f"down_{key}", on_click=_label, args=(ref, False), width="stretch",
+        down.button(":material/thumb_down:", key=f"down_{key}", on_click=_label, args=(ref, False), width="stretch",
                     type="primary" if ref in downs else "secondary", help="dislike: similar frames move down")
     competition.submit_button(row, key=f"submit_{key}")
 

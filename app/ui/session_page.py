@@ -109,8 +109,8 @@ if outcome:
                       caption=("✓ target · " if hit else "") + f"{common.plain(row['site'])} · "
                                                                  f"{common.fmt_time(row['time'])}")
             up, down = col.columns(2)
-            up.checkbox("👍", key=f"s_up_{int(row['gid'])}", help="looks like the target")
-            down.checkbox("👎", key=f"s_down_{int(row['gid'])}", help="does not look like the target")
+            up.checkbox(":material/thumb_up:", key=f"s_up_{int(row['gid'])}", help="looks like the target")
+            down.checkbox(":material/thumb_down:", key=f"s_down_{int(row['gid'])}", help="does not look like the target")
         likes = [int(g) for g in top["gid"] if st.session_state.get(f"s_up_{int(g)}")]
         dislikes = [int(g) for g in top["gid"] if st.session_state.get(f"s_down_{int(g)}")
                     and int(g) not in likes]
