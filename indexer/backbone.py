@@ -11,15 +11,13 @@ so any frame whose sides are multiples of the patch size works (positional embed
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
-from search.encoder import hub_cache_dir
+from search.weights import hub_cache_dir, hub_reachable
 from search.errors import InputError, MissingWeightsError
 
 from indexer.backbone_names import BACKBONE_CHOICES, BACKBONES, COLOR_BACKBONE, DEFAULT_BACKBONE
@@ -161,21 +159,8 @@ def _hub_cached_file(hf_hub_id: str) -> str | None:
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    """False when Hugging Face is switched offline or its host cannot be reached within ``timeout``."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return False
-    try:
-        from huggingface_hub import constants
-        if getattr(constants, "HF_HUB_OFFLINE", False):
-            return False
-        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    except ImportError:
-        host = "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """Whether the hub may be asked (``search.weights.hub_reachable``, the rule the CLIP encoder follows too)."""
+    return hub_reachable(timeout)
 
 
 def missing_weights_message(name: str, timm_name: str, hf_hub_id: str) -> str:

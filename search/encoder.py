@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from search.errors import InputError, MissingWeightsError
+from search.weights import hub_cache_dir, hub_reachable
 from search.identity import IDENTITY_KEYS, describe, same_space  # noqa: F401  (re-exported: the one identity rule)
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -74,17 +75,6 @@ def _tokenizer(model: str) -> Any:
     return open_clip.get_tokenizer(model)
 
 
-def hub_cache_dir() -> str:
-    """The Hugging Face hub's cache folder, the home folder written ``~``: one spelling in every message."""
-    try:
-        from huggingface_hub import constants
-        folder = str(constants.HF_HUB_CACHE)
-    except ImportError:
-        folder = os.path.join(os.path.expanduser("~"), ".cache", "huggingface", "hub")
-    home = os.path.expanduser("~")
-    return "~" + folder[len(home):] if home not in ("", "/") and folder.startswith(home + os.sep) else folder
-
-
 def _weights_source(model: str, pretrained: str) -> str:
     """Where open_clip would fetch the weights of a pretrained tag from, in words."""
     from open_clip.pretrained import get_pretrained_cfg
@@ -136,14 +126,9 @@ def weights_cached(model: str, pretrained: str | None) -> bool:
     return bool(pretrained) and bool(get_pretrained_cfg(model, pretrained)) and _is_cached(model, pretrained)
 
 
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """A quick check that avoids the hub client's long retry loop when the machine is offline."""
-    import socket
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub may be asked (``search.weights.hub_reachable``: never with HF_HUB_OFFLINE set)."""
+    return hub_reachable(timeout)
 
 
 def weights_available(model: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED) -> bool:

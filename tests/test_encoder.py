@@ -138,3 +138,21 @@ def test_open_clips_random_init_warning_gives_way_to_the_projects_own_line(caplo
     assert not [r for r in caplog.records if "No pretrained weights loaded" in r.getMessage()]
     logging.getLogger().warning("No pretrained weights loaded elsewhere")     # only while the model is built
     assert [r for r in caplog.records if "No pretrained weights loaded" in r.getMessage()]
+
+
+def test_clip_and_dino_weights_follow_one_offline_rule(monkeypatch):
+    """HF_HUB_OFFLINE switches the hub off for the CLIP encoder as for the DINO backbone: no network is tried
+    (search.weights is the one rule both use)."""
+    import socket
+
+    from indexer import backbone as bb
+    from search import encoder as enc
+    from search import weights
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was tried although HF_HUB_OFFLINE is set")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert weights.hub_reachable() is False
+    assert enc._hub_reachable() is False and bb._hub_reachable() is False
+    assert enc.hub_cache_dir() == bb.hub_cache_dir() == weights.hub_cache_dir()
