@@ -290,8 +290,7 @@ class QueryService:
         shown = self._search(index, start, replace(options, k=query.display, cells=()))
         labelled = {self.resolve(index, r)[0] for r in (*query.positives, *query.negatives)}
         others_gid = [g for g in shown["gid"].astype(int) if g not in labelled][:fb.MAX_OTHERS]
-        other_vecs = [self.stored_vector(index, self.ref_of(index, g)) for g in others_gid]
-        others = np.asarray(other_vecs, np.float32).reshape(-1, start.size)
+        others = self.frame_vectors(index, np.asarray(others_gid, np.int64)).reshape(-1, start.size)
         examples = np.concatenate([a for a in (pos, neg, others) if len(a)])
         sims = score_frames_batch(index, examples, fusions=[options.fusion], weight=options.weight)[options.fusion]
         prior = score_frames_batch(index, start, fusions=[options.fusion], weight=options.weight)[options.fusion][0] \
@@ -441,6 +440,17 @@ class QueryService:
         if norm == 0:
             raise NotFoundError(f"{ref}: its stored vector is invalid (mvk check names the broken file)")
         return (v / norm).astype(np.float32)
+
+    @staticmethod
+    def frame_vectors(index, gids: np.ndarray) -> np.ndarray:
+        """The stored, normalised frame vectors of global frame rows, read in one batch per shard."""
+        parts = index.locate(np.asarray(gids, np.int64))
+        dim = index.shards[parts[0][0]].table("frames").dim if parts else 1
+        out = np.zeros((len(gids), dim), np.float32)
+        for site, positions, rows in parts:
+            out[positions] = np.nan_to_num(np.asarray(index.shards[site].table("frames").get(rows), np.float32))
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / np.where(norms > 0, norms, 1.0))[norms[:, 0] > 0]
 
     # -- heatmaps -------------------------------------------------------------------------------------
 
