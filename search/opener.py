@@ -84,10 +84,25 @@ def read_shard(path: Path, site: str, *, manifest_record: dict | None = None, ve
         if mmap and not mapped:
             manifest = {**manifest, "notes": [*manifest.get("notes", []),
                                               f"{name}.faiss: this FAISS cannot memory-map it: loaded whole"]}
+    spaces = {}
+    for name, record in (manifest.get("spaces") or {}).items():
+        pair = []
+        for table, file in zip(("frames", "objects"), (record.get("frames"), record.get("objects"))):
+            p = path / str(file)
+            try:
+                got, _ = read_faiss(str(p), mmap=mmap)
+            except Exception as exc:
+                raise IndexFormatError(f"{p} (space {name}) is not a readable FAISS index: "
+                                       f"{str(exc).splitlines()[0][:200]}") from exc
+            if got.ntotal != len(tables[table]):
+                raise IndexFormatError(f"{p} holds {got.ntotal} vectors for {len(tables[table])} rows of "
+                                       f"{table}.parquet")
+            pair.append(got)
+        spaces[str(name)] = (pair[0], pair[1], pair[0], pair[1])   # searched, and the CPU copies
     return Shard(site=site, path=path, manifest=manifest, frames=tables["frames"], objects=tables["objects"],
                  frame_index=indexes["frames"], object_index=indexes["objects"],
                  cpu_frame_index=indexes["frames"], cpu_object_index=indexes["objects"],
-                 left_out=left_out, damage=damage)
+                 left_out=left_out, damage=damage, space_tables=spaces)
 
 
 
@@ -172,6 +187,8 @@ def open_index(root: str | Path, *, expect: dict | None = None, device: str = "c
             moved, why_not = to_device(getattr(shard, attr), device)
             setattr(shard, attr, moved)
             notes.extend(f"{site}: {w}" for w in why_not)
+        for name, pair in list(shard.space_tables.items()):
+            shard.space_tables[name] = (to_device(pair[0], device)[0], to_device(pair[1], device)[0], *pair[2:])
         shards[site] = shard
     frames, objects = _join_rows(shards)
     _release_arrow_memory()

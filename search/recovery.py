@@ -94,7 +94,7 @@ def _stale_root_temps(root: Path) -> list[str]:
 
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:
@@ -114,7 +114,7 @@ def _migrate(root_manifest: dict | None, site_dir: Path) -> str:
     tmp = shard_layout.begin(site_dir)
     try:
         for name in DATA_FILES:
-            _link_or_copy(site_dir / name, tmp / name)
+            link_or_copy(site_dir / name, tmp / name)
         manifest["files"] = {name: file_record(tmp / name) for name in DATA_FILES}
         if root_manifest is not None:
             manifest.setdefault("index", index_settings(root_manifest))

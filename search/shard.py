@@ -2,7 +2,7 @@
 shard, with index-wide frame and object tables)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,6 +94,40 @@ class MaskedTable(VectorTable):
         return out
 
 
+class MissingTable(VectorTable):
+    """The table of a space a shard has no vectors in yet (added to the index after this shard was written, and
+    not embedded yet): nothing scores, nothing is found, so a fused query ranks the shard by its other spaces."""
+
+    def __init__(self, n: int, dim: int, space: str) -> None:
+        super().__init__(None, None)
+        self.n, self._dim, self.space = int(n), int(dim), space
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        return np.full((len(np.atleast_2d(queries)), self.n), -np.inf, np.float32)
+
+    def top(self, queries: np.ndarray, n: int, *, nprobe: int | None = None,
+            ef_search: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+        q = len(np.atleast_2d(queries))
+        return np.full((q, n), -np.inf, np.float32), np.full((q, n), -1, np.int64)
+
+    def scores_of(self, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
+        return np.full(len(ids), np.nan, np.float32)
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        from search.errors import QueryError
+        raise QueryError(f"this shard has no vectors in the space {self.space!r} yet (mvk index adds them)")
+
+    def vectors(self) -> np.ndarray:
+        return np.full((self.n, self._dim), np.nan, np.float16)
+
+
 @dataclass
 class Shard:
     site: str
@@ -109,6 +143,17 @@ class Shard:
     left_out: np.ndarray | None = None   # frame rows whose metadata failed its row-group checksum (never served)
     damage: list[str] = field(default_factory=list)   # one line per damaged row group found so far
     _checked: dict = field(default_factory=dict, repr=False)   # (table, column) -> {row group: ok}
+    space_tables: dict = field(default_factory=dict)   # further space -> (frames, objects, cpu frames, cpu objects)
+    missing_space: tuple[str, int] | None = None       # (space, dim) this view has no vectors of
+
+    def in_space(self, name: str, dim: int) -> "Shard":
+        """This shard with the vector tables of the further space ``name`` (tables that score nothing when the
+        shard has no vectors in it yet); the rows are shared."""
+        tables = self.space_tables.get(name)
+        if tables is None:
+            return replace(self, missing_space=(name, int(dim)))
+        return replace(self, frame_index=tables[0], object_index=tables[1], cpu_frame_index=tables[2],
+                       cpu_object_index=tables[3], missing_space=None)
 
     @property
     def index_type(self) -> str:
@@ -117,6 +162,9 @@ class Shard:
     def table(self, table: Literal["frames", "objects"]) -> VectorTable:
         """The vector table of ``frames`` or ``objects``: how scoring reaches the stored vectors."""
         masked = self.left_out is not None and bool(self.left_out.any())
+        if self.missing_space is not None and table in ("frames", "objects"):
+            n = len(self.frames) if table == "frames" else len(self.objects)
+            return MissingTable(n, self.missing_space[1], self.missing_space[0])
         if table == "frames":
             if masked:
                 return MaskedTable(self.frame_index, self.cpu_frame_index, self.left_out)
@@ -206,8 +254,36 @@ class Index:
 
     @property
     def encoder(self) -> dict:
-        """The encoder identity recorded at build time."""
+        """The encoder identity recorded at build time (of this view's space)."""
         return dict(self.manifest.get("encoder") or {})
+
+    @property
+    def space(self) -> str:
+        """The embedding space this view searches (the index's first one unless ``in_space`` chose another)."""
+        from search.spaces import space_name
+        return str(self.manifest.get("space") or space_name(self.encoder))
+
+    def spaces(self) -> list[str]:
+        """The names of the index's embedding spaces, the first one first."""
+        from search.spaces import names
+        return names(self.manifest)
+
+    def in_space(self, name: str) -> "Index":
+        """A view of this index in the embedding space ``name``: the same rows and gids, that space's vector
+        tables and encoder identity (QueryError naming the spaces when there is no such space). A shard with no
+        vectors in it yet scores nothing there, with a note."""
+        from search.spaces import find
+        space = find(self.manifest, name)
+        if space.primary:
+            return self
+        missing = [site for site, shard in self.shards.items() if name not in shard.space_tables]
+        indexing = {**(self.manifest.get("indexing") or {}), "objects": space.objects,
+                    "pool_features": space.pool_features}
+        return replace(self, manifest={**self.manifest, "encoder": space.encoder, "indexing": indexing,
+                                       "space": name},
+                       shards={site: shard.in_space(name, space.dim) for site, shard in self.shards.items()},
+                       notes=[*self.notes, *[f"site {site} has no vectors in the space {name} yet (the next mvk "
+                                             f"index adds them)" for site in missing]])
 
     def locate(self, gids: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """Global frame rows grouped by shard: (site, positions in ``gids``, rows in that shard)."""

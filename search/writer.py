@@ -6,7 +6,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from search.schema import (
     IndexType,
     check_site_name,
 )
+
+if TYPE_CHECKING:
+    from search.spaces import Space
 
 
 def _normalise(vectors: np.ndarray, n: int, what: str, dim: int | None) -> np.ndarray:
@@ -168,3 +171,90 @@ def remove_shard(root: str | Path, site: str) -> None:
         if disk is not None:
             disk.get("shards", {}).pop(site, None)
             write_root(root, disk)
+
+
+def write_spaces(root: str | Path, site: str, vectors: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                 based_on: str) -> Path:
+    """A new version of ``site``'s shard with the frame and object tables of further embedding spaces
+    (``vectors``: space name -> (frame vectors, object vectors), rows in the shard's order) beside every file of
+    version ``based_on``, which are linked, not rewritten (the other spaces' vectors stay byte-identical); published
+    atomically. IndexFormatError when the site's current version is no longer ``based_on`` (the caller redoes
+    its work against the new one) or a space is not in the root manifest."""
+    from search import faiss_index
+    from search.manifest import read_shard_manifest, resolve
+    from search.recovery import link_or_copy
+    from search.spaces import spaces_of
+    root = Path(root)
+    root_manifest, _ = load_root_manifest(root)
+    if root_manifest is None:
+        raise IndexFormatError(f"no index at {root}: create it with init_index first")
+    known = {s.name: s for s in spaces_of(root_manifest) if not s.primary}
+    site_dir = root / "sites" / site
+    with shard_layout.locked(site_dir):
+        folder, record = resolve(root, site)
+        if folder.name != based_on:
+            raise IndexFormatError(f"the shard of site {site!r} changed while its spaces were embedded "
+                                   f"({based_on} -> {folder.name})")
+        manifest = read_shard_manifest(folder, record)
+        counts = manifest.get("counts") or {}
+        spaces = dict(manifest.get("spaces") or {})
+        built = {}
+        for name, (fv, ov) in vectors.items():
+            if name not in known:
+                raise IndexFormatError(f"space {name!r} is not recorded in {root / 'manifest.json'}")
+            space = known[name]
+            fvec = _normalise(fv, int(counts.get("frames", 0)), f"frames of site {site!r} in space {name}", space.dim)
+            ovec = _normalise(ov, int(counts.get("objects", 0)), f"objects of site {site!r} in space {name}",
+                              space.dim)
+            index_type = manifest.get("index_type", "flat")
+            built[name] = (faiss_index.build(fvec, index_type), faiss_index.build(ovec, index_type))
+        shard_layout.collect(site_dir, schema.GRACE_SECONDS)
+        tmp = shard_layout.begin(site_dir)
+        try:
+            files = dict(manifest.get("files") or {})
+            for name in files:
+                link_or_copy(folder / name, tmp / name)
+            notes = list(manifest.get("notes", []))
+            for name, (bf, bo) in built.items():
+                space = known[name]
+                for file, b in zip(space.files, (bf, bo)):
+                    _write_faiss(b.index, tmp / file)
+                    files[file] = file_record(tmp / file)
+                notes += [f"{name}: {n}" for n in (*bf.notes, *bo.notes)]
+                spaces[name] = {"frames": space.files[0], "objects": space.files[1], "dim": space.dim,
+                                "encoder": space.encoder, "objects_mode": space.objects,
+                                "tables": {"frames": {"type": bf.index_type, "params": bf.params},
+                                           "objects": {"type": bo.index_type, "params": bo.params}}}
+            shard_manifest = {**manifest, "spaces": spaces, "files": files, "notes": notes,
+                              "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "index": index_settings(root_manifest)}
+            write_json_atomic(tmp / "manifest.json", shard_manifest)
+            for file in files:
+                with open(tmp / file, "rb") as fh:
+                    os.fsync(fh.fileno())
+            final = shard_layout.publish(site_dir, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shard_layout.collect(site_dir, schema.GRACE_SECONDS)
+    with locked_root(root):
+        disk, _ = load_root_manifest(root)
+        disk = disk if disk is not None else dict(root_manifest)
+        disk.setdefault("shards", {})[site] = shard_entry(shard_manifest)
+        write_root(root, disk)
+    return final
+
+
+def add_space(root: str | Path, space: "Space") -> dict:
+    """Record the further embedding space ``space`` in the root manifest (refused by name when the index holds
+    another version of that model: ``search.spaces.check_new``); returns the root manifest. Its vectors are
+    written per shard by ``write_spaces``."""
+    from search.spaces import check_new
+    root = Path(root)
+    with locked_root(root):
+        disk, _ = load_root_manifest(root)
+        if disk is None:
+            raise IndexFormatError(f"no index at {root}: create it with init_index first")
+        if check_new(disk, space.encoder, root) is None:
+            disk["spaces"] = [*(disk.get("spaces") or []), space.record()]
+            write_root(root, disk)
+        return disk

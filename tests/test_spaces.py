@@ -1,0 +1,122 @@
+"""Several embedding spaces in one index: the store (further tables per shard, recorded in the manifests, the
+first space's files untouched), views per space, and fusing the rankings of several spaces."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from search import spacefusion, spaces, store, writer
+from search.errors import IndexFormatError, ModelMismatchError, QueryError
+from search.testing import encoder_identity, frame_rows, object_rows, random_unit
+
+D, D2 = 16, 24
+
+
+def second_identity(dim=D2, model="other-model", pretrained="tag-a"):
+    return {**encoder_identity(dim), "model": model, "pretrained": pretrained}
+
+
+@pytest.fixture
+def root(tmp_path):
+    r = tmp_path / "index"
+    store.init_index(r, {"encoder": encoder_identity(D), "segmentation": {"tau": 1.0}})
+    for site, n, seed in (("A", 6, 0), ("B", 4, 5)):
+        objects = object_rows([0, 0, n // 2, n - 1])
+        store.write_shard(r, site, frame_rows(site, n, videos=2), random_unit(n, D, seed), objects,
+                          random_unit(len(objects), D, seed + 100), {"sources": {}})
+    return r
+
+
+def add_second(root, sites=("A", "B"), seed=7):
+    space = spaces.Space("other-model", second_identity(), "pool", None)
+    writer.add_space(root, space)
+    out = {}
+    for site in sites:
+        version = store.shard_folder(root, site).name
+        sm = store.shard_manifest(root, site)
+        fv = random_unit(sm["counts"]["frames"], D2, seed)
+        ov = random_unit(sm["counts"]["objects"], D2, seed + 1)
+        writer.write_spaces(root, site, {"other-model": (fv, ov)}, based_on=version)
+        out[site] = (fv, ov)
+    return out
+
+
+def test_a_second_space_leaves_the_first_space_byte_identical(root):
+    before = {site: {n: (store.shard_folder(root, site) / n).read_bytes()
+                     for n in ("frames.faiss", "objects.faiss", "frames.parquet", "objects.parquet")}
+              for site in ("A", "B")}
+    vectors = add_second(root)
+    for site in ("A", "B"):
+        folder = store.shard_folder(root, site)
+        for name, data in before[site].items():
+            assert (folder / name).read_bytes() == data
+        assert (folder / "frames.other-model.faiss").is_file()
+    assert store.check_index(root).ok
+    idx = store.open_index(root)
+    assert idx.spaces() == ["hand-made", "other-model"]
+    view = idx.in_space("other-model")
+    assert view.encoder["dim"] == D2 and view.space == "other-model"
+    assert view.frames is idx.frames                      # rows and gids are shared between spaces
+    got = view.shards["B"].vectors("frames").astype(np.float32)
+    assert np.allclose(got, vectors["B"][0], atol=1e-3)
+    assert idx.shards["B"].vectors("frames").shape[1] == D
+
+
+def test_a_shard_without_the_space_scores_nothing_there(root):
+    add_second(root, sites=("A",))
+    idx = store.open_index(root)
+    view = idx.in_space("other-model")
+    assert any("site B has no vectors in the space other-model" in n for n in view.notes)
+    from search.query import search
+    out = search(view, None, random_unit(1, D2, 3)[0], k=20)
+    assert set(out["site"]) == {"A"}
+
+
+def test_another_version_of_the_same_model_is_refused_by_name(root):
+    add_second(root)
+    with pytest.raises(ModelMismatchError, match="other-model.*another version of the same model"):
+        writer.add_space(root, spaces.Space("other-model", second_identity(pretrained="tag-b")))
+    writer.add_space(root, spaces.Space("other-model", second_identity()))     # the same one: accepted
+    assert len(store.read_manifest(root)["spaces"]) == 1
+
+
+def test_unknown_space_names_the_spaces(root):
+    add_second(root)
+    idx = store.open_index(root)
+    with pytest.raises(QueryError, match="no embedding space 'nope'.*other-model"):
+        idx.in_space("nope")
+    with pytest.raises(QueryError, match="rrf, zscore or one of"):
+        spaces.check_fusion(idx.manifest, "nope")
+    assert spaces.check_fusion(idx.manifest, "other-model") == ["other-model"]
+    assert spaces.check_fusion(idx.manifest, "rrf") == idx.spaces()
+
+
+def test_writing_spaces_against_a_replaced_version_is_refused(root):
+    writer.add_space(root, spaces.Space("other-model", second_identity()))
+    old = store.shard_folder(root, "A").name
+    store.write_shard(root, "A", frame_rows("A", 3), random_unit(3, D, 1), object_rows([]), np.zeros((0, D)), {})
+    with pytest.raises(IndexFormatError, match="changed while"):
+        writer.write_spaces(root, "A", {"other-model": (random_unit(3, D2), np.zeros((0, D2)))}, based_on=old)
+
+
+def test_rrf_and_zscore():
+    a = np.array([0.9, 0.5, 0.1, -np.inf])
+    b = np.array([0.1, 0.2, 0.3, 0.0])
+    assert list(spacefusion.ranks_of(a)) == [1, 2, 3, np.inf]
+    fused = spacefusion.fuse_scores([a, b], "rrf")
+    expect = np.array([1 / 61 + 1 / 63, 1 / 62 + 1 / 62, 1 / 63 + 1 / 61, 1 / 64])
+    assert np.allclose(fused, expect)
+    z = spacefusion.fuse_scores([a, b], "zscore")
+    assert np.argmax(z) in (0, 2) and np.isfinite(z).all()
+    assert np.array_equal(spacefusion.fuse_scores([a], "rrf"), a)       # one space: its own scores
+    with pytest.raises(QueryError, match="unknown space fusion"):
+        spacefusion.fuse_scores([a, b], "sum")
+
+
+def test_fuse_ranked_lists():
+    one = pd.DataFrame({"rank": [1, 2, 3], "gid": [10, 11, 12], "score": [0.9, 0.8, 0.7], "x": ["a", "b", "c"]})
+    two = pd.DataFrame({"rank": [1, 2], "gid": [12, 13], "score": [0.5, 0.4], "x": ["C", "d"]})
+    out = spacefusion.fuse_ranked([one, two], ["s1", "s2"], "rrf")
+    assert list(out["gid"]) == [12, 10, 11, 13]           # 12 is in both lists
+    assert list(out["rank"]) == [1, 2, 3, 4]
+    assert out["x"].iloc[0] == "c"                         # the row of the first space that returned it
+    assert out["spaces"].iloc[0] == {"s1": 3, "s2": 1} and out["spaces"].iloc[3] == {"s1": None, "s2": 2}
