@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,7 @@ from search.manifest import differences, mismatch_message
 
 if TYPE_CHECKING:
     from indexer.backbone import QKExtractor
+    from indexer.spaces import SpaceModel
     from indexer.engines import Executor
     from search.encoder import Encoder
 
@@ -153,8 +154,13 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
                      extractor: "QKExtractor | None" = None, config: IndexConfig = IndexConfig(),
                      sites: Sequence[str] | None = None, rebuild: bool = False,
                      catalog: pd.DataFrame | None = None, progress: Progress | None = None,
-                     executor: "Executor | None" = None, frame_source: FrameSource | None = None) -> IndexResult:
+                     executor: "Executor | None" = None, frame_source: FrameSource | None = None,
+                     spaces: Sequence["Encoder"] = ()) -> IndexResult:
     """Index the chosen sites (all when ``sites`` is empty) of ``collection`` into ``index_dir``.
+
+    ``spaces``: encoders of further embedding spaces (``indexer.spaces``), recorded in the index and filled in
+    every chosen site's shard after its first space; spaces the index already records are kept filled whether
+    given or not (their encoders are loaded by their recorded identity).
 
     The driver plans every site, hands the videos that need work to ``executor`` (default: the local engine
     with ``encoder`` and ``extractor``) and assembles each site's shard as soon as its videos are done.
@@ -166,13 +172,14 @@ def index_collection(collection: str | Path, index_dir: str | Path, *, encoder: 
     with threads("index"):
         return _index_collection(collection, index_dir, encoder=encoder, extractor=extractor, config=config,
                                  sites=sites, rebuild=rebuild, catalog=catalog, progress=progress, executor=executor,
-                                 frame_source=frame_source)
+                                 frame_source=frame_source, spaces=spaces)
 
 
 def _index_collection(collection: str | Path, index_dir: str | Path, *, encoder: "Encoder",
                       extractor: "QKExtractor | None", config: IndexConfig, sites: Sequence[str] | None,
                       rebuild: bool, catalog: pd.DataFrame | None, progress: Progress | None,
-                      executor: "Executor | None", frame_source: FrameSource | None) -> IndexResult:
+                      executor: "Executor | None", frame_source: FrameSource | None,
+                      spaces: Sequence["Encoder"] = ()) -> IndexResult:
     from search import store
     if config.objects not in OBJECT_MODES:
         raise InputError(f"unknown object mode {config.objects!r}: one of {', '.join(OBJECT_MODES)}")
@@ -198,6 +205,8 @@ def _index_collection(collection: str | Path, index_dir: str | Path, *, encoder:
             raise disk_full(root, exc) from None
         raise
     _check_indexing(on_disk, manifest["indexing"], root)
+    space_models, space_notes = further_spaces(root, on_disk, spaces, config, device=str(encoder.device))
+    notes += space_notes
     fp = fingerprint(encoder, extractor, config)
     progress = progress or Progress()
     if executor is None:
@@ -212,8 +221,11 @@ def _index_collection(collection: str | Path, index_dir: str | Path, *, encoder:
             settings = WorkSettings(os.path.abspath(root), config, fp, frame_source, models)
             done = executor.run([t for p in plans if isinstance(p, SitePlan) for t in p.tasks], settings, progress)
             for plan in plans:
-                results.append(_finish_site(root, plan, done, encoder=encoder, config=config, fp=fp, clock=clock,
-                                            progress=progress))
+                result = _finish_site(root, plan, done, encoder=encoder, config=config, fp=fp, clock=clock,
+                                      progress=progress)
+                if space_models and result.status in ("written", "up-to-date"):
+                    _fill_spaces(root, collection, catalog, result, space_models, settings, clock, progress)
+                results.append(result)
     except OSError as exc:
         if is_disk_full(exc):
             raise disk_full(root, exc) from None
@@ -225,6 +237,64 @@ def _index_collection(collection: str | Path, index_dir: str | Path, *, encoder:
         extractor is not None and extractor.identity().get("random_weights"))
     return IndexResult(root, results, dict(clock.seconds), time.perf_counter() - t0, computed, random, notes,
                        executor.info)
+
+
+def further_spaces(root: Path, on_disk: dict, encoders: Sequence["Encoder"], config: IndexConfig, *,
+                   device: str = "cpu") -> tuple[list["SpaceModel"], list[str]]:
+    """The further spaces this run keeps filled: the ones given (recorded in the root manifest first; another
+    version of a recorded model is refused by name) and the ones the index already records (their encoders loaded
+    by their recorded identity); and notes (objects embedded as crops in a space without dense features)."""
+    from indexer.spaces import check_distinct, space_model
+    from search.identity import EncoderChoice, encoder_for_index
+    from search.spaces import check_new, spaces_of
+    from search.writer import add_space
+    first = spaces_of(on_disk)[0] if spaces_of(on_disk) else None
+    models, notes = [], []
+    for enc in encoders:
+        model, note = space_model(enc, config)
+        if first is not None and model.space.name == first.name and check_new(on_disk, model.space.encoder, root):
+            continue                               # the index's first space, given again
+        models.append(model)
+        if note:
+            notes.append(note)
+    check_distinct(models, first)
+    for model in models:
+        on_disk = add_space(root, model.space)
+    given = {m.space.name for m in models}
+    for space in spaces_of(on_disk)[1:]:
+        if space.name in given:
+            continue
+        enc = encoder_for_index(space.encoder, EncoderChoice(random_weights=bool(space.encoder.get("random_weights"))),
+                                device=device, where=root)
+        model, _ = space_model(enc, replace(config, objects=space.objects or config.objects))
+        models.append(replace(model, space=space))
+    return models, notes
+
+
+def _fill_spaces(root: Path, collection: Path, catalog: pd.DataFrame, result: SiteResult, models: list["SpaceModel"],
+                 settings: WorkSettings, clock: Clock, progress: Progress) -> None:
+    """Add the further spaces the site's shard lacks; what happened goes into ``result`` (its status becomes
+    ``written`` when a space was added, its notes say which spaces and which videos failed)."""
+    from indexer.plan import video_tasks
+    from indexer.spaces import embed_site
+    videos = catalog[catalog["site"].astype(str) == result.site]
+    tasks = {t.rel: t for t in video_tasks(collection, result.site, videos, settings.config)}
+    t = time.perf_counter()
+    try:
+        done = embed_site(root, result.site, models, tasks, settings, progress)
+    except MvkError as exc:
+        result.notes.append(f"further spaces not added: {exc}")
+        return
+    finally:
+        clock.seconds["object_embedding"] += time.perf_counter() - t
+    if done.status == "written":
+        names = ", ".join(m.space.name for m in models)
+        computed = sum(v.status == "indexed" for v in done.videos)
+        result.notes.append(f"spaces {names}: {computed} video(s) embedded, {len(done.videos) - computed} reused")
+        result.status = "written"
+    elif done.status == "failed":
+        result.notes.append(done.error or "further spaces not added")
+        result.notes += [f"{v.video_path}: {v.error}" for v in done.videos if v.error]
 
 
 def _finish_site(root: Path, plan: SitePlan | SiteResult, done: Iterator[VideoResult], *, encoder: "Encoder",

@@ -103,7 +103,7 @@ def _selected_signature(selected: list["SelectedImage"]) -> str:
     return h.hexdigest()[:16]
 
 
-def _video_tasks(collection: Path, site: str, videos: pd.DataFrame, config: IndexConfig) -> list[VideoTask]:
+def video_tasks(collection: Path, site: str, videos: pd.DataFrame, config: IndexConfig) -> list[VideoTask]:
     """A task for every video of the site, in video_id order, with its source signature as of now."""
     videos = videos.sort_values("video_id", kind="stable")
     tasks: list[VideoTask] = []
@@ -139,7 +139,7 @@ def site_up_to_date(root: Path, collection: Path, site: str, videos: pd.DataFram
                     config: IndexConfig, fp: str) -> bool:
     """The site's shard matches its sources and ``fp`` and every shard file its checksum; writes nothing
     (the check a rerun makes before loading any model)."""
-    tasks = _video_tasks(collection, site, videos, config)
+    tasks = video_tasks(collection, site, videos, config)
     sources = {t.rel: t.signature for t in tasks}
     return (_shard_matches(root, site, work, sources, config=config, fp=fp, rebuild=False)
             and not store.verify_shard(root, site))
@@ -149,7 +149,7 @@ def plan_site(root: Path, collection: Path, site: str, videos: pd.DataFrame, wor
               config: IndexConfig, fp: str, rebuild: bool) -> SitePlan:
     """Plan one site (its work folder locked by the caller): up to date, or what to settle and what to do."""
     work.prepare()
-    tasks = _video_tasks(collection, site, videos, config)
+    tasks = video_tasks(collection, site, videos, config)
     plan = SitePlan(site, work, [(t.rel, t.key) for t in tasks], sources={t.rel: t.signature for t in tasks})
     matches = _shard_matches(root, site, work, plan.sources, config=config, fp=fp, rebuild=rebuild)
     manifest = store.shard_manifest(root, site)

@@ -61,9 +61,11 @@ def _same_settings(manifest: dict, config: IndexConfig) -> bool:
 
 def up_to_date_result(collection: str | Path, index_dir: str | Path, *, config: IndexConfig,
                       random_weights: bool, sites: Sequence[str] | None = None,
-                      catalog: pd.DataFrame | None = None) -> IndexResult | None:
+                      catalog: pd.DataFrame | None = None, spaces: Sequence[str] = ()) -> IndexResult | None:
     """The result of ``index_collection`` when every chosen site is up to date under the index's recorded
-    models and ``config`` (nothing to compute, no model needed), else None. Writes nothing."""
+    models and ``config`` (nothing to compute, no model needed), else None. ``spaces``: names of further
+    embedding spaces asked for (each must be recorded, and every chosen shard must have every recorded space).
+    Writes nothing."""
     from search import store
     t0 = time.perf_counter()
     root = Path(index_dir)
@@ -76,6 +78,10 @@ def up_to_date_result(collection: str | Path, index_dir: str | Path, *, config: 
         return None
     fp = recorded_fingerprint(manifest)
     if fp is None:
+        return None
+    from search.spaces import names
+    further = set(names(manifest)[1:])
+    if not set(spaces) <= further | set(names(manifest)[:1]):
         return None
     collection = Path(collection)
     if catalog is None:
@@ -93,6 +99,8 @@ def up_to_date_result(collection: str | Path, index_dir: str | Path, *, config: 
                 if not site_up_to_date(root, collection, site, videos, work, config=config, fp=fp):
                     return None
                 shard = store.shard_manifest(root, site) or {}
+                if not further <= set(shard.get("spaces") or {}):
+                    return None
                 results.append(SiteResult(site, "up-to-date", frames=int(shard.get("frames", 0) or 0),
                                           objects=int(shard.get("objects", 0) or 0), shard=root / "sites" / site))
     except MvkError:                 # locked by another run, unreadable: the full run reports it

@@ -102,7 +102,8 @@ Query = Union[TextQuery, ImageQuery, SequenceQuery, LikeQuery, FeedbackQuery]
 @dataclass(frozen=True)
 class Options:
     """What every query shares: the page (``offset``, ``k``), filters, fusion of frame and object scores,
-    grouping, exact or approximate scoring with its FAISS knobs, and grid cells of a position query."""
+    grouping, exact or approximate scoring with its FAISS knobs, grid cells of a position query, and how the
+    rankings of an index's embedding spaces are fused (``search.spacefusion``) or which one space answers."""
     k: int = 20
     offset: int = 0
     fusion: str = "max"
@@ -112,6 +113,7 @@ class Options:
     exact: bool | None = None
     params: SearchParams = field(default_factory=SearchParams)
     cells: tuple[int, ...] = ()
+    space_fusion: str = "rrf"          # several embedding spaces: rrf | zscore | one space's name
 
     def with_cells(self, cells) -> "Options":
         """These options with a position constraint (names or numbers, checked)."""

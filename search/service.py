@@ -29,6 +29,7 @@ from search.query import Filters
 from search.threads import threads
 
 MAX_RESULTS = 1000      # offset + k of one request: a page beyond this is refused (rank deeper with filters)
+FUSION_DEPTH = 1000     # results of each embedding space fused into one ranking (TREC's customary depth)
 MAX_TEXT = 10_000       # characters of one query text (longer texts are truncated to the model's context, with a note)
 HEATMAP_CACHE = 64      # frames whose dense features stay cached for heatmaps
 
@@ -115,6 +116,7 @@ class QueryService:
     _opened: tuple | None = field(default=None, repr=False)
     _dense: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _text_encoder: Any = field(default=None, repr=False)
+    _spaces: dict = field(default_factory=dict, repr=False)    # further space name -> its QueryService
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).expanduser().resolve()
@@ -148,6 +150,30 @@ class QueryService:
                                      _read_manifest(self.root)).get("encoder") or {})
                     self.encoder = encoder_for_index(identity, self.choice, device=self.device, where=self.root)
         return self.encoder
+
+    def in_space(self, index, name: str) -> tuple["QueryService", object]:
+        """The service that answers in the embedding space ``name`` (this one for the index's first space; for a
+        further space one with that space's encoder, loaded once by the identity rule) and the index's view in
+        that space. The encoder choice (model, checkpoint) is the first space's; random weights apply to all."""
+        view = index.in_space(name)
+        if view is index:
+            return self, index
+        child = self._spaces.get(name)
+        if child is None or child.root != self.root:
+            from search.identity import encoder_for_index
+            with self._lock:
+                child = self._spaces.get(name)
+                if child is None:
+                    encoder = encoder_for_index(view.encoder, EncoderChoice(random_weights=self.choice.random_weights),
+                                                device=self.device, where=self.root)
+                    child = QueryService(self.root, self.device, self.choice, encoder=encoder, threads=self.threads)
+                    self._spaces[name] = child
+        return child, view
+
+    def encoders(self) -> dict[str, object]:
+        """The encoder of every embedding space of the index, loaded (``mvk kis`` encodes its texts in each)."""
+        index = self.index()
+        return {name: self.in_space(index, name)[0].get_encoder() for name in index.spaces()}
 
     # -- validation ---------------------------------------------------------------------------------
 
@@ -201,7 +227,7 @@ class QueryService:
         index, version = self.opened()
         self.check_filters(index, options.filters)
         with threads("query", self.threads):
-            found, fields = handler(self, index, query, replace(options, k=want))
+            found, fields = self._in_spaces(handler, index, query, replace(options, k=want))
         rows = found.iloc[options.offset:options.offset + options.k].reset_index(drop=True)
         page = Page(rows=rows, offset=options.offset, has_more=len(found) > options.offset + options.k,
                     notes=list(found.attrs.get("notes", [])), skipped_shards=dict(index.errors), version=version,
@@ -210,6 +236,36 @@ class QueryService:
                        k=options.k, offset=options.offset, results=page.rows, took_ms=page.took_ms,
                        version=version, cells=list(options.cells) or None, **fields)
         return page
+
+    def _in_spaces(self, handler, index, query, options: "Qs.Options") -> tuple[pd.DataFrame, dict]:
+        """Run ``handler`` in the space ``options.space_fusion`` names, or in every space of the index and fuse
+        their rankings (each space's first ``FUSION_DEPTH`` results, ``search.spacefusion``)."""
+        from search.spacefusion import fuse_ranked
+        from search.spaces import check_fusion
+
+        names = check_fusion(index.manifest, options.space_fusion)
+        if len(names) == 1:
+            service, view = self.in_space(index, names[0])
+            found, fields = handler(service, view, query, options)
+            if len(index.spaces()) > 1:
+                fields["space"] = names[0]
+            return found, fields
+        lists, notes, fields = [], [], {}
+        for name in names:
+            service, view = self.in_space(index, name)
+            found, fields = handler(service, view, query, replace(options, k=max(options.k, FUSION_DEPTH)))
+            lists.append(found)
+            notes += [n for n in found.attrs.get("notes", []) if n not in notes]
+        key = "gid" if "gid" in lists[0].columns else "first_gid"
+        fused = fuse_ranked(lists, names, options.space_fusion, key=key)
+        if options.group_by == "video":
+            fused = fused.drop_duplicates(["site", "video_id"]).assign(rank=lambda d: np.arange(1, len(d) + 1))
+        fused = fused.head(options.k).reset_index(drop=True)
+        how = ("reciprocal-rank fusion: score = sum of 1/(60 + rank)" if options.space_fusion == "rrf" else
+               "the mean of z-normalised scores")
+        fused.attrs["notes"] = [*notes, f"fused the rankings of {len(names)} embedding spaces ({', '.join(names)}) by "
+                                        f"{how}; column spaces gives the rank in each"]
+        return fused, {**fields, "spaces": names, "space_fusion": options.space_fusion}
 
     def text_encoder(self):
         """The shared encoder with its text vectors cached in the index folder (``search.textcache``)."""
@@ -334,6 +390,8 @@ class QueryService:
         index, version = self.opened()
         self.check_filters(index, filters)
         notes: list[str] = []
+        if len(index.spaces()) > 1:     # a threshold needs one space's similarities: fused ranks have none
+            notes.append(f"surveyed in the index's first embedding space, {index.space} (of {', '.join(index.spaces())})")
         if isinstance(query, Qs.FeedbackQuery):
             if not query.positives and not query.negatives:
                 raise QueryError("feedback needs at least one liked or disliked result")

@@ -47,6 +47,7 @@ Example:
   mvk index MVK --site Oahu_Jul2022 --index idx --objects crop --every 2
   mvk index MVK --all --index idx-448 --dense-size 448
   mvk index MVK --all --index idx-siglip --preset balanced      (SigLIP ViT-B-16; mvk models lists them)
+  mvk index MVK --all --index idx --model ViT-B-32@openai --model ViT-B-16-SigLIP@webli   (two spaces, fused)
   mvk index /shared/MVK --all --index /shared/idx --engine ray --ray-address HEAD_IP:6379
   mvk index MVK --site Tulamben2_Jun2022 --index idx          (a new site joins with idx's settings)
 """
@@ -115,8 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a named model (mvk models shows each with its cost and published retrieval figures): "
                            "fast = ViT-B-32 laion2b, balanced = ViT-B-16-SigLIP, best = ViT-SO400M-14-SigLIP-384, "
                            "species = BioCLIP; instead of --model/--pretrained")
-    clip.add_argument("--model", default=None, help="open_clip model name (default ViT-B-32)")
-    clip.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default openai)")
+    clip.add_argument("--model", action="append", default=None, metavar="NAME[@TAG]",
+                      help="open_clip model name, optionally with its pretrained tag (ViT-B-16-SigLIP@webli); "
+                           "default ViT-B-32. Repeat it for several embedding spaces in one index, fused at query "
+                           "time (the first is the index's first space; a space added to an existing index embeds "
+                           "only what it lacks, the other spaces stay as they are)")
+    clip.add_argument("--pretrained", default=None, help="open_clip pretrained tag of the first --model (default openai)")
     clip.add_argument("--clip-checkpoint", default=None, metavar="FILE", help="local open_clip checkpoint file")
     clip.add_argument("--frame-fit", choices=("letterbox", "crop"), default=None,
                       help="how frames meet CLIP's square input: letterbox keeps the sides of 16:9 footage "
@@ -162,6 +167,30 @@ def requested_settings(args: argparse.Namespace) -> dict:
     if "decode_max_side" in out:
         out["decode_max_side"] = out["decode_max_side"] or None          # --max-side 0: full size
     return out
+
+
+def parse_model(value: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME@TAG`` -> (name, tag or None); InputError for an empty name or tag."""
+    from search.errors import InputError
+    name, at, tag = value.partition("@")
+    if not name.strip() or (at and not tag.strip()):
+        raise InputError(f"--model {value!r}: give NAME or NAME@TAG (e.g. ViT-B-16-SigLIP@webli)")
+    return name.strip(), (tag.strip() if at else None)
+
+
+def split_models(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """Set ``args.model``/``args.pretrained`` to the first ``--model`` and return the further ones as
+    (name, tag) pairs (InputError when the first has a tag and --pretrained too)."""
+    from search.errors import InputError
+    given = [parse_model(v) for v in (args.model or [])]
+    if not given:
+        args.model = None
+        return []
+    (name, tag), rest = given[0], given[1:]
+    if tag is not None and args.pretrained is not None and tag != args.pretrained:
+        raise InputError(f"--model {name}@{tag} and --pretrained {args.pretrained} name two tags: give one")
+    args.model, args.pretrained = name, tag if tag is not None else args.pretrained
+    return rest
 
 
 def apply_preset(args: argparse.Namespace) -> None:
@@ -226,13 +255,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--ray-address, --workers and --gpus-per-worker go with --engine ray")
     check_engine(args.engine)                  # says what to install, before any model is loaded
 
+    further = split_models(args)
     apply_preset(args)
     config, models = plan_run(args)
     catalog = discover(args.collection)
     select_sites(catalog, args.sites)                    # unknown sites: refused before the models load
     result = None if args.rebuild or models["clip_checkpoint"] or models["checkpoint"] else up_to_date_result(
         args.collection, args.index, config=config, random_weights=args.random_weights, sites=args.sites,
-        catalog=catalog)
+        catalog=catalog, spaces=[name for name, _ in further])
     if result is not None:                               # nothing to compute: no model is loaded
         return _report(result, args)
     encoder, extractor = load_models(objects=config.objects, random_weights=args.random_weights,
@@ -240,6 +270,12 @@ def run(args: argparse.Namespace) -> int:
     config, note = objects_fallback(config, encoder, explicit=args.objects is not None)
     if note:
         print(note, file=sys.stderr)
+    from indexer.models import load_encoder
+    spaces = [load_encoder(model=name, pretrained=tag, random_weights=args.random_weights, device=args.device)
+              for name, tag in further]
+    if spaces and args.engine != "local":
+        print(f"note: the further spaces ({', '.join(n for n, _ in further)}) are embedded in this process after "
+              f"each site's first space", file=sys.stderr)
     if args.random_weights:
         print("note: --random-weights: models are randomly initialised; this index is for tests and "
               "benchmarks only (its manifest says so)", file=sys.stderr)
@@ -251,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = index_collection(args.collection, args.index, encoder=encoder, extractor=extractor,
                                   config=config, sites=args.sites, rebuild=args.rebuild, catalog=catalog,
-                                  progress=progress, executor=executor)
+                                  progress=progress, executor=executor, spaces=spaces)
     except KeyboardInterrupt:
         print("\nstopped: finished videos are kept; run the same command again to resume", file=sys.stderr)
         raise

@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how a frame's and its best object's scores combine (default max)")
     parser.add_argument("--weight", type=float, default=0.5,
                         help="object weight w of --fusion weighted: (1-w)*frame + w*object (default 0.5)")
+    parser.add_argument("--space-fusion", default="rrf", metavar="rrf|zscore|SPACE",
+                        help="an index of several embedding spaces (mvk index --model A --model B): fuse their "
+                             "rankings by reciprocal rank (rrf, default) or by z-normalised scores (zscore), or give "
+                             "one space's name (its model) to search it alone")
     parser.add_argument("--site", action="append", default=[], help="only this dive site (repeatable)")
     parser.add_argument("--place", action="append", default=[], help="only this place (repeatable)")
     parser.add_argument("--date-from", default="", help="only footage from this month on (YYYY-MM)")
@@ -169,8 +173,8 @@ def run(args: argparse.Namespace) -> int:
                       date_to=args.date_to)
     options = Qs.Options(k=args.k, fusion=args.fusion, weight=args.weight, filters=filters, group_by=args.group_by,
                          exact=True if args.exact else None,
-                         params=SearchParams(nprobe=args.nprobe, ef_search=args.ef_search)).with_cells(
-                             args.where or args.cells)
+                         params=SearchParams(nprobe=args.nprobe, ef_search=args.ef_search),
+                         space_fusion=args.space_fusion).with_cells(args.where or args.cells)
     service = QueryService(args.index, device=args.device, choice=encoder_choice(args), threads=args.threads)
     started = time.perf_counter()
     index, _ = service.opened()
@@ -178,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
     from search.query import check_search_params, filter_mask
     filter_mask(index, filters)                      # unknown sites, places, bad months: before the model loads
     check_search_params(index, options.params)
+    from search.spaces import check_fusion
+    spaces = check_fusion(index.manifest, args.space_fusion)
     if not isinstance(query, Qs.LikeQuery) and not (isinstance(query, Qs.FeedbackQuery) and query.base is None):
         service.get_encoder()                         # the encoder rule's refusals before anything is ranked
     page = service.run(query, options, source="cli")
@@ -189,6 +195,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         columns = ("rank", "score", "frame_score", "object_score", "site", "video_id", "frame_index", "time",
                    "track_id", "x0", "y0", "x1", "y1")
+        if len(spaces) > 1:       # fused: the rank in each space instead of one space's similarities
+            columns = ("rank", "score", *(f"rank in {name}" for name in spaces), "site", "video_id", "frame_index",
+                       "time", "track_id")
+            df = df.assign(**{f"rank in {name}": [r.get(name) for r in df["spaces"]] for name in spaces})
     notes = list(page.notes)
     if args.verbose:
         from search.store import memory_use
@@ -203,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
                 record["id"] = f"{record['site']}/{record['video_id']}/{record['frame_index']}"
                 record["object_id"] = record["id"] + tail if tail else None
         encoder = service.encoder.identity() if service.encoder is not None else index.encoder
+        if len(spaces) > 1 or len(index.spaces()) > 1:
+            encoder = {**encoder, "spaces": spaces, "space_fusion": args.space_fusion if len(spaces) > 1 else None}
         then = args.then[0] if args.then and len(args.then) == 1 else args.then
         print(json.dumps({"query": args.text, "image": args.image, "then": then, "like": args.like,
                           "positive": args.positive, "negative": args.negative, "described": page.query,
