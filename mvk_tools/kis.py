@@ -434,16 +434,19 @@ def metrics(ranks: np.ndarray, ks: Sequence[int] = HIT_KS) -> dict[str, float]:
 
 
 def summarize(per_query: pd.DataFrame, ks: Sequence[int] = HIT_KS) -> pd.DataFrame:
-    """One row per (query_type, fusion): n (ranked), n_not_in_index, hit@k, mrr, median_rank, mean_rank."""
+    """One row per (query_type, fusion), and per space when the rows come from an index of several embedding
+    spaces (a ``space`` column): n (ranked), n_not_in_index, hit@k, mrr, median_rank, mean_rank."""
     rows = []
-    for (qtype, fusion), g in per_query.groupby(["query_type", "fusion"], sort=True):
+    spaces = "space" in per_query.columns and per_query["space"].nunique() > 1
+    keys = ["query_type", "space", "fusion"] if spaces else ["query_type", "fusion"]
+    for group, g in per_query.groupby(keys, sort=False if spaces else True):
         ranked = g[g["status"] == "ranked"]
-        rows.append({"query_type": qtype, "fusion": fusion, "n": len(ranked),
+        rows.append({**dict(zip(keys, group)), "n": len(ranked),
                      "n_not_in_index": int((g["status"] == "not_in_index").sum()),
                      **metrics(ranked["rank"].to_numpy(dtype=np.float64), ks)})
-    cols = ["query_type", "fusion", "n", "n_not_in_index", *[f"hit@{k}" for k in ks], "mrr", "median_rank",
-            "mean_rank"]
-    return pd.DataFrame.from_records(rows, columns=cols)
+    cols = [*keys, "n", "n_not_in_index", *[f"hit@{k}" for k in ks], "mrr", "median_rank", "mean_rank"]
+    out = pd.DataFrame.from_records(rows, columns=cols)
+    return out.sort_values("query_type", kind="stable").reset_index(drop=True) if spaces else out
 
 
 def format_table(summary: pd.DataFrame) -> str:
@@ -564,7 +567,8 @@ def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_f
                   match: str | None = None, default_fps: float = DEFAULT_FPS, encode_batch: int = 64,
                   rank_batch: int = 64, progress: Progress | None = None,
                   warn: Callable[[str, str], None] | None = None, threads: int | None = None,
-                  cache: str | Path | None = None) -> KisResult:
+                  cache: str | Path | None = None,
+                  space_encoders: Callable[[str, dict], object] | None = None) -> KisResult:
     """The whole benchmark on an open ``search.store.Index``: read the query sets, take the files' vectors
     (``use_file_vectors``) or encode the texts with ``encoder`` (an object with ``encode_text``, or a
     function returning one, called only once the query sets are read), rank every target among all frames
@@ -573,17 +577,24 @@ def run_benchmark(index, querysets: Sequence[str | Path], *, encoder=None, use_f
     as found and kept in the result; the rest goes on. InputError when no query is left to rank or the
     index has no frame. Encoding and ranking run with the thread policy's threads for a batch of queries
     (``threads`` overrides it); ``cache``: an index folder whose text-vector cache is read and filled
-    (``search.textcache``), so a rerun of the same texts costs ranking only."""
+    (``search.textcache``), so a rerun of the same texts costs ranking only. An index of several embedding
+    spaces is ranked in each space and fused (rows per space and per fusion of spaces, ``space`` column);
+    ``space_encoders(name, identity)`` gives a further space's encoder (default: by its recorded identity)."""
     from search.threads import threads as thread_policy
     with thread_policy("batch", threads):
         return _run_benchmark(index, querysets, encoder=encoder, use_file_vectors=use_file_vectors, fusions=fusions,
                               weight=weight, tolerance=tolerance, match=match, default_fps=default_fps,
                               encode_batch=encode_batch, rank_batch=rank_batch, progress=progress, warn=warn,
-                              cache=cache)
+                              cache=cache, space_encoders=space_encoders or _recorded_encoder)
+
+
+def _recorded_encoder(name: str, identity: dict):
+    """A further space's encoder by its recorded identity (random weights where it was built with them)."""
+    return encoder_for_index(identity, random_weights=bool(identity.get("random_weights")))
 
 
 def _run_benchmark(index, querysets, *, encoder, use_file_vectors, fusions, weight, tolerance, match, default_fps,
-                   encode_batch, rank_batch, progress, warn, cache) -> KisResult:
+                   encode_batch, rank_batch, progress, warn, cache, space_encoders) -> KisResult:
     from mvk_tools.querysets import read_querysets
     from search.query import FUSIONS, score_frames_batch
 
@@ -652,20 +663,81 @@ def _run_benchmark(index, querysets, *, encoder, use_file_vectors, fusions, weig
                            "its rank is that of the best of them", skipped=False)), "match")
     vectors = query_vectors(queries, dim=dim, encode=encode, use_file_vectors=use_file_vectors)
 
-    per_query = rank_queries(
-        queries, vectors, index.frames, None, fusions=fusions, targets=targets,
-        progress=lambda items: progress(items, "ranking", len(queries)),
-        batch_scorer=lambda qv, fus: score_frames_batch(index, qv, fusions=fus, weight=weight),
-        batch_size=rank_batch)
+    spaces = index.spaces() if not use_file_vectors else index.spaces()[:1]
+    if use_file_vectors and len(index.spaces()) > 1:
+        warn(f"the files' vectors are ranked in the index's first embedding space only ({spaces[0]})", "spaces")
+    if len(spaces) > 1:
+        per_query = _rank_in_spaces(index, spaces, queries, vectors, targets, fusions=fusions, weight=weight,
+                                    encoders=space_encoders, encode_batch=encode_batch, cache=cache,
+                                    progress=progress, rank_batch=rank_batch)
+    else:
+        per_query = rank_queries(
+            queries, vectors, index.frames, None, fusions=fusions, targets=targets,
+            progress=lambda items: progress(items, "ranking", len(queries)),
+            batch_scorer=lambda qv, fus: score_frames_batch(index, qv, fusions=fus, weight=weight),
+            batch_size=rank_batch)
+        per_query.insert(2, "space", spaces[0] if spaces else "")
     missing = per_query[per_query["status"] == "not_in_index"].drop_duplicates("query_id")
     return KisResult(
         per_query=per_query, summary=summarize(per_query), n_queries=int(len(queries)), query_sets=qs.formats,
         vectors="precomputed vectors from the query files" if use_file_vectors else "encoded texts",
-        random_weights=bool(index.encoder.get("random_weights")) and not use_file_vectors,
+        random_weights=any(bool(index.in_space(n).encoder.get("random_weights")) for n in spaces)
+        and not use_file_vectors,
         not_in_index=[{"query_id": q, "reason": r} for q, r in zip(missing["query_id"], missing["reason"])],
         file_errors=list(file_errors), issues=issues, seconds=time.perf_counter() - started, match=match,
         match_rule=describe_match(match, tolerance), many_matches=many_matches(per_query),
         flagged=flagged_targets(per_query), timecode_readings=readings)
+
+
+FUSED = "fused"     # the space column of fused rows: "fused (rrf)", "fused (zscore)"
+
+
+def _rank_in_spaces(index, spaces: Sequence[str], queries: pd.DataFrame, first: np.ndarray,
+                    targets: Sequence[Target], *, fusions: Sequence[str], weight: float, encoders, encode_batch: int,
+                    cache, progress: Progress, rank_batch: int) -> pd.DataFrame:
+    """Per-query rows of an index of several embedding spaces: each query ranked in every space and fused over
+    them (reciprocal rank and z-scores, ``search.spacefusion``, over every frame's score), for every fusion of
+    frame and object scores. Column ``space`` names the space (or the fusion of spaces); ``fusion`` reads
+    ``FUSION · SPACE`` so that plots and tables keep the rows apart."""
+    from search.query import score_frames_batch
+    from search.spacefusion import fuse_scores
+    from search.spaces import SPACE_FUSIONS
+    from search.textcache import TextVectorCache, encode_texts
+
+    views = {name: index.in_space(name) for name in spaces}
+    vectors = {spaces[0]: first}
+    for name in spaces[1:]:
+        enc = encoders(name, views[name].encoder)
+        text_cache = TextVectorCache(Path(cache), enc.identity()) if cache is not None else None
+        vectors[name] = query_vectors(queries, dim=int(views[name].encoder.get("dim") or 0), use_file_vectors=False,
+                                      encode=lambda texts, enc=enc, c=text_cache: encode_texts(
+                                          enc, texts, batch_size=encode_batch, cache=c, progress=progress))
+    labels = [f"{space}\t{fusion}" for space in [*spaces, *(f"{FUSED} ({m})" for m in SPACE_FUSIONS)]
+              for fusion in fusions]
+
+    def score(ids: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
+        rows = ids[:, 0].astype(np.int64)
+        per = {name: score_frames_batch(view, vectors[name][rows], fusions=list(fusions), weight=weight)
+               for name, view in views.items()}
+        out = {}
+        for label in wanted:
+            space, fusion = label.split("\t")
+            if space in per:
+                out[label] = per[space][fusion]
+                continue
+            method = space[len(FUSED) + 2:-1]
+            out[label] = np.stack([fuse_scores([per[name][fusion][j] for name in spaces], method)
+                                   for j in range(len(rows))])
+        return out
+
+    ids = np.arange(len(queries), dtype=np.float64)[:, None]
+    per_query = rank_queries(queries, ids, index.frames, None, fusions=labels, targets=targets,
+                             progress=lambda items: progress(items, "ranking", len(queries)),
+                             batch_scorer=score, batch_size=rank_batch)
+    parts = per_query["fusion"].str.split("\t", expand=True)
+    per_query.insert(2, "space", parts[0])
+    per_query["fusion"] = parts[1] + " · " + parts[0]
+    return per_query
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

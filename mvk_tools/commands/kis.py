@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, cache=None if args.no_cache else Path(args.index),
         encoder=lambda: kis.encoder_for_index(identity, checkpoint=args.clip_checkpoint,
                                               random_weights=args.random_weights, device=args.device),
+        space_encoders=lambda name, space: kis.encoder_for_index(space, random_weights=args.random_weights,
+                                                                 device=args.device),
         # an unusable file is printed once: in the error when no query is left, else after the run
         warn=lambda message, what: print(message, file=sys.stderr) if what != "file" else None,
         progress=lambda items, desc, total: tqdm(items, desc=desc, total=total, file=sys.stderr,
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "index": str(Path(args.index).resolve()), "n_frames": int(len(index.frames)),
         "sites": sorted(index.shards), "skipped_sites": index.errors, "encoder": identity,
+        "spaces": [{"name": name, "encoder": index.in_space(name).encoder} for name in index.spaces()],
         "random_weights": result.random_weights,
         "warning": "the index's encoder has random weights: these ranks mean nothing" if result.random_weights else "",
         "vectors": result.vectors, "query_sets": result.query_sets, "file_errors": result.file_errors,
