@@ -253,9 +253,10 @@ class QueryService:
         lists, notes, fields = [], [], {}
         for name in names:
             service, view = self.in_space(index, name)
-            found, fields = handler(service, view, query, replace(options, k=max(options.k, FUSION_DEPTH)))
+            found, fields = handler(service, view, query, replace(options, k=max(options.k, FUSION_DEPTH),
+                                                                  group_by=None))   # grouped after fusion
             lists.append(found)
-            notes += [n for n in found.attrs.get("notes", []) if n not in notes]
+            notes += [n for n in found.attrs.get("notes", []) if n not in notes and not n.startswith("score:")]
         key = "gid" if "gid" in lists[0].columns else "first_gid"
         fused = fuse_ranked(lists, names, options.space_fusion, key=key)
         if options.group_by == "video":

@@ -59,6 +59,11 @@ def test_search_is_fused_by_default_and_one_space_alone_on_request(together: Pat
     by_siglip = sorted(fused["results"], key=lambda r: r["spaces"]["mvk-tiny-siglip"] or 10**9)
     assert [r["gid"] for r in by_siglip][:5] == direct["gid"].tolist()[:5]
 
+    grouped = search_json(capsys, together, "--group-by", "video")       # fused per frame, then one per video
+    videos = [(r["site"], r["video_id"]) for r in grouped["results"]]
+    assert len(videos) == len(set(videos)) == 4
+    assert all(None not in r["spaces"].values() for r in grouped["results"])
+
     z = search_json(capsys, together, "--space-fusion", "zscore")
     assert sorted(r["gid"] for r in z["results"]) == sorted(r["gid"] for r in fused["results"])
 

@@ -159,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
+    import pandas as pd
+
     from search import queries as Qs
     from search.clikit import encoder_choice
     from search.errors import QueryError
@@ -198,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
         if len(spaces) > 1:       # fused: the rank in each space instead of one space's similarities
             columns = ("rank", "score", *(f"rank in {name}" for name in spaces), "site", "video_id", "frame_index",
                        "time", "track_id")
-            df = df.assign(**{f"rank in {name}": [r.get(name) for r in df["spaces"]] for name in spaces})
+            df = df.assign(**{f"rank in {name}": pd.array([r.get(name) for r in df["spaces"]], dtype="Int64")
+                              for name in spaces})
     notes = list(page.notes)
     if args.verbose:
         from search.store import memory_use
