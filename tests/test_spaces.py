@@ -120,3 +120,34 @@ def test_fuse_ranked_lists():
     assert list(out["rank"]) == [1, 2, 3, 4]
     assert out["x"].iloc[0] == "c"                         # the row of the first space that returned it
     assert out["spaces"].iloc[0] == {"s1": 3, "s2": 1} and out["spaces"].iloc[3] == {"s1": None, "s2": 2}
+
+
+def test_a_shard_without_the_space_scores_nothing_on_the_approximate_path(tmp_path):
+    r = tmp_path / "index"
+    store.init_index(r, {"encoder": encoder_identity(D)})
+    for site, seed in (("A", 0), ("B", 1)):
+        objects = object_rows(list(range(0, 300, 3)))
+        store.write_shard(r, site, frame_rows(site, 300, videos=3), random_unit(300, D, seed), objects,
+                          random_unit(len(objects), D, seed + 9), {}, index_type="HNSW8")
+    writer.add_space(r, spaces.Space("other-model", second_identity(), "pool", None))
+    writer.write_spaces(r, "A", {"other-model": (random_unit(300, D2, 4), random_unit(100, D2, 5))},
+                        based_on=store.shard_folder(r, "A").name)
+    from search.query import search
+    from search.scoring import SearchParams
+    view = store.open_index(r).in_space("other-model")
+    out = search(view, None, random_unit(1, D2, 3)[0], k=30, exact=False, params=SearchParams(ef_search=32))
+    assert len(out) == 30 and set(out["site"]) == {"A"}
+    exact = search(view, None, random_unit(1, D2, 3)[0], k=30, exact=True)
+    assert len(set(out["gid"]) & set(exact["gid"])) >= 25
+
+
+def test_a_damaged_space_table_is_named_and_its_shard_skipped(root):
+    add_second(root)
+    path = store.shard_folder(root, "A") / "frames.other-model.faiss"
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF
+    path.write_bytes(bytes(data))
+    idx = store.open_index(root)
+    assert "A" in idx.errors and "frames.other-model.faiss" in idx.errors["A"] and "B" in idx.shards
+    check = store.check_index(root)
+    assert not check.ok and "frames.other-model.faiss" in " ".join(check.sites["A"])

@@ -168,3 +168,21 @@ def test_the_same_model_twice_is_refused(coll: Path, tmp_path: Path, capsys) -> 
     assert main(["index", str(coll), "--index", str(tmp_path / "y"), "--model", "mvk-tiny-vit@",
                  *COMMON]) == 2
     assert "NAME@TAG" in capsys.readouterr().err
+
+
+def test_a_damaged_space_table_is_rewritten_by_the_next_run(coll: Path, together: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    import shutil
+    idx = tmp_path / "damaged"
+    shutil.copytree(together, idx)
+    path = store.shard_folder(idx, "Oahu_Jul2022") / "objects.mvk-tiny-siglip.faiss"
+    path.write_bytes(path.read_bytes()[:-16])
+    assert main(["check", str(idx)]) == 1
+    capsys.readouterr()
+    assert main(["index", str(coll), "--index", str(idx), *TWO, *COMMON]) == 0
+    out = capsys.readouterr().out
+    assert "Oahu_Jul2022: spaces mvk-tiny-siglip: 0 video(s) embedded, 2 reused" in out
+    assert main(["check", str(idx)]) == 0
+    a, b = store.open_index(idx), store.open_index(together)
+    assert np.array_equal(a.in_space("mvk-tiny-siglip").shards["Oahu_Jul2022"].vectors("objects"),
+                          b.in_space("mvk-tiny-siglip").shards["Oahu_Jul2022"].vectors("objects"))
