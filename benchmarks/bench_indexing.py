@@ -69,7 +69,7 @@ def run_mode(coll: Path, work: Path, key: str, encoder, extractor, args: argpars
     from indexer.segment import SegmentParams
     seg = SegmentParams() if args.short_side is None else SegmentParams(short_side=args.short_side)
     config = IndexConfig(every_seconds=args.every, objects=mode, batch_size=args.batch_size,
-                         decode_max_side=args.max_side, segment=seg)
+                         decode_max_side=args.max_side, segment=seg, follow_outside_links=True)
     timed = TimedBackbone(extractor) if mode != "none" else None
     executor = LocalExecutor(encoder, timed, overlap=how == "overlap")
     t = time.perf_counter()

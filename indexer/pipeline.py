@@ -224,7 +224,7 @@ def _index_collection(collection: str | Path, index_dir: str | Path, *, encoder:
                 result = _finish_site(root, plan, done, encoder=encoder, config=config, fp=fp, clock=clock,
                                       progress=progress)
                 if space_models and result.status in ("written", "up-to-date"):
-                    _fill_spaces(root, collection, catalog, result, space_models, settings, clock, progress)
+                    _fill_spaces(root, collection, catalog, result, space_models, settings, progress)
                 results.append(result)
     except OSError as exc:
         if is_disk_full(exc):
@@ -272,7 +272,7 @@ def further_spaces(root: Path, on_disk: dict, encoders: Sequence["Encoder"], con
 
 
 def _fill_spaces(root: Path, collection: Path, catalog: pd.DataFrame, result: SiteResult, models: list["SpaceModel"],
-                 settings: WorkSettings, clock: Clock, progress: Progress) -> None:
+                 settings: WorkSettings, progress: Progress) -> None:
     """Add the further spaces the site's shard lacks; what happened goes into ``result`` (its status becomes
     ``written`` when a space was added, its notes say which spaces and which videos failed)."""
     from indexer.plan import video_tasks
@@ -285,12 +285,14 @@ def _fill_spaces(root: Path, collection: Path, catalog: pd.DataFrame, result: Si
     except MvkError as exc:
         result.notes.append(f"further spaces not added: {exc}")
         return
-    finally:
-        clock.seconds["object_embedding"] += time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    result.seconds["spaces"] = seconds
     if done.status == "written":
         names = ", ".join(m.space.name for m in models)
-        computed = sum(v.status == "indexed" for v in done.videos)
-        result.notes.append(f"spaces {names}: {computed} video(s) embedded, {len(done.videos) - computed} reused")
+        computed = [v for v in done.videos if v.status == "indexed"]
+        frames = sum(v.frames for v in computed)
+        result.notes.append(f"spaces {names}: {len(computed)} video(s) embedded ({frames} frames in {seconds:.1f} s, "
+                            f"{frames / max(seconds, 1e-9):.1f} f/s), {len(done.videos) - len(computed)} reused")
         result.status = "written"
     elif done.status == "failed":
         result.notes.append(done.error or "further spaces not added")

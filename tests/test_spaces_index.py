@@ -4,6 +4,7 @@ the same vectors as building both at once), resuming a killed space run, mvk che
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,8 @@ def test_adding_a_space_embeds_only_it_and_leaves_the_first_untouched(coll: Path
     capsys.readouterr()
     assert main(["index", str(coll), "--index", str(idx), *TWO, *COMMON]) == 0
     out = capsys.readouterr().out
-    assert "spaces mvk-tiny-siglip: 2 video(s) embedded, 0 reused" in out
+    assert re.search(r"spaces mvk-tiny-siglip: 2 video\(s\) embedded \(4 frames in [0-9.]+ s, [0-9.]+ f/s\), 0 reused",
+                     out)
     assert "0 frames computed" not in out and " 2        0       0" not in out     # no video of the first space redone
     for site in sites:
         folder = store.shard_folder(idx, site)
@@ -146,7 +148,8 @@ def test_a_killed_space_run_resumes_at_the_next_video(coll: Path, tmp_path: Path
     capsys.readouterr()
     assert main(["index", str(coll), "--index", str(idx), *TWO, *COMMON]) == 0
     out = capsys.readouterr().out
-    assert "2 video(s) embedded, 0 reused" in out and "1 video(s) embedded, 1 reused" in out
+    assert re.search(r"2 video\(s\) embedded \(.*\), 0 reused", out)
+    assert re.search(r"1 video\(s\) embedded \(2 frames .*\), 1 reused", out)
 
 
 def test_a_space_without_dense_features_embeds_crops(coll: Path, tmp_path: Path, capsys) -> None:
@@ -181,7 +184,7 @@ def test_a_damaged_space_table_is_rewritten_by_the_next_run(coll: Path, together
     capsys.readouterr()
     assert main(["index", str(coll), "--index", str(idx), *TWO, *COMMON]) == 0
     out = capsys.readouterr().out
-    assert "Oahu_Jul2022: spaces mvk-tiny-siglip: 0 video(s) embedded, 2 reused" in out
+    assert re.search(r"Oahu_Jul2022: spaces mvk-tiny-siglip: 0 video\(s\) embedded \(0 frames .*\), 2 reused", out)
     assert main(["check", str(idx)]) == 0
     a, b = store.open_index(idx), store.open_index(together)
     assert np.array_equal(a.in_space("mvk-tiny-siglip").shards["Oahu_Jul2022"].vectors("objects"),
