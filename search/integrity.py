@@ -80,4 +80,25 @@ def check_index(root: str | Path, *, full: bool = True) -> IndexCheck:
             notes.append(f"left over by an interrupted swap: {', '.join(sorted(stray))} (the next mvk index "
                          f"restores or removes it)")
     notes += work_notes(root, full=full)
+    notes += space_notes(root, manifest, sites)
     return IndexCheck(root, root_problem, sites, notes)
+
+
+def space_notes(root: Path, manifest: dict | None, sites: dict[str, list[str]]) -> list[str]:
+    """The index's embedding spaces, and the sound shards that have no vectors in one yet (served from the
+    others meanwhile; the next ``mvk index`` adds them)."""
+    from search.manifest import shard_manifest
+    from search.spaces import spaces_of
+    spaces = spaces_of(manifest or {})
+    if len(spaces) < 2:
+        return []
+    out = [f"{len(spaces)} embedding spaces: " + ", ".join(f"{s.name} (dim {s.dim})" for s in spaces)]
+    for site, problems in sites.items():
+        if problems:
+            continue
+        have = set((shard_manifest(root, site) or {}).get("spaces") or {})
+        missing = [s.name for s in spaces[1:] if s.name not in have]
+        if missing:
+            out.append(f"site {site} has no vectors in the space {', '.join(missing)} yet (searches use its other "
+                       f"spaces; the next mvk index adds them)")
+    return out

@@ -63,6 +63,9 @@ def test_a_second_space_leaves_the_first_space_byte_identical(root):
 
 def test_a_shard_without_the_space_scores_nothing_there(root):
     add_second(root, sites=("A",))
+    check = store.check_index(root)
+    assert check.ok and "2 embedding spaces: hand-made (dim 16), other-model (dim 24)" in check.notes
+    assert any("site B has no vectors in the space other-model yet" in n for n in check.notes)
     idx = store.open_index(root)
     view = idx.in_space("other-model")
     assert any("site B has no vectors in the space other-model" in n for n in view.notes)
