@@ -170,11 +170,6 @@ class QueryService:
                     self._spaces[name] = child
         return child, view
 
-    def encoders(self) -> dict[str, object]:
-        """The encoder of every embedding space of the index, loaded (``mvk kis`` encodes its texts in each)."""
-        index = self.index()
-        return {name: self.in_space(index, name)[0].get_encoder() for name in index.spaces()}
-
     # -- validation ---------------------------------------------------------------------------------
 
     def check_filters(self, index, filters: Filters) -> None:
