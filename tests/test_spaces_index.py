@@ -189,3 +189,11 @@ def test_a_damaged_space_table_is_rewritten_by_the_next_run(coll: Path, together
     a, b = store.open_index(idx), store.open_index(together)
     assert np.array_equal(a.in_space("mvk-tiny-siglip").shards["Oahu_Jul2022"].vectors("objects"),
                           b.in_space("mvk-tiny-siglip").shards["Oahu_Jul2022"].vectors("objects"))
+
+
+def test_another_first_model_is_refused_with_how_to_add_a_space(coll: Path, together: Path, capsys) -> None:
+    capsys.readouterr()
+    assert main(["index", str(coll), "--index", str(together), "--model", "mvk-tiny-siglip", *COMMON]) == 2
+    err = capsys.readouterr().err
+    assert "index has 'mvk-tiny-vit', you asked 'mvk-tiny-siglip'" in err
+    assert "--model mvk-tiny-vit --model mvk-tiny-siglip" in err

@@ -236,7 +236,11 @@ def plan_run(args: argparse.Namespace) -> tuple[object, dict]:
     differences = setting_differences(built.config, requested) + model_differences(built, models)
     if differences:
         flags = {key: "--" + dest.replace("_", "-") for dest, key in (*FLAG_SETTINGS.items(), *MODEL_FLAGS.items())}
-        raise ModelMismatchError(mismatch_message(args.index, differences, flags))
+        message = mismatch_message(args.index, differences, flags)
+        if any(key == "model" for key, _, _ in differences):
+            message += (f"; to add a model to this index as a further embedding space, give the index's own first: "
+                        f"--model {built.model} --model {args.model}")
+        raise ModelMismatchError(message)
     recorded = {key: getattr(built, key) for key in MODEL_FLAGS.values()}
     return apply_settings(built.config, requested), {k: v if v is not None else recorded[k] for k, v in models.items()}
 
