@@ -374,11 +374,12 @@ class QueryService:
 
     def survey(self, query: "Qs.Query", *, threshold: float | None = None, labels: pd.DataFrame | None = None,
                target_precision: float = 0.9, filters: Filters = Filters(), coordinates: pd.DataFrame | None = None,
-               source: str = "api"):
+               source: str = "api", space: str | None = None):
         """Survey evidence for a text, image or more-like-this query (``search.survey.survey``: presence, MaxN,
         occurrences, per-site and per-month tables), scored as ``mvk survey`` scores. A ``FeedbackQuery`` surveys
         its base query (or, with none, the Rocchio vector of its likes) and its likes and dislikes become
-        calibration labels, added to ``labels``. Logged as one query event."""
+        calibration labels, added to ``labels``. ``space``: the embedding space scored (default the index's
+        first; a threshold needs one space's similarities, fused ranks have none). Logged as one query event."""
         from search import survey as S
         from search.identity import describe
 
@@ -386,35 +387,39 @@ class QueryService:
         index, version = self.opened()
         self.check_filters(index, filters)
         notes: list[str] = []
-        if len(index.spaces()) > 1:     # a threshold needs one space's similarities: fused ranks have none
-            notes.append(f"surveyed in the index's first embedding space, {index.space} (of {', '.join(index.spaces())})")
+        every = index.spaces()
+        service, index = self.in_space(index, space or every[0])
+        if len(every) > 1:
+            notes.append(f"surveyed in the embedding space {index.space} (of {', '.join(every)}; a survey scores "
+                         f"one space)")
         if isinstance(query, Qs.FeedbackQuery):
             if not query.positives and not query.negatives:
                 raise QueryError("feedback needs at least one liked or disliked result")
             for ref in (*query.positives, *query.negatives):
-                self.resolve(index, ref)
+                service.resolve(index, ref)
             refs = S.labels_of_refs(query.positives, query.negatives)
             labels = refs if labels is None else pd.concat([labels, refs], ignore_index=True)
             if query.base is None:
                 from search import feedback as fb
-                pos = np.stack([self.stored_vector(index, r) for r in query.positives]) if query.positives else None
+                pos = np.stack([service.stored_vector(index, r) for r in query.positives]) if query.positives else None
                 if pos is None:
                     raise QueryError("a survey from feedback alone needs at least one liked result (or a base query)")
-                neg = np.stack([self.stored_vector(index, r) for r in query.negatives]) if query.negatives else \
+                neg = np.stack([service.stored_vector(index, r) for r in query.negatives]) if query.negatives else \
                     np.zeros((0, pos.shape[1]), np.float32)
                 vector, described = fb.rocchio(None, pos, neg), Qs.describe(query)
             else:
-                vector, described = self._survey_vector(index, query.base, notes), Qs.describe(query.base)
+                vector, described = service._survey_vector(index, query.base, notes), Qs.describe(query.base)
         elif isinstance(query, (Qs.TextQuery, Qs.ImageQuery, Qs.LikeQuery)):
-            vector, described = self._survey_vector(index, query, notes), Qs.describe(query)
+            vector, described = service._survey_vector(index, query, notes), Qs.describe(query)
         else:
             raise QueryError(f"a {type(query).__name__} cannot be surveyed (survey a text, an image, a result "
                              f"or feedback)")
-        identity = self.encoder.identity() if self.encoder is not None else (index.encoder or {})
+        identity = service.encoder.identity() if service.encoder is not None else (index.encoder or {})
         result = S.survey(index, vector, query=described.strip("“”"), model=describe(dict(identity)),
                           filters=filters, threshold=threshold, labels=labels, target_precision=target_precision,
                           coordinates=coordinates, notes=notes)
         self.log.query(source=source, kind="survey", query=described, filters=filters, threshold=result.threshold,
+                       space=index.space if len(every) > 1 else None,
                        calibrated=bool(result.calibration.calibrated), version=version,
                        took_ms=1000 * (time.perf_counter() - started))
         return result

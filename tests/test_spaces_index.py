@@ -197,3 +197,14 @@ def test_another_first_model_is_refused_with_how_to_add_a_space(coll: Path, toge
     err = capsys.readouterr().err
     assert "index has 'mvk-tiny-vit', you asked 'mvk-tiny-siglip'" in err
     assert "--model mvk-tiny-vit --model mvk-tiny-siglip" in err
+
+
+def test_a_survey_scores_the_space_asked(together: Path, tmp_path: Path, capsys) -> None:
+    capsys.readouterr()
+    assert main(["survey", "a fish", "--index", str(together), "--out", str(tmp_path / "s"), "--random-weights",
+                 "--space", "mvk-tiny-siglip"]) == 0
+    assert "surveyed in the embedding space mvk-tiny-siglip" in capsys.readouterr().err
+    assert json.loads((tmp_path / "s" / "survey.json").read_text())["model"].startswith("mvk-tiny-siglip")
+    assert main(["survey", "a fish", "--index", str(together), "--out", str(tmp_path / "t"), "--random-weights",
+                 "--space", "nope"]) == 2
+    assert "its spaces: mvk-tiny-vit, mvk-tiny-siglip" in capsys.readouterr().err

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a result that is a match (repeatable): a calibration label, as a like of feedback")
     parser.add_argument("--negative", action="append", default=[], metavar="ID",
                         help="a result that is not a match (repeatable): a calibration label")
+    parser.add_argument("--space", default=None, metavar="NAME",
+                        help="an index of several embedding spaces: the one to score (its model's name; default the "
+                             "index's first), e.g. a BioCLIP space for species names")
     parser.add_argument("--site", action="append", default=[], help="only this dive site (repeatable)")
     parser.add_argument("--place", action="append", default=[], help="only this place (repeatable)")
     parser.add_argument("--date-from", default="", help="only footage from this month on (YYYY-MM)")
@@ -110,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
     labels = C.read_labels(args.labels) if args.labels else None
     service = QueryService(Path(args.index), device=args.device, choice=encoder_choice(args))
     filters = Filters(sites=tuple(args.site), places=tuple(args.place), date_from=args.date_from, date_to=args.date_to)
-    result = service.survey(query, threshold=args.threshold, labels=labels, target_precision=args.target_precision,
-                            filters=filters, coordinates=coordinates, source="cli")
+    result = service.survey(query, space=args.space, threshold=args.threshold, labels=labels,
+                            target_precision=args.target_precision, filters=filters, coordinates=coordinates,
+                            source="cli")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, table in result.tables().items():
