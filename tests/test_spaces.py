@@ -154,3 +154,30 @@ def test_a_damaged_space_table_is_named_and_its_shard_skipped(root):
     assert "A" in idx.errors and "frames.other-model.faiss" in idx.errors["A"] and "B" in idx.shards
     check = store.check_index(root)
     assert not check.ok and "frames.other-model.faiss" in " ".join(check.sites["A"])
+
+
+def test_fuse_ranked_matches_a_plain_loop_reference():
+    rng = np.random.default_rng(3)
+    lists = []
+    for n in (40, 25, 0, 33):
+        gids = rng.choice(60, n, replace=False)
+        lists.append(pd.DataFrame({"rank": np.arange(1, n + 1), "gid": gids, "x": [f"{len(lists)}:{g}" for g in gids],
+                                   "score": np.sort(rng.random(n))[::-1]}))
+    names = ["s1", "s2", "s3", "s4"]
+    out = spacefusion.fuse_ranked(lists, names, "rrf")
+    rank_in: dict[int, dict[str, int | None]] = {}
+    row_of: dict[int, str] = {}
+    for name, df in zip(names, lists):
+        for rank, (gid, x) in enumerate(zip(df["gid"], df["x"]), 1):
+            rank_in.setdefault(int(gid), dict.fromkeys(names))[name] = rank
+            row_of.setdefault(int(gid), x)
+    fused = {g: sum(1 / (60 + r) for r in ranks.values() if r is not None) for g, ranks in rank_in.items()}
+    expect = sorted(fused, key=lambda g: (-fused[g], g))
+    assert list(out["gid"]) == expect
+    assert list(out["x"]) == [row_of[g] for g in expect]              # the row of the first space that returned it
+    assert np.allclose(out["score"], [fused[g] for g in expect], atol=1e-6)
+    assert list(out["spaces"]) == [rank_in[g] for g in expect]
+    assert all(type(r) is int for d in out["spaces"] for r in d.values() if r is not None)
+    assert list(out["rank"]) == list(range(1, len(expect) + 1))
+    z = spacefusion.fuse_ranked(lists, names, "zscore")
+    assert sorted(z["gid"]) == sorted(expect) and set(z.columns) == set(out.columns)
