@@ -99,6 +99,16 @@ def disk_bytes(root: Path, spaces: list[tuple[str, int]]) -> dict[str, int]:
     return out
 
 
+def resident_mib() -> dict[str, float]:
+    """RssAnon (memory the process owns) and RssFile (pages of mapped files, the FAISS tables) in MiB."""
+    got = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile"):
+            got[key] = round(int(value.split()[0]) / 1024)
+    return got
+
+
 def stats(times: list[float]) -> dict:
     a = np.array(times) * 1000
     return {"p50_ms": round(float(np.median(a)), 1), "p90_ms": round(float(np.percentile(a, 90)), 1), "n": len(a)}
@@ -119,10 +129,12 @@ def time_queries(root: Path, spaces: list[tuple[str, int]], n_queries: int, thre
     picks = index.frames.iloc[rng.choice(len(index.frames), n_queries + 1, replace=False)]
     refs = [ItemRef(str(r.site), str(r.video_id), int(r.frame_index)) for r in picks.itertuples()]
     first: dict[str, float] = {}
+    resident = {"opened": resident_mib()}
     for c in configs:           # first query per configuration: loads the further spaces' encoders
         t = time.perf_counter()
         service.run(LikeQuery(refs[0]), Options(k=20, space_fusion=c))
         first[c] = round(time.perf_counter() - t, 2)
+        resident[f"after the first query in {c}"] = resident_mib()
     deep = [f"{n} @{FUSION_DEPTH}" for n in names]
     times: dict[str, list[float]] = {c: [] for c in [*configs, *deep, "fuse_ranked rrf", "fuse_ranked zscore"]}
     for i, ref in enumerate(refs[1:]):
@@ -143,7 +155,7 @@ def time_queries(root: Path, spaces: list[tuple[str, int]], n_queries: int, thre
                 t = time.perf_counter()
                 fuse_ranked(lists, names, method)
                 times[f"fuse_ranked {method}"].append(time.perf_counter() - t)
-    return {"first_query_s": first, "queries": {c: stats(v) for c, v in times.items() if v}}
+    return {"first_query_s": first, "resident_mib": resident, "queries": {c: stats(v) for c, v in times.items() if v}}
 
 
 def time_fuse_scores(n: int, n_spaces: int, repeats: int) -> dict:
@@ -202,6 +214,7 @@ def main() -> int:
         q = got["queries"]
         single = q[args.spaces[0][0]]["p50_ms"]
         out["ratios_to_first_space"] = {c: round(s["p50_ms"] / single, 2) for c, s in q.items()}
+        print(json.dumps({"resident_mib": got["resident_mib"]}), flush=True)
         print(json.dumps({"first_query_s": got["first_query_s"], "ratios_to_first_space": out["ratios_to_first_space"]}),
               flush=True)
         if args.json:
