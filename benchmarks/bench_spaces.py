@@ -1,5 +1,5 @@
 """Several embedding spaces in one index: query latency per space and fused (``search.service.QueryService``,
-``search.spacefusion``) at MVK scale, and what each space adds on disk. Not a test: results go to BENCHMARKS.md.
+``search.spacefusion``) at MVK scale, and what each space adds on disk and in memory. Not a test: results go to BENCHMARKS.md.
 
     python3 benchmarks/bench_spaces.py [--frames 43797 --sites 36 --objects-per-frame 8 --queries 40 --threads 1
         --dims 512,768[,1152]] [--root DIR] [--json out.json]
@@ -12,9 +12,10 @@ encoded and the figures are ranking only (text encoding per model: the text-enco
 Spaces are named ``bench-d<DIM>``: 512 is ViT-B-32's size, 768 ViT-B-16-SigLIP's, 1152 ViT-SO400M-14-SigLIP-384's
 (ranking cost depends on the dimension and the counts, not on the model). The service loads each further space's
 encoder on its first query (timed apart), so each name is registered with open_clip as a tiny random text/image
-model of that embedding size: the real SigLIP tokenizers are not available offline, and like-queries encode nothing. The configurations run interleaved (order rotated per query) so that each ratio
-compares queries made at the same moment. ``fuse_scores`` is timed over full-length score arrays, one per
-space, as ``mvk kis`` fuses every frame's scores per query.
+model of that embedding size: the real SigLIP tokenizers are not available offline, and like-queries encode
+nothing. The configurations run interleaved (order rotated per query) so that each ratio compares queries made at
+the same moment. ``fuse_scores`` is timed over full-length score arrays, one per space, as ``mvk kis`` fuses every
+frame's scores per query.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search import store  # noqa: E402
-from search.testing import encoder_identity, frame_rows, object_rows  # noqa: E402
+from search import store
+from search.testing import encoder_identity, frame_rows, object_rows
 
 
 def clustered(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
@@ -195,7 +196,7 @@ def main() -> int:
         root = Path(args.root) if args.root else Path(tmp) / "idx"
         (Path(tmp) / "models").mkdir()
         register_models(args.spaces, Path(tmp) / "models")
-        out: dict = {"args": {k: v for k, v in vars(args).items()}}
+        out: dict = {"args": vars(args)}
         if not (root / "manifest.json").exists():
             t = time.perf_counter()
             out["build_s"] = {k: round(v, 1) for k, v in build(root, args.spaces, args.frames,
@@ -215,8 +216,8 @@ def main() -> int:
         single = q[args.spaces[0][0]]["p50_ms"]
         out["ratios_to_first_space"] = {c: round(s["p50_ms"] / single, 2) for c, s in q.items()}
         print(json.dumps({"resident_mib": got["resident_mib"]}), flush=True)
-        print(json.dumps({"first_query_s": got["first_query_s"], "ratios_to_first_space": out["ratios_to_first_space"]}),
-              flush=True)
+        print(json.dumps({"first_query_s": got["first_query_s"],
+                          "ratios_to_first_space": out["ratios_to_first_space"]}), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     return 0
