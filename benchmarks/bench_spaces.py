@@ -1,5 +1,6 @@
 """Several embedding spaces in one index: query latency per space and fused (``search.service.QueryService``,
-``search.spacefusion``) at MVK scale, and what each space adds on disk and in memory. Not a test: results go to BENCHMARKS.md.
+``search.spacefusion``) at MVK scale, and what each space adds on disk and in memory. Not a test: results go to
+BENCHMARKS.md.
 
     python3 benchmarks/bench_spaces.py [--frames 43797 --sites 36 --objects-per-frame 8 --queries 40 --threads 1
         --dims 512,768[,1152]] [--root DIR] [--json out.json]
