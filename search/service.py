@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from search import queries as Qs
+from search.cpus import usable_cores
 from search.errors import IndexFormatError, QueryError
 from search.identity import EncoderChoice
 from search.query import Filters
@@ -116,6 +117,7 @@ class QueryService:
     _opened: tuple | None = field(default=None, repr=False)
     _dense: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _text_encoder: Any = field(default=None, repr=False)
+    space: str | None = None                  # the embedding space this service encodes for (None: the first)
     _spaces: dict = field(default_factory=dict, repr=False)    # further space name -> its QueryService
 
     def __post_init__(self) -> None:
@@ -143,31 +145,30 @@ class QueryService:
         """The shared encoder, loaded once by the identity rule (``search.identity.encoder_for_index``)."""
         if self.encoder is None:
             from search.identity import encoder_for_index
+            from search.spaces import find
 
             with self._lock:
                 if self.encoder is None:
-                    identity = dict((self._opened[1].manifest if self._opened else
-                                     _read_manifest(self.root)).get("encoder") or {})
+                    manifest = self._opened[1].manifest if self._opened else _read_manifest(self.root)
+                    identity = dict((find(manifest, self.space).encoder if self.space else manifest.get("encoder"))
+                                    or {})
                     self.encoder = encoder_for_index(identity, self.choice, device=self.device, where=self.root)
         return self.encoder
 
     def in_space(self, index, name: str) -> tuple["QueryService", object]:
         """The service that answers in the embedding space ``name`` (this one for the index's first space; for a
-        further space one with that space's encoder, loaded once by the identity rule) and the index's view in
-        that space. The encoder choice (model, checkpoint) is the first space's; random weights apply to all."""
+        further space one that loads that space's encoder by the identity rule when a query first needs it: a
+        more-like-this query needs none) and the index's view in that space. The encoder choice (model,
+        checkpoint) is the first space's; random weights apply to all."""
         view = index.in_space(name)
         if view is index:
             return self, index
-        child = self._spaces.get(name)
-        if child is None or child.root != self.root:
-            from search.identity import encoder_for_index
-            with self._lock:
-                child = self._spaces.get(name)
-                if child is None:
-                    encoder = encoder_for_index(view.encoder, EncoderChoice(random_weights=self.choice.random_weights),
-                                                device=self.device, where=self.root)
-                    child = QueryService(self.root, self.device, self.choice, encoder=encoder, threads=self.threads)
-                    self._spaces[name] = child
+        with self._lock:
+            child = self._spaces.get(name)
+            if child is None:
+                child = QueryService(self.root, self.device, EncoderChoice(random_weights=self.choice.random_weights),
+                                     threads=self.threads, space=name)
+                self._spaces[name] = child
         return child, view
 
     # -- validation ---------------------------------------------------------------------------------
@@ -245,11 +246,21 @@ class QueryService:
             if len(index.spaces()) > 1:
                 fields["space"] = names[0]
             return found, fields
-        lists, notes, fields = [], [], {}
-        for name in names:
+        deep = replace(options, k=max(options.k, FUSION_DEPTH), group_by=None)     # grouped after fusion
+
+        def one(name: str) -> tuple[pd.DataFrame, dict]:
             service, view = self.in_space(index, name)
-            found, fields = handler(service, view, query, replace(options, k=max(options.k, FUSION_DEPTH),
-                                                                  group_by=None))   # grouped after fusion
+            return handler(service, view, query, deep)
+
+        workers = min(len(names), usable_cores())
+        if workers > 1:          # side by side: the scans release the GIL, so fused costs the slowest space
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(workers, thread_name_prefix="space") as pool:
+                answers = list(pool.map(one, names))
+        else:
+            answers = [one(name) for name in names]
+        lists, notes, fields = [], [], {}
+        for found, fields in answers:
             lists.append(found)
             notes += [n for n in found.attrs.get("notes", []) if n not in notes and not n.startswith("score:")]
         key = "gid" if "gid" in lists[0].columns else "first_gid"

@@ -251,6 +251,7 @@ class Index:
     errors: dict[str, str] = field(default_factory=dict)   # site -> why its shard was skipped
     notes: list[str] = field(default_factory=list)
     device: str = "cpu"
+    _offset_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def encoder(self) -> dict:
@@ -324,9 +325,15 @@ class Index:
         return self._offsets()[site][1]
 
     def _offsets(self) -> dict[str, tuple[int, int]]:
+        """(first frame gid, first object row) of every shard: computed once per set of shards (scoring asks
+        for them a few times per shard and query)."""
+        key = (id(self.shards), tuple(self.shards))
+        if self._offset_cache is not None and self._offset_cache[0] == key:
+            return self._offset_cache[1]
         out, f, o = {}, 0, 0
         for site, shard in self.shards.items():
             out[site] = (f, o)
             f += len(shard.frames)
             o += len(shard.objects)
+        self._offset_cache = (key, out)
         return out

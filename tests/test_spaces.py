@@ -195,3 +195,18 @@ def test_ranks_break_ties_by_position_in_float32_and_float64(dtype):
     for rank, i in enumerate(sorted(finite, key=lambda i: (-float(scores[i]), i)), 1):
         expect[i] = rank
     assert np.array_equal(spacefusion.ranks_of(scores), expect)
+
+
+def test_more_like_this_needs_no_encoder_in_any_space(root):
+    from search import queries as Qs
+    from search.service import QueryService
+    add_second(root)
+    service = QueryService(root)          # neither space's model can be loaded here: hand-made vectors
+    ref = Qs.ItemRef("A", "A-v0", 0)
+    page = service.run(Qs.LikeQuery(ref), Qs.Options(k=5))
+    assert page.rows["gid"].iloc[0] == 0 and set(page.rows["spaces"].iloc[0]) == {"hand-made", "other-model"}
+    assert page.rows["spaces"].iloc[0] == {"hand-made": 1, "other-model": 1}
+    alone = service.run(Qs.LikeQuery(ref), Qs.Options(k=5, space_fusion="other-model"))
+    assert alone.rows["gid"].iloc[0] == 0 and alone.rows["score"].iloc[0] == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(Exception, match="hand-made|other-model"):
+        service.run(Qs.TextQuery("a fish"), Qs.Options(k=5))
