@@ -116,6 +116,24 @@ def stats(times: list[float]) -> dict:
     return {"p50_ms": round(float(np.median(a)), 1), "p90_ms": round(float(np.percentile(a, 90)), 1), "n": len(a)}
 
 
+SEQUENTIAL = "rrf, one space after another"
+
+
+def run_config(service, query, config: str):
+    """One query under a configuration: a space's name, rrf, zscore, or rrf with the spaces searched one after
+    another (the service searches them side by side where it has more than one core)."""
+    from search import service as S
+    from search.queries import Options
+    if config != SEQUENTIAL:
+        return service.run(query, Options(k=20, space_fusion=config))
+    cores = S.usable_cores
+    S.usable_cores = lambda: 1
+    try:
+        return service.run(query, Options(k=20, space_fusion="rrf"))
+    finally:
+        S.usable_cores = cores
+
+
 def time_queries(root: Path, spaces: list[tuple[str, int]], n_queries: int, threads: int | None) -> dict:
     """Median and p90 per configuration (each space alone, rrf, zscore), interleaved, one query at a time;
     also each space alone at the fusion depth, and ``fuse_ranked`` on those lists."""
@@ -126,7 +144,7 @@ def time_queries(root: Path, spaces: list[tuple[str, int]], n_queries: int, thre
     service = QueryService(root, threads=threads)
     index = service.index()
     names = [name for name, _ in spaces]
-    configs = [*names, *(["rrf", "zscore"] if len(names) > 1 else [])]
+    configs = [*names, *(["rrf", "zscore", SEQUENTIAL] if len(names) > 1 else [])]
     rng = np.random.default_rng(7)
     picks = index.frames.iloc[rng.choice(len(index.frames), n_queries + 1, replace=False)]
     refs = [ItemRef(str(r.site), str(r.video_id), int(r.frame_index)) for r in picks.itertuples()]
@@ -134,7 +152,7 @@ def time_queries(root: Path, spaces: list[tuple[str, int]], n_queries: int, thre
     resident = {"opened": resident_mib()}
     for c in configs:           # first query per configuration: loads the further spaces' encoders
         t = time.perf_counter()
-        service.run(LikeQuery(refs[0]), Options(k=20, space_fusion=c))
+        run_config(service, LikeQuery(refs[0]), c)
         first[c] = round(time.perf_counter() - t, 2)
         resident[f"after the first query in {c}"] = resident_mib()
     deep = [f"{n} @{FUSION_DEPTH}" for n in names]
@@ -143,7 +161,7 @@ def time_queries(root: Path, spaces: list[tuple[str, int]], n_queries: int, thre
         order = configs[i % len(configs):] + configs[:i % len(configs)]
         for c in order:
             t = time.perf_counter()
-            page = service.run(LikeQuery(ref), Options(k=20, space_fusion=c))
+            page = run_config(service, LikeQuery(ref), c)
             times[c].append(time.perf_counter() - t)
             assert len(page.rows) == 20
         if len(names) > 1:
