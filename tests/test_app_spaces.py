@@ -95,3 +95,11 @@ def test_a_one_space_index_shows_no_spaces(one):
     at = page("index_page")
     assert not any(s.value == "Embedding spaces" for s in at.subheader)
     assert not [d for d in at.dataframe if "space" in d.value.columns]
+
+
+def test_the_random_weights_banner_names_a_further_space_once_in_words():
+    from app.ui.common import part_names, random_parts
+
+    manifest = {"encoder": {"model": FIRST, "random_weights": True},
+                "spaces": [{"name": SECOND, "encoder": {"model": SECOND, "random_weights": True}}]}
+    assert part_names(random_parts(manifest)) == ["CLIP encoder"]

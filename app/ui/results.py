@@ -185,7 +185,7 @@ def _card(index, row: dict, frame: pd.Series, overlay: str, heat_text: str = "",
         st.markdown(f"**#{int(row['rank'])}** · {float(row['score']):.3f} · {common.fmt_time(row['time'])}")
         st.caption(where(row))
         if ranks := space_ranks(row):
-            st.caption(ranks, help="this result's rank in each embedding space; the fused rank is above")
+            st.caption(ranks)
         card_actions(row, str(int(row['gid'])))
 
 
@@ -235,7 +235,7 @@ def _pair_card(index, pair: dict, first: pd.Series, then: pd.Series) -> None:
                         f"(+{float(pair['gap']):.1f} s)")
             st.caption(where(pair))
             if ranks := space_ranks(pair):
-                st.caption(ranks, help="this pair's rank in each embedding space; the fused rank is above")
+                st.caption(ranks)
             card_actions(pair_play_row(pair, first), f"pair_{int(pair['first_gid'])}")
 
 
