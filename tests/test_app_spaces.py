@@ -103,3 +103,32 @@ def test_the_random_weights_banner_names_a_further_space_once_in_words():
     manifest = {"encoder": {"model": FIRST, "random_weights": True},
                 "spaces": [{"name": SECOND, "encoder": {"model": SECOND, "random_weights": True}}]}
     assert part_names(random_parts(manifest)) == ["CLIP encoder"]
+
+
+def test_the_downloads_give_each_space_its_rank_column():
+    import pandas as pd
+
+    from app.ui.results import export_table
+
+    found = pd.DataFrame({"rank": [1, 2], "gid": [5, 3], "spaces": [{FIRST: 2, SECOND: 1}, {FIRST: 1, SECOND: None}]})
+    table = export_table(found)
+    assert "spaces" not in table and table[f"rank in {FIRST}"].tolist() == [2, 1]
+    assert table[f"rank in {SECOND}"].iloc[0] == 1 and pd.isna(table[f"rank in {SECOND}"].iloc[1])
+    assert list(export_table(found.drop(columns="spaces")).columns) == ["rank", "gid"]
+
+
+def test_the_spaces_table_names_the_sites_a_space_lacks():
+    from types import SimpleNamespace
+
+    from app.indexing import space_table
+    from app.service import space_records
+
+    identity = {"model": FIRST, "dim": 16}
+    manifest = {"encoder": identity, "indexing": {"objects": "pool"},
+                "spaces": [{"name": SECOND, "encoder": {"model": SECOND, "dim": 24}, "objects": "crop"}]}
+    index = SimpleNamespace(manifest=manifest, shards={
+        "A": SimpleNamespace(manifest={"spaces": {SECOND: {"dim": 24}}}), "B": SimpleNamespace(manifest={})})
+    records = space_records(index)
+    assert [(r["name"], r["dim"], r["objects"], r["sites"]) for r in records] == [
+        (FIRST, 16, "pool", ["A", "B"]), (SECOND, 24, "crop", ["A"])]
+    assert space_table(index)["sites with vectors"].tolist() == ["2 of 2", "1 of 2 (not yet: B)"]

@@ -26,11 +26,16 @@ def frame_rows(index, gids) -> pd.DataFrame:
 
 def export_table(found: pd.DataFrame) -> pd.DataFrame:
     """The results as downloaded (CSV, JSON): every column of the ranking, a frame without an object has empty
-    track and box cells instead of -1."""
+    track and box cells instead of -1, and a fused result's rank in each embedding space is a column
+    ``rank in NAME`` per space (empty where that space did not return it)."""
     out = found.copy()
     for name in ("track_id", "x0", "y0", "x1", "y1"):
         if name in out:
             out[name] = out[name].astype("Int64").mask(out[name] < 0)
+    if "spaces" in out:
+        ranks = [r if isinstance(r, dict) else {} for r in out.pop("spaces")]
+        for space in dict.fromkeys(name for r in ranks for name in r):
+            out[f"rank in {space}"] = pd.array([r.get(space) for r in ranks], dtype="Int64")
     return out
 
 
