@@ -43,6 +43,11 @@ SEGMENT_AFTER = 30.0     # and after it
 
 # -- response models ---------------------------------------------------------------------------------
 
+SPACE_FUSION_HELP = ("an index with several embedding spaces: rrf (reciprocal-rank fusion of their rankings), "
+                     "zscore (mean of z-normalised scores) or one space's name (that space alone); an index with "
+                     "one space ignores it")
+
+
 class ErrorResponse(BaseModel):
     status: int = Field(description="HTTP status code")
     error: str = Field(description="kind of error, e.g. 'not found'")
@@ -75,6 +80,9 @@ class FrameResult(BaseModel):
     video_url: str = Field(description="the video, with a #t= media fragment at this frame")
     segment_url: str = Field(description="a browser-playable segment around this frame (H.264 when converted); "
                                          "seek to time minus its X-Segment-Start header")
+    spaces: dict[str, int | None] | None = Field(None, description="the result's rank in each embedding space of "
+                                                                   "a fused search (null where that space did not "
+                                                                   "return it); null when one space answered")
 
 
 class PairResult(BaseModel):
@@ -98,6 +106,9 @@ class PairResult(BaseModel):
     step_gids: list[int] = Field(default_factory=list, description="every step's frame, in order")
     step_times: list[float] = Field(default_factory=list, description="every step's time, in order")
     step_scores: list[float] = Field(default_factory=list, description="every step's fused score, in order")
+    spaces: dict[str, int | None] | None = Field(None, description="the result's rank in each embedding space of "
+                                                                   "a fused search (null where that space did not "
+                                                                   "return it); null when one space answered")
 
 
 class PageInfo(BaseModel):
@@ -140,6 +151,7 @@ class FeedbackRequest(BaseModel):
     offset: int = Field(0, ge=0, lt=MAX_RESULTS)
     fusion: Literal[FUSIONS] = "max"
     weight: float = Field(0.5, ge=0.0, le=1.0)
+    space_fusion: str = Field("rrf", max_length=200, description=SPACE_FUSION_HELP)
     site: list[str] = Field(default_factory=list)
     place: list[str] = Field(default_factory=list)
     date_from: str = ""
@@ -193,6 +205,16 @@ class SiteInfo(BaseModel):
     written: str
 
 
+class SpaceInfo(BaseModel):
+    name: str = Field(description="the space's name (its model's): what space_fusion takes to search it alone")
+    model: str = Field(description="the model in words (name, tag, weights)")
+    dim: int = Field(description="vector size")
+    objects: str | None = Field(description="how its object vectors were made (pool, crop, ...)")
+    primary: bool = Field(description="the index's first space (the one encoder describes)")
+    sites: list[str] = Field(description="the sites with vectors in this space (a site without them is searched "
+                                         "in the other spaces)")
+
+
 class InfoResponse(BaseModel):
     index: str
     collection: str | None
@@ -203,6 +225,8 @@ class InfoResponse(BaseModel):
     sites: list[SiteInfo]
     skipped_shards: dict[str, str]
     encoder: dict = Field(description="the CLIP model the index was built with (and queries are encoded with)")
+    spaces: list[SpaceInfo] = Field(description="the index's embedding spaces, the first one first; a query runs in "
+                                                "every one and their rankings are fused (space_fusion)")
     segmentation: dict | None
     notes: list[str]
 
@@ -339,6 +363,14 @@ def _float(value) -> float | None:
     return value if np.isfinite(value) else None
 
 
+def _spaces(row: dict) -> dict[str, int | None] | None:
+    """A fused result's rank in each embedding space (the ``spaces`` column), None when one space answered."""
+    ranks = row.get("spaces")
+    if not isinstance(ranks, dict):
+        return None
+    return {str(name): int(rank) if rank is not None else None for name, rank in ranks.items()}
+
+
 def _frame_results(page: Page) -> list[FrameResult]:
     out = []
     for r in page.rows.to_dict("records"):
@@ -356,7 +388,7 @@ def _frame_results(page: Page) -> list[FrameResult]:
             thumbnail_url=f"/frames/{int(r['gid'])}/thumbnail?version={page.version}",
             mask_url=f"/frames/{int(r['gid'])}/objects/{track}/mask.png?version={page.version}" if has else None,
             video_url=_video_url(r["site"], r["video_id"], r["time"]),
-            segment_url=_segment_url(r["site"], r["video_id"], r["time"])))
+            segment_url=_segment_url(r["site"], r["video_id"], r["time"]), spaces=_spaces(r)))
     return out
 
 
@@ -373,7 +405,7 @@ def _pair_results(page: Page) -> list[PairResult]:
             video_url=_video_url(r["site"], r["video_id"], r["first_time"]),
             step_gids=[int(g) for g in r.get("step_gids") or []],
             step_times=[float(x) for x in r.get("step_times") or []],
-            step_scores=[float(x) for x in r.get("step_scores") or []]))
+            step_scores=[float(x) for x in r.get("step_scores") or []], spaces=_spaces(r)))
     return out
 
 
@@ -393,6 +425,7 @@ def filter_params(site: Annotated[list[str], Query(description="only this dive s
 K = Annotated[int, Query(ge=1, le=MAX_RESULTS, description="results per page")]
 OFFSET = Annotated[int, Query(ge=0, lt=MAX_RESULTS, description="results to skip (paging)")]
 FUSION = Annotated[Literal[FUSIONS], Query(description="how a frame's and its best object's scores combine")]
+SPACE_FUSION = Annotated[str, Query(max_length=200, description=SPACE_FUSION_HELP)]
 WEIGHT = Annotated[float, Query(ge=0.0, le=1.0, description="object weight w of fusion=weighted")]
 GROUP = Annotated[Literal["video"] | None, Query(description="video: one result (the best) per video")]
 CELLS = Annotated[str, Query(max_length=200, description="position query: the matching object lies in these "
@@ -583,22 +616,23 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
                     filters: FILTERS = Filters(), group_by: GROUP = None,
                     exact: Annotated[bool, Query(description="score every frame exactly")] = False,
                     cells: CELLS = "", nprobe: NPROBE = None, ef_search: EF_SEARCH = None,
-                    ) -> SearchResponse:
+                    space_fusion: SPACE_FUSION = "rrf") -> SearchResponse:
         page = service.search(q, k=k, offset=offset, fusion=fusion, weight=weight, filters=filters,
                               group_by=group_by, exact=True if exact else None,
                               params=SearchParams(nprobe=nprobe, ef_search=ef_search),
-                              cells=parse_cells(cells) if cells.strip() else ())
+                              cells=parse_cells(cells) if cells.strip() else (), space_fusion=space_fusion)
         return SearchResponse(query=q, kind="text", results=_frame_results(page), **_page_info(page, k))
 
     @app.post("/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"],
               summary="Ranked frames like an uploaded example image")
     def search_image(image: Annotated[UploadFile, File(description="PNG/JPEG/WebP, at most 20 MiB")],
                      k: K = 20, offset: OFFSET = 0, fusion: FUSION = "max", weight: WEIGHT = 0.5,
-                     filters: FILTERS = Filters(), group_by: GROUP = None) -> SearchResponse:
+                     filters: FILTERS = Filters(), group_by: GROUP = None,
+                     space_fusion: SPACE_FUSION = "rrf") -> SearchResponse:
         name = image.filename or "upload"
         pixels = read_uploaded_image(image.file.read(MAX_IMAGE_BYTES + 1), name)   # bounded read
         page = service.search(pixels, k=k, offset=offset, fusion=fusion, weight=weight, filters=filters,
-                              group_by=group_by, label=name)
+                              group_by=group_by, label=name, space_fusion=space_fusion)
         return SearchResponse(query=name, kind="image", results=_frame_results(page), **_page_info(page, k))
 
     @app.get("/search/temporal", response_model=TemporalResponse, responses=ERRORS, tags=["search"],
@@ -608,12 +642,13 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
                                                                      "after the first, in order)")] = [],
                         within: Annotated[float, Query(gt=0, le=86400, description="seconds allowed between")] = 10.0,
                         k: K = 20, offset: OFFSET = 0, fusion: FUSION = "max", weight: WEIGHT = 0.5,
-                        filters: FILTERS = Filters(), group_by: GROUP = None) -> TemporalResponse:
+                        filters: FILTERS = Filters(), group_by: GROUP = None,
+                        space_fusion: SPACE_FUSION = "rrf") -> TemporalResponse:
         if any(len(t) > 2000 for t in then):
             raise QueryError("then: a text may have at most 2000 characters")
         steps = then or [""]
         page = service.temporal(first, steps, within=within, k=k, offset=offset, fusion=fusion, weight=weight,
-                                filters=filters, group_by=group_by)
+                                filters=filters, group_by=group_by, space_fusion=space_fusion)
         return TemporalResponse(first=first, then=steps[0] if len(steps) == 1 else steps, within=within,
                                 results=_pair_results(page), **_page_info(page, k))
 
@@ -623,10 +658,12 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
                                                                          ".../TRACK_ID for one of its objects")],
                     whole_track: Annotated[bool, Query(description="the object's whole track in its video")] = False,
                     k: K = 20, offset: OFFSET = 0, fusion: FUSION = "max", weight: WEIGHT = 0.5,
-                    filters: FILTERS = Filters(), group_by: GROUP = None, cells: CELLS = "") -> SearchResponse:
+                    filters: FILTERS = Filters(), group_by: GROUP = None, cells: CELLS = "",
+                    space_fusion: SPACE_FUSION = "rrf") -> SearchResponse:
         query = LikeQuery(ItemRef.parse(id), whole_track=whole_track)
         page = service.run(query, Options(k=k, offset=offset, fusion=fusion, weight=weight, filters=filters,
-                                          group_by=group_by).with_cells(cells), source="api")
+                                          group_by=group_by, space_fusion=space_fusion).with_cells(cells),
+                           source="api")
         return SearchResponse(query=id, kind="like", results=_frame_results(page), **_page_info(page, k))
 
     @app.post("/search/feedback", response_model=FeedbackResponse, responses=ERRORS, tags=["search"],
@@ -641,7 +678,8 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
         filters = Filters(sites=tuple(body.site), places=tuple(body.place), date_from=body.date_from,
                           date_to=body.date_to)
         page = service.run(query, Options(k=body.k, offset=body.offset, fusion=body.fusion, weight=body.weight,
-                                          filters=filters, group_by=body.group_by), source="api")
+                                          filters=filters, group_by=body.group_by,
+                                          space_fusion=body.space_fusion), source="api")
         return FeedbackResponse(query=body.q or body.like or "", kind="feedback", results=_frame_results(page),
                                 session=body.session, positive=positive, negative=negative, method=body.method,
                                 **_page_info(page, body.k))

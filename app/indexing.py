@@ -35,6 +35,21 @@ def shard_table(index) -> pd.DataFrame:
                                        "failed videos", "built"])
 
 
+def space_table(index) -> pd.DataFrame:
+    """One row per embedding space of the index, the first one first: its name, model, vector size, object mode
+    and how many of the readable sites have vectors in it (naming those that do not)."""
+    from app.service import space_records
+
+    every = sorted(index.shards)
+    rows = []
+    for space in space_records(index):
+        missing = [site for site in every if site not in space["sites"]]
+        filled = f"{len(space['sites'])} of {len(every)}" + (f" (not yet: {', '.join(missing)})" if missing else "")
+        rows.append({"space": space["name"], "model": space["model"], "dim": space["dim"],
+                     "objects": space["objects"] or "", "sites with vectors": filled})
+    return pd.DataFrame(rows, columns=["space", "model", "dim", "objects", "sites with vectors"])
+
+
 def without_path(message: str, path: str) -> str:
     """``message`` with a leading mention of ``path`` (absolute or relative, with ``: ``) taken off, so a table or
     a line that names the video already does not name it twice."""

@@ -113,22 +113,25 @@ class SearchService(QueryService):
     def search(self, query: str | np.ndarray, *, k: int = 20, offset: int = 0, fusion: str = "max",
                weight: float = 0.5, filters: Filters = Filters(), group_by: Literal["video"] | None = None,
                exact: bool | None = None, source: str = "api", label: str | None = None,
-               params: SearchParams = SearchParams(), cells: tuple[int, ...] = ()) -> Page:
+               params: SearchParams = SearchParams(), cells: tuple[int, ...] = (),
+               space_fusion: str = "rrf") -> Page:
         """Ranked frames ``offset .. offset+k-1`` for a text or an (H, W, 3) image (``label`` names it in
         the log); logged as one query event."""
         q = TextQuery(query) if isinstance(query, str) else ImageQuery(query, label or "image")
         return self.run(q, Options(k=k, offset=offset, fusion=fusion, weight=weight, filters=filters,
-                                   group_by=group_by, exact=exact, params=params, cells=tuple(cells)), source=source)
+                                   group_by=group_by, exact=exact, params=params, cells=tuple(cells),
+                                   space_fusion=space_fusion), source=source)
 
     def temporal(self, first: str, then: str | list[str], *, within: float = 10.0, k: int = 20, offset: int = 0,
                  fusion: str = "max", weight: float = 0.5, filters: Filters = Filters(),
-                 group_by: Literal["video"] | None = None, source: str = "api") -> Page:
+                 group_by: Literal["video"] | None = None, source: str = "api", space_fusion: str = "rrf") -> Page:
         """"``first`` then ``then`` (one text or several, in order) within ``within`` seconds in the same
         video": ranked chains of frames."""
         thens = [then] if isinstance(then, str) else list(then)
         steps = tuple(TextQuery(s) for s in [first, *thens])
         return self.run(SequenceQuery(steps, within), Options(k=k, offset=offset, fusion=fusion, weight=weight,
-                                                              filters=filters, group_by=group_by), source=source)
+                                                              filters=filters, group_by=group_by,
+                                                              space_fusion=space_fusion), source=source)
 
     # -- survey and its plots --------------------------------------------------------------------------------
 
@@ -371,7 +374,8 @@ class SearchService(QueryService):
         return playable_segment(path, float(start), float(end), self.cache or default_cache())
 
     def info(self) -> dict:
-        """Sites with their counts, skipped shards, the encoder and segmentation the index was built with."""
+        """Sites with their counts, skipped shards, the encoder and segmentation the index was built with, and
+        its embedding spaces (``space_records``)."""
         index, version = self.opened()
         frames = index.frames
         sites = []
@@ -387,7 +391,23 @@ class SearchService(QueryService):
         return {"index": str(self.root), "collection": str(self.collection) if self.collection else None,
                 "version": version, "frames": len(frames), "objects": len(index.objects), "videos": videos,
                 "sites": sites, "skipped_shards": dict(index.errors), "encoder": index.encoder,
-                "segmentation": index.manifest.get("segmentation"), "notes": list(index.notes)}
+                "spaces": space_records(index), "segmentation": index.manifest.get("segmentation"),
+                "notes": list(index.notes)}
+
+
+def space_records(index) -> list[dict]:
+    """The embedding spaces of an opened index, the first one first: name, model in words, vector size, the
+    object mode its object vectors were made with, and the readable sites that have vectors in it (every site
+    for the first space; a further space's sites are those whose shard manifest lists it)."""
+    from search.spaces import spaces_of
+
+    out = []
+    for space in spaces_of(index.manifest or {}):
+        sites = [site for site, shard in sorted(index.shards.items())
+                 if space.primary or space.name in ((shard.manifest or {}).get("spaces") or {})]
+        out.append({"name": space.name, "model": space.describe(), "dim": space.dim, "objects": space.objects,
+                    "primary": space.primary, "sites": sites})
+    return out
 
 
 def read_mask_png(data: bytes) -> np.ndarray:

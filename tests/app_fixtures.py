@@ -29,3 +29,24 @@ def small_index(tmp_path_factory) -> tuple[Path, Path]:
     if "small" not in _BUILT:
         _BUILT["small"] = build_small_index(tmp_path_factory.mktemp("app_index"))
     return _BUILT["small"]
+
+
+TWO_SPACES = ("mvk-tiny-vit", "mvk-tiny-siglip")
+
+
+def build_two_space_index(base: Path) -> tuple[Path, Path]:
+    """(collection, index) under ``base`` with two embedding spaces (tiny random ViT first, tiny random SigLIP),
+    made the way a user makes one: ``mvk synth`` then ``mvk index`` with ``--model`` twice."""
+    from app.cli import main
+
+    collection, index = base / "collection", base / "index"
+    assert main(["synth", str(collection), "--sites", "2", "--videos", "2", "--frames", "24"]) == 0
+    assert main(["index", str(collection), "--all", "--index", str(index), "--model", TWO_SPACES[0], "--model",
+                 TWO_SPACES[1], "--random-weights", "--backbone", "color", "--every", "0.5", "--no-progress"]) == 0
+    return collection, index
+
+
+def two_space_index(tmp_path_factory) -> tuple[Path, Path]:
+    if "two" not in _BUILT:
+        _BUILT["two"] = build_two_space_index(tmp_path_factory.mktemp("two_space_index"))
+    return _BUILT["two"]

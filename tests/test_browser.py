@@ -236,3 +236,36 @@ def test_more_like_this_a_like_and_a_heatmap_in_chromium(tmp_path_factory, tmp_p
         assert page.get_by_text("No heatmap", exact=False).count() == 0
     assert (tmp_path / "more_like_this.png").stat().st_size > 10_000
     assert (tmp_path / "like_and_heatmaps.png").stat().st_size > 10_000
+
+
+def test_the_embedding_spaces_setting_in_chromium(tmp_path_factory, tmp_path):
+    """On an index with two embedding spaces: the search page's sidebar has the setting, fused cards show their
+    rank in each space, choosing one space goes into the address and a reload keeps it; each step is
+    screenshotted (into the test's folder)."""
+    import shutil
+
+    from tests.app_fixtures import TWO_SPACES, two_space_index
+
+    collection, built = two_space_index(tmp_path_factory)
+    index = tmp_path / "index"
+    shutil.copytree(built, index)
+    with running_app(index, collection) as url, browser_page(1400, 1400) as page:
+        type_query(page, url, "a red striped fish")
+        page.wait_for_function(
+            "document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 16", timeout=60_000)
+        control = page.locator('[data-testid="stSidebar"]').get_by_role("combobox", name="Embedding spaces")
+        assert control.count() == 1 and control.input_value() == "fused: reciprocal rank"
+        page.get_by_text(f"ranks: {TWO_SPACES[0]}", exact=False).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "spaces_fused.png"), full_page=True)
+        control.click()
+        page.get_by_role("option", name=TWO_SPACES[1], exact=True).click()
+        page.wait_for_function(f"location.search.includes('space_fusion={TWO_SPACES[1]}')", timeout=60_000)
+        page.get_by_text(f"space {TWO_SPACES[1]} only", exact=False).first.wait_for(timeout=60_000)
+        page.wait_for_function("!document.body.innerText.includes('ranks: ')", timeout=60_000)   # one space
+        page.reload()
+        page.get_by_text(f"space {TWO_SPACES[1]} only", exact=False).first.wait_for(timeout=90_000)
+        assert control.input_value() == TWO_SPACES[1]
+        page.screenshot(path=str(tmp_path / "spaces_one.png"), full_page=True)
+    assert (tmp_path / "spaces_fused.png").stat().st_size > 10_000
+    log = server_log(index, url)
+    assert "Traceback" not in log, log[-3000:]

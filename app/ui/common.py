@@ -69,7 +69,8 @@ def random_parts(manifest: Mapping) -> list[str]:
 
 
 # What the manifest entries that ``random_parts`` finds are, in the words of the page.
-PART_NAMES = {"encoder": "CLIP encoder", "indexing.backbone": "segmentation backbone", "index": "models"}
+PART_NAMES = {"encoder": "CLIP encoder", "spaces.encoder": "CLIP encoder", "indexing.backbone": "segmentation backbone",
+              "index": "models"}
 
 
 def part_names(parts: list[str]) -> list[str]:

@@ -30,6 +30,12 @@ if index is not None:
     st.caption(indexing.memory_line(index))
     st.subheader("Shards")
     st.dataframe(indexing.shard_table(index), hide_index=True, width="stretch")
+    spaces = indexing.space_table(index)
+    if len(spaces) > 1:
+        st.subheader("Embedding spaces")
+        st.caption("A query runs in every space and their rankings are fused; the Search page's *Embedding "
+                   "spaces* setting picks the fusion or one space alone.")
+        st.dataframe(spaces, hide_index=True, width="stretch")
     errors = indexing.video_errors(index)
     if len(errors):
         st.warning(f"{len(errors)} video(s) could not be indexed")

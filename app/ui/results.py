@@ -26,11 +26,16 @@ def frame_rows(index, gids) -> pd.DataFrame:
 
 def export_table(found: pd.DataFrame) -> pd.DataFrame:
     """The results as downloaded (CSV, JSON): every column of the ranking, a frame without an object has empty
-    track and box cells instead of -1."""
+    track and box cells instead of -1, and a fused result's rank in each embedding space is a column
+    ``rank in NAME`` per space (empty where that space did not return it)."""
     out = found.copy()
     for name in ("track_id", "x0", "y0", "x1", "y1"):
         if name in out:
             out[name] = out[name].astype("Int64").mask(out[name] < 0)
+    if "spaces" in out:
+        ranks = [r if isinstance(r, dict) else {} for r in out.pop("spaces")]
+        for space in dict.fromkeys(name for r in ranks for name in r):
+            out[f"rank in {space}"] = pd.array([r.get(space) for r in ranks], dtype="Int64")
     return out
 
 
@@ -151,12 +156,41 @@ def heatmap_image(cfg, gid: int, text: str):
         return None
 
 
+# -- several embedding spaces: the choice of fusion, and each fused result's rank in each space --------
+
+SPACE_FUSION_LABELS = {"rrf": "fused: reciprocal rank", "zscore": "fused: z-scores"}
+
+
+def space_choice_label(value: str) -> str:
+    """How the Embedding spaces setting names a value of ``Options.space_fusion`` (a space by its bare name, so a
+    link to one space reads ``space_fusion=NAME``)."""
+    return SPACE_FUSION_LABELS.get(value, value)
+
+
+def space_caption(value: str) -> str:
+    """The results' headline words for a value of ``Options.space_fusion``."""
+    return {"rrf": "spaces fused by reciprocal rank", "zscore": "spaces fused by z-scores"}.get(value,
+                                                                                               f"space {value} only")
+
+
+def space_ranks(row: dict) -> str:
+    """"ranks: A 3 · B 1" for a fused result (its rank in each embedding space, – where that space did not
+    return it), escaped for Markdown; '' when one space answered."""
+    ranks = row.get("spaces")
+    if not isinstance(ranks, dict) or not ranks:
+        return ""
+    return "ranks: " + " · ".join(f"{common.plain(name)} {rank if rank is not None else '–'}"
+                                  for name, rank in ranks.items())
+
+
 def _card(index, row: dict, frame: pd.Series, overlay: str, heat_text: str = "", cfg=None) -> None:
     with st.container(border=True):
         heat = heatmap_image(cfg, row["gid"], heat_text) if heat_text and cfg is not None else None
         st.image(heat if heat is not None else thumbnail(frame, row, overlay), width="stretch")
         st.markdown(f"**#{int(row['rank'])}** · {float(row['score']):.3f} · {common.fmt_time(row['time'])}")
         st.caption(where(row))
+        if ranks := space_ranks(row):
+            st.caption(ranks)
         card_actions(row, str(int(row['gid'])))
 
 
@@ -205,6 +239,8 @@ def _pair_card(index, pair: dict, first: pd.Series, then: pd.Series) -> None:
                         f"{common.fmt_time(pair['first_time'])} → {common.fmt_time(pair['then_time'])} "
                         f"(+{float(pair['gap']):.1f} s)")
             st.caption(where(pair))
+            if ranks := space_ranks(pair):
+                st.caption(ranks)
             card_actions(pair_play_row(pair, first), f"pair_{int(pair['first_gid'])}")
 
 
@@ -372,8 +408,9 @@ def follow(cfg, row: dict) -> None:
                 st.session_state["followed"] = common.service(cfg).track(gid, track_id=tid)
         if like.button("Search with this animal", key=f"like_{gid}_{tid}", icon=":material/manage_search:",
                        help="frames like this object's whole track"):
-            page = common.service(cfg).run(LikeQuery(ref, whole_track=True),
-                                           Options(k=int(st.session_state.get("search_k") or 20)), source="app")
+            options = Options(k=int(st.session_state.get("search_k") or 20),
+                              space_fusion=str(st.session_state.get("space_fusion") or "rrf"))
+            page = common.service(cfg).run(LikeQuery(ref, whole_track=True), options, source="app")
             st.session_state["search_results"] = page.rows
             st.session_state["search_notes"] = [n for n in page.notes if "random weights" not in n]
             st.session_state["search_label"] = f"this animal ({ref}, whole track)"

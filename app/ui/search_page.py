@@ -38,6 +38,13 @@ with st.sidebar:
                                  bind=URL)
         date_to = st.selectbox("To (month)", [""] + dates, key="f_to", format_func=lambda d: d or "any", bind=URL)
     st.subheader("Ranking")
+    space_fusion = "rrf"                 # an index with one embedding space: the setting is not shown
+    if len(index.spaces()) > 1:
+        space_fusion = st.selectbox("Embedding spaces", ["rrf", "zscore", *index.spaces()], key="space_fusion",
+                                    format_func=results.space_choice_label, bind=URL,
+                                    help="the index holds vectors of several models: fuse their rankings "
+                                         "(reciprocal rank, the robust default; or the mean of z-normalised "
+                                         "scores), or search one model's space alone")
     fusion = st.selectbox("Fusion of frame and object scores", FUSIONS, index=FUSIONS.index("max"), key="fusion",
                           help="frame: whole-frame similarity; object: best object mask; max: the larger of "
                                "both; weighted: (1−w)·frame + w·object", bind=URL)
@@ -94,7 +101,8 @@ like_ref = results.like_target()
 likes, dislikes = results.feedback_labels()
 use_feedback = bool(st.session_state.get("use_feedback")) and bool(likes or dislikes)
 params = (text.strip(), upload.file_id if upload is not None else None, tuple(then_steps), float(within), filters,
-          fusion, float(weight), int(k), cells, like_ref, (tuple(likes), tuple(dislikes)) if use_feedback else None,
+          fusion, float(weight), int(k), cells, space_fusion, like_ref,
+          (tuple(likes), tuple(dislikes)) if use_feedback else None,
           index_fingerprint(cfg.index))
 last = st.session_state.get("search_params")
 if (last is not None and params[:-1] != last[:-1]) or submitted:
@@ -135,8 +143,8 @@ if submitted or from_url or (last is not None and (params != last or st.session_
                 q = FeedbackQuery(q, tuple(ItemRef.parse(r) for r in likes), tuple(ItemRef.parse(r) for r in dislikes),
                                   display=int(k))
                 label += f" with {len(likes)} liked and {len(dislikes)} disliked results"
-            page = common.service(cfg).run(q, Options(k=wanted, fusion=fusion, weight=float(weight),
-                                                      filters=filters).with_cells(cells), source="app")
+            page = common.service(cfg).run(q, Options(k=wanted, fusion=fusion, weight=float(weight), filters=filters,
+                                                      space_fusion=space_fusion).with_cells(cells), source="app")
             found = page.rows
             if st.session_state.get("search_k") is None or params != last:
                 st.session_state.pop("selected", None)
@@ -163,7 +171,8 @@ noun = "pairs" if pairs else "frames"
 head, csv_col, json_col = st.columns([6, 1, 1], vertical_alignment="center")
 span = f" · showing {first + 1}–{first + len(shown)}" if page_no > 1 or len(found) > len(shown) else ""
 head.caption(f"{len(found)} {noun} for {common.plain(common.shorten(st.session_state.get('search_label', ''), 100))}"
-             f"{span} · {st.session_state.get('search_ms', 0):.0f} ms · fusion {fusion}")
+             f"{span} · {st.session_state.get('search_ms', 0):.0f} ms · fusion {fusion}"
+             + (f" · {common.plain(results.space_caption(space_fusion))}" if len(index.spaces()) > 1 else ""))
 export = results.export_table(found)
 csv_col.download_button("CSV", to_csv(export, index=False).encode("utf-8"), file_name="mvk_results.csv",
                         mime="text/csv", key="export_csv", on_click="ignore", icon=":material/download:",
