@@ -453,6 +453,7 @@ class SurveyRequest:
     threshold: float | None
     target_precision: float
     filters: Filters
+    space: str = ""
 
     def query(self):
         """The query value: a text or a result (like), as feedback when results are labelled."""
@@ -477,6 +478,7 @@ class SurveyRequest:
         pairs += [("positive", p) for p in self.positive] + [("negative", n) for n in self.negative]
         pairs += [("threshold", repr(self.threshold))] if self.threshold is not None else []
         pairs += [("target_precision", repr(self.target_precision))]
+        pairs += [("space", self.space)] if self.space else []
         f = self.filters
         pairs += [("site", x) for x in f.sites] + [("place", x) for x in f.places]
         pairs += [("date_from", f.date_from)] if f.date_from else []
@@ -495,9 +497,12 @@ def survey_params(q: Annotated[str, Query(max_length=2000, description="what to 
                                                                        "on the labels, else uncalibrated 0.25")] = None,
                   target_precision: Annotated[float, Query(gt=0, le=1, description="precision T is chosen for "
                                                                                    "with labels")] = 0.9,
+                  space: Annotated[str, Query(max_length=300, description="an index of several embedding "
+                                                                          "spaces: the one scored (default its "
+                                                                          "first)")] = "",
                   filters: FILTERS = Filters()) -> SurveyRequest:
     return SurveyRequest(q=q, like=like, whole_track=whole_track, positive=tuple(positive), negative=tuple(negative),
-                         threshold=threshold, target_precision=target_precision, filters=filters)
+                         threshold=threshold, target_precision=target_precision, filters=filters, space=space)
 
 
 SURVEY = Annotated[SurveyRequest, Depends(survey_params)]
@@ -749,7 +754,8 @@ def create_app(service: SearchService, *, token: str | None = None) -> FastAPI:
 
     def _survey(request: SurveyRequest):
         return service.survey_report(request.query(), key=request, threshold=request.threshold,
-                                     target_precision=request.target_precision, filters=request.filters)
+                                     target_precision=request.target_precision, filters=request.filters,
+                                     space=request.space or None)
 
     @app.get("/survey", response_model=SurveyResponse, responses=ERRORS, tags=["survey"],
              summary="Survey evidence for a query: presence and MaxN per video, per-site and per-month tables")

@@ -137,7 +137,7 @@ class SearchService(QueryService):
 
     def survey_report(self, query, *, key: tuple | None = None, threshold: float | None = None,
                       labels: pd.DataFrame | None = None, target_precision: float = 0.9,
-                      filters: Filters = Filters(), source: str = "api") -> SurveyReport:
+                      filters: Filters = Filters(), source: str = "api", space: str | None = None) -> SurveyReport:
         """``QueryService.survey`` plus its timeline, site and map plots as PNG bytes. With ``key`` (what the
         caller's request is, hashable) the report is cached per index version, so the tables, the CSV downloads
         and the plots of one request are computed once."""
@@ -151,7 +151,7 @@ class SearchService(QueryService):
             self._surveys.move_to_end(cache_key)
             return self._surveys[cache_key]
         result = self.survey(query, threshold=threshold, labels=labels, target_precision=target_precision,
-                             filters=filters, source=source)
+                             filters=filters, source=source, space=space)
         with tempfile.TemporaryDirectory(prefix="mvk-survey-") as tmp:
             paths = write_survey_plots(result.presence, result.hits, result.sites, tmp,
                                        title=f"'{result.query}' at T = {result.threshold:.3g}")

@@ -145,3 +145,12 @@ def test_a_one_space_index_ignores_the_fusion_and_refuses_an_unknown_space(one_s
     assert "mvk-tiny-vit" in refused(one_space_api.get("/search", params={"q": TEXT, "space_fusion": SECOND}))
     info = ok(one_space_api.get("/info"))
     assert [(s["name"], s["primary"]) for s in info["spaces"]] == [("mvk-tiny-vit", True)]
+
+
+def test_a_survey_scores_the_space_asked(api) -> None:
+    first = ok(api.get("/survey", params={"q": TEXT}))
+    second = ok(api.get("/survey", params={"q": TEXT, "space": SECOND}))
+    assert first["model"].startswith(FIRST) and second["model"].startswith(SECOND)
+    plot = api.get(second["plots"]["timeline"])
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+    assert "its spaces" in refused(api.get("/survey", params={"q": TEXT, "space": "nope"}))

@@ -132,3 +132,14 @@ def test_the_spaces_table_names_the_sites_a_space_lacks():
     assert [(r["name"], r["dim"], r["objects"], r["sites"]) for r in records] == [
         (FIRST, 16, "pool", ["A", "B"]), (SECOND, 24, "crop", ["A"])]
     assert space_table(index)["sites with vectors"].tolist() == ["2 of 2", "1 of 2 (not yet: B)"]
+
+
+def test_the_survey_page_scores_the_chosen_space(two):
+    at = page("survey_page")
+    control = at.selectbox(key="s_space")
+    assert control.options == list(TWO_SPACES) and control.value == TWO_SPACES[0]
+    control.set_value(TWO_SPACES[1]).run()
+    at.text_input(key="s_text").input("a red fish")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert any(f"surveyed in the embedding space {TWO_SPACES[1]}" in shown(c.value) for c in at.caption)

@@ -30,6 +30,12 @@ with st.sidebar:
     if dates:
         date_from = st.selectbox("From (month)", [""] + dates, key="s_from", format_func=lambda d: d or "any")
         date_to = st.selectbox("To (month)", [""] + dates, key="s_to", format_func=lambda d: d or "any")
+    spaces = index.spaces()
+    space = None
+    if len(spaces) > 1:       # a threshold is one model's similarity: a survey scores one space
+        space = st.selectbox("Embedding space", spaces, key="s_space",
+                             help="The model whose similarities are thresholded (a survey scores one space; a "
+                                  "BioCLIP space suits species names)")
 
 
 def _refs(text: str) -> tuple[ItemRef, ...]:
@@ -74,7 +80,7 @@ if submitted:
             with st.spinner("Surveying every video…"):
                 st.session_state["survey_report"] = common.service(cfg).survey_report(
                     query, threshold=float(threshold) if manual else None, target_precision=float(target),
-                    filters=filters, source="app")
+                    filters=filters, source="app", space=space)
     except MvkError as exc:
         st.error(common.plain(exc), icon=":material/error:")
 
