@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -201,11 +202,12 @@ def progress_text(job: Job, elapsed: float) -> str:
 
 
 def build_sites(cfg: AppConfig, folder: Path, sites: list[str] | None, *, rebuild: bool, job: Job,
-                engine: str = "local"):
+                engine: str = "local", models: Sequence[str] = ()):
     """Index ``sites`` of the collection found in ``folder`` (a security-checked folder inside the collection)
     into the app's index; returns indexer.pipeline.IndexResult. Runs in the job's thread. Videos reached
     through links leading out of the collection are refused (listed in ``job.notes``). ``engine`` names one of
-    ``indexer.engines.ENGINES`` (ray: a Ray instance on this machine, or the cluster RAY_ADDRESS names)."""
+    ``indexer.engines.ENGINES`` (ray: a Ray instance on this machine, or the cluster RAY_ADDRESS names).
+    ``models``: further embedding spaces to add (``NAME`` or ``NAME@TAG``, as ``mvk index --model``)."""
     from indexer.engines import EngineOptions, ModelSpec, check_engine, make_executor
     from indexer.models import load_models
     from indexer.pipeline import index_collection, select_sites
@@ -221,6 +223,8 @@ def build_sites(cfg: AppConfig, folder: Path, sites: list[str] | None, *, rebuil
         job.note(line)
     select_sites(catalog, sites)
     check_engine(engine)
+    from indexer.spaces import parse_model
+    further = [parse_model(m) for m in models]
     job.update(message="loading the models")
     encoder, extractor = load_models(objects=settings.config.objects, model=settings.model,
                                      pretrained=settings.pretrained, clip_checkpoint=settings.clip_checkpoint,
@@ -229,8 +233,11 @@ def build_sites(cfg: AppConfig, folder: Path, sites: list[str] | None, *, rebuil
     spec = ModelSpec(settings.model, settings.pretrained, settings.clip_checkpoint, settings.backbone,
                      settings.checkpoint, settings.random_weights)
     executor = make_executor(engine, spec, encoder, extractor, EngineOptions(collection=str(cfg.collection)))
+    from indexer.models import load_encoder
+    spaces = [load_encoder(model=name, pretrained=tag, random_weights=settings.random_weights, device=cfg.device)
+              for name, tag in further]
     job.update(message="models loaded: indexing")
     config = dataclasses.replace(settings.config, follow_outside_links=allow)
     return index_collection(cfg.collection, cfg.index, encoder=encoder, extractor=extractor, config=config,
                             sites=sites, rebuild=rebuild, catalog=catalog, progress=JobProgress(job),
-                            executor=executor)
+                            executor=executor, spaces=spaces)

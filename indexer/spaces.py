@@ -264,6 +264,14 @@ def embed_site(root: Path, site: str, models: Sequence[SpaceModel], tasks: dict[
 
 
 
+def parse_model(value: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME@TAG`` -> (name, tag or None); InputError for an empty name or tag."""
+    name, at, tag = value.partition("@")
+    if not name.strip() or (at and not tag.strip()):
+        raise InputError(f"--model {value!r}: give NAME or NAME@TAG (e.g. ViT-B-16-SigLIP@webli)")
+    return name.strip(), (tag.strip() if at else None)
+
+
 def check_distinct(models: Sequence[SpaceModel], first: Space | None = None) -> None:
     """InputError when the same model is given twice (each --model is one embedding space)."""
     seen = [first.name] if first is not None else []

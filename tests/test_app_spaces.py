@@ -143,3 +143,48 @@ def test_the_survey_page_scores_the_chosen_space(two):
     at.button[0].click().run()
     assert not at.exception and not at.error
     assert any(f"surveyed in the embedding space {TWO_SPACES[1]}" in shown(c.value) for c in at.caption)
+
+
+def test_the_index_page_adds_a_model_as_a_further_space(one):
+    import time
+
+    from app.state import job_registry
+    from search.store import open_index
+    from tests.test_app_pages import click
+
+    at = page("index_page")
+    at.text_input(key="b_models").set_value(SECOND)
+    click(at, "Index")
+    assert not at.exception, [e.value for e in at.exception]
+    job = job_registry().jobs["index"]
+    deadline = time.time() + TIMEOUT
+    while not job.finished and time.time() < deadline:
+        time.sleep(0.5)
+        at.run()
+    assert job.finished and not job.error, job.error
+    at.run()
+    assert any("Indexing finished" in s.value for s in at.success)
+    assert any(f"spaces {SECOND}: 2 video(s) embedded" in shown(c.value) for c in at.caption)
+    assert open_index(one).spaces() == [FIRST, SECOND]
+    at.run()
+    tables = [d.value for d in at.dataframe if "space" in d.value.columns]
+    assert tables and tables[0]["space"].tolist() == [FIRST, SECOND]
+
+
+def test_a_model_that_cannot_be_added_fails_the_job_with_its_reason(one):
+    import time
+
+    from app.state import job_registry
+    from tests.test_app_pages import click
+
+    at = page("index_page")
+    at.text_input(key="b_models").set_value("no-such-model")
+    click(at, "Index")
+    job = job_registry().jobs["index"]
+    deadline = time.time() + TIMEOUT
+    while not job.finished and time.time() < deadline:
+        time.sleep(0.5)
+        at.run()
+    at.run()
+    assert job.error and "unknown open_clip model 'no-such-model'" in job.error
+    assert any("Indexing failed" in e.value and "no-such-model" in shown(e.value) for e in at.error)

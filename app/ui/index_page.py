@@ -43,7 +43,7 @@ if index is not None:
     with st.expander("Models and settings"):
         st.markdown("\n".join(f"- {line}" for line in indexing.settings_lines(index.manifest or {})))
 
-st.subheader("Add or rebuild a dive site")
+st.subheader("Add or rebuild a dive site, or add a model")
 registry = job_registry()
 if cfg.collection is None:
     st.info("Start the app with `--collection DIR` to add or rebuild sites.")
@@ -60,6 +60,12 @@ else:
         site_names = st.text_input("Only these sites (comma-separated, optional)", key="b_sites",
                                    placeholder=", ".join(known[:2]) or "e.g. Oahu_Jul2022")
         engine = st.selectbox("Engine", list(ENGINES), key="b_engine", format_func=lambda k: f"{k}: {ENGINES[k].help}")
+        models = st.text_input("Add models as further embedding spaces (optional)", key="b_models",
+                               placeholder="e.g. ViT-B-16-SigLIP@webli, hf-hub:imageomics/bioclip",
+                               help="NAME or NAME@TAG, comma-separated (as `mvk index --model`): each becomes a "
+                                    "space of its own in every chosen site, fused with the others at query time; "
+                                    "only what a site lacks is embedded (no segmentation), the other spaces stay "
+                                    "as they are", disabled=index is None)
         rebuild = st.checkbox("Rebuild even if up to date", key="b_rebuild",
                               help="recompute aside; searches use the old shard until the new one is swapped in")
         start = st.form_submit_button("Indexing…" if busy else "Index", type="primary",
@@ -68,8 +74,9 @@ else:
         try:
             folder = collection_folder(cfg.collection, typed)
             sites = [s.strip() for s in site_names.split(",") if s.strip()] or None
+            further = [m.strip() for m in models.split(",") if m.strip()]
             registry.start("index", lambda job: indexing.build_sites(cfg, folder, sites, rebuild=rebuild, job=job,
-                                                                              engine=engine))
+                                                                              engine=engine, models=further))
             st.rerun()                     # the form again, its button disabled while the job runs
         except (MvkError, RuntimeError) as exc:
             st.error(str(exc))
@@ -95,6 +102,9 @@ def job_panel(every: float | None) -> None:
         result = job.result
         lines = [f"{s.site}: {s.status}, {s.frames} frames, {s.objects} objects" for s in getattr(result, "sites", [])]
         st.success("Indexing finished. " + "; ".join(lines))
+        for site in getattr(result, "sites", []):
+            for note in site.notes:
+                st.caption(f"{site.site}: {note}")
         for site, path, msg in getattr(result, "errors", []):
             st.warning(indexing.error_line(site, path, msg))
     for note in job.notes:

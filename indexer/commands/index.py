@@ -169,18 +169,10 @@ def requested_settings(args: argparse.Namespace) -> dict:
     return out
 
 
-def parse_model(value: str) -> tuple[str, str | None]:
-    """``NAME`` or ``NAME@TAG`` -> (name, tag or None); InputError for an empty name or tag."""
-    from search.errors import InputError
-    name, at, tag = value.partition("@")
-    if not name.strip() or (at and not tag.strip()):
-        raise InputError(f"--model {value!r}: give NAME or NAME@TAG (e.g. ViT-B-16-SigLIP@webli)")
-    return name.strip(), (tag.strip() if at else None)
-
-
 def split_models(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     """Set ``args.model``/``args.pretrained`` to the first ``--model`` and return the further ones as
     (name, tag) pairs (InputError when the first has a tag and --pretrained too)."""
+    from indexer.spaces import parse_model
     from search.errors import InputError
     given = [parse_model(v) for v in (args.model or [])]
     if not given:
