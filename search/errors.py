@@ -25,6 +25,10 @@ class QueryError(MvkError):
     """A query cannot be run as given (empty text, unknown site, bad filter, ...)."""
 
 
+class SpaceMissingError(QueryError):
+    """A query needs a shard's vectors in an embedding space the shard has none in yet (a space being added)."""
+
+
 class InputError(MvkError):
     """A user-supplied file or folder is not what it should be (not a collection, bad CSV, ...)."""
 

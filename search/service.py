@@ -24,7 +24,7 @@ import pandas as pd
 
 from search import queries as Qs
 from search.cpus import usable_cores
-from search.errors import IndexFormatError, QueryError
+from search.errors import IndexFormatError, QueryError, SpaceMissingError
 from search.identity import EncoderChoice
 from search.query import Filters
 from search.threads import threads
@@ -248,9 +248,12 @@ class QueryService:
             return found, fields
         deep = replace(options, k=max(options.k, FUSION_DEPTH), group_by=None)     # grouped after fusion
 
-        def one(name: str) -> tuple[pd.DataFrame, dict]:
+        def one(name: str) -> tuple[pd.DataFrame, dict] | SpaceMissingError:
             service, view = self.in_space(index, name)
-            return handler(service, view, query, deep)
+            try:
+                return handler(service, view, query, deep)
+            except SpaceMissingError as exc:     # a result of a shard the space is being added to: the others
+                return exc
 
         workers = min(len(names), usable_cores())
         if workers > 1:          # side by side: the scans release the GIL, so fused costs the slowest space
@@ -259,8 +262,12 @@ class QueryService:
                 answers = list(pool.map(one, names))
         else:
             answers = [one(name) for name in names]
-        lists, notes, fields = [], [], {}
-        for found, fields in answers:
+        missing = [(name, a) for name, a in zip(names, answers) if isinstance(a, SpaceMissingError)]
+        if len(missing) == len(names):
+            raise missing[0][1]
+        names = [name for name, a in zip(names, answers) if not isinstance(a, SpaceMissingError)]
+        lists, notes, fields = [], [f"space {name} left out: {exc}" for name, exc in missing], {}
+        for found, fields in (a for a in answers if not isinstance(a, SpaceMissingError)):
             lists.append(found)
             notes += [n for n in found.attrs.get("notes", []) if n not in notes and not n.startswith("score:")]
         key = "gid" if "gid" in lists[0].columns else "first_gid"
@@ -270,7 +277,7 @@ class QueryService:
         fused = fused.head(options.k).reset_index(drop=True)
         how = ("reciprocal-rank fusion: score = sum of 1/(60 + rank)" if options.space_fusion == "rrf" else
                "the mean of z-normalised scores")
-        fused.attrs["notes"] = [*notes, f"fused the rankings of {len(names)} embedding spaces ({', '.join(names)}) by "
+        fused.attrs["notes"] = [*notes, f"fused the rankings of {len(names)} embedding space{'s' if len(names) != 1 else ''} ({', '.join(names)}) by "
                                         f"{how}; column spaces gives the rank in each"]
         return fused, {**fields, "spaces": names, "space_fusion": options.space_fusion}
 

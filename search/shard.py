@@ -121,8 +121,8 @@ class MissingTable(VectorTable):
         return np.full(len(ids), np.nan, np.float32)
 
     def get(self, ids: np.ndarray) -> np.ndarray:
-        from search.errors import QueryError
-        raise QueryError(f"this shard has no vectors in the space {self.space!r} yet (mvk index adds them)")
+        from search.errors import SpaceMissingError
+        raise SpaceMissingError(f"this shard has no vectors in the space {self.space!r} yet (mvk index adds them)")
 
     def vectors(self) -> np.ndarray:
         return np.full((self.n, self._dim), np.nan, np.float16)

@@ -210,3 +210,19 @@ def test_more_like_this_needs_no_encoder_in_any_space(root):
     assert alone.rows["gid"].iloc[0] == 0 and alone.rows["score"].iloc[0] == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(Exception, match="hand-made|other-model"):
         service.run(Qs.TextQuery("a fish"), Qs.Options(k=5))
+
+
+def test_more_like_a_result_of_a_shard_that_lacks_a_space_uses_the_other_spaces(root):
+    from search import queries as Qs
+    from search.errors import SpaceMissingError
+    from search.service import QueryService
+    add_second(root, sites=("A",))                  # B has no vectors in other-model yet
+    service = QueryService(root)
+    ref = Qs.ItemRef("B", "B-v0", 0)
+    page = service.run(Qs.LikeQuery(ref), Qs.Options(k=5))
+    assert page.rows["site"].iloc[0] == "B" and page.rows["spaces"].iloc[0] == {"hand-made": 1}
+    assert any(n.startswith("space other-model left out: this shard has no vectors") for n in page.notes)
+    liked = service.run(Qs.FeedbackQuery(None, (ref,), ()), Qs.Options(k=5))
+    assert len(liked.rows) == 5
+    with pytest.raises(SpaceMissingError, match="no vectors in the space 'other-model' yet"):
+        service.run(Qs.LikeQuery(ref), Qs.Options(k=5, space_fusion="other-model"))
