@@ -276,27 +276,27 @@ def _fill_spaces(root: Path, collection: Path, catalog: pd.DataFrame, result: Si
     """Add the further spaces the site's shard lacks; what happened goes into ``result`` (its status becomes
     ``written`` when a space was added, its notes say which spaces and which videos failed)."""
     from indexer.plan import video_tasks
-    from indexer.spaces import embed_site
+    from indexer.spaces import embed_site, missing_spaces
+    names = ", ".join(m.space.name for m in missing_spaces(root, result.site, models))
     videos = catalog[catalog["site"].astype(str) == result.site]
     tasks = {t.rel: t for t in video_tasks(collection, result.site, videos, settings.config)}
     t = time.perf_counter()
     try:
         done = embed_site(root, result.site, models, tasks, settings, progress)
     except MvkError as exc:
-        result.notes.append(f"further spaces not added: {exc}")
+        result.error = f"space {names} not added: {exc}"
         return
     seconds = time.perf_counter() - t
     result.seconds["spaces"] = seconds
     if done.status == "written":
-        names = ", ".join(m.space.name for m in models)
         computed = [v for v in done.videos if v.status == "indexed"]
         frames = sum(v.frames for v in computed)
         result.notes.append(f"spaces {names}: {len(computed)} video(s) embedded ({frames} frames in {seconds:.1f} s, "
                             f"{frames / max(seconds, 1e-9):.1f} f/s), {len(done.videos) - len(computed)} reused")
         result.status = "written"
-    elif done.status == "failed":
-        result.notes.append(done.error or "further spaces not added")
-        result.notes += [f"{v.video_path}: {v.error}" for v in done.videos if v.error]
+    elif done.status == "failed":          # the site stays served from its other spaces; listed as an error
+        result.error = "; ".join([done.error or f"space {names} not added",
+                                  *(f"{v.video_path}: {v.error}" for v in done.videos if v.error)])
 
 
 def _finish_site(root: Path, plan: SitePlan | SiteResult, done: Iterator[VideoResult], *, encoder: "Encoder",

@@ -208,3 +208,30 @@ def test_a_survey_scores_the_space_asked(together: Path, tmp_path: Path, capsys)
     assert main(["survey", "a fish", "--index", str(together), "--out", str(tmp_path / "t"), "--random-weights",
                  "--space", "nope"]) == 2
     assert "its spaces: mvk-tiny-vit, mvk-tiny-siglip" in capsys.readouterr().err
+
+
+def test_a_video_that_no_longer_gives_its_frames_fails_the_space_not_the_site(coll: Path, tmp_path: Path,
+                                                                              monkeypatch, capsys) -> None:
+    idx = tmp_path / "short"
+    assert main(["index", str(coll), "--index", str(idx), "--model", "mvk-tiny-vit", "--site", "Oahu_Jul2022",
+                 *COMMON]) == 0
+    from indexer import work
+    real = work.frames_of
+
+    def one_frame_short(task, settings):
+        frames = list(real(task, settings))
+        return frames[:-1] if task.video_id == "0002" else frames
+
+    monkeypatch.setattr(work, "frames_of", one_frame_short)
+    capsys.readouterr()
+    assert main(["index", str(coll), "--index", str(idx), *TWO, "--site", "Oahu_Jul2022", *COMMON]) == 0
+    out = capsys.readouterr().out
+    assert "space mvk-tiny-siglip not added: 1 video(s) could not be embedded" in out
+    assert "gives 1 frames, the index holds 2: it changed since it was indexed" in out
+    assert "some videos failed" in out
+    index = store.open_index(idx)                                  # still served, from its first space
+    assert not index.errors and "mvk-tiny-siglip" not in index.shards["Oahu_Jul2022"].space_tables
+    monkeypatch.setattr(work, "frames_of", real)
+    capsys.readouterr()
+    assert main(["index", str(coll), "--index", str(idx), *TWO, "--site", "Oahu_Jul2022", *COMMON]) == 0
+    assert re.search(r"1 video\(s\) embedded \(.*\), 1 reused", capsys.readouterr().out)   # the good part kept
