@@ -224,7 +224,7 @@ def _index_collection(collection: str | Path, index_dir: str | Path, *, encoder:
                 result = _finish_site(root, plan, done, encoder=encoder, config=config, fp=fp, clock=clock,
                                       progress=progress)
                 if space_models and result.status in ("written", "up-to-date"):
-                    _fill_spaces(root, collection, catalog, result, space_models, settings, progress)
+                    _fill_spaces(root, collection, catalog, result, space_models, settings, progress, executor)
                 results.append(result)
     except OSError as exc:
         if is_disk_full(exc):
@@ -272,17 +272,19 @@ def further_spaces(root: Path, on_disk: dict, encoders: Sequence["Encoder"], con
 
 
 def _fill_spaces(root: Path, collection: Path, catalog: pd.DataFrame, result: SiteResult, models: list["SpaceModel"],
-                 settings: WorkSettings, progress: Progress) -> None:
-    """Add the further spaces the site's shard lacks; what happened goes into ``result`` (its status becomes
-    ``written`` when a space was added, its notes say which spaces and which videos failed)."""
+                 settings: WorkSettings, progress: Progress, executor: "Executor") -> None:
+    """Add the further spaces the site's shard lacks, their per-video work on ``executor`` where it runs it
+    (``run_spaces``), else in this process; what happened goes into ``result`` (its status becomes ``written``
+    when a space was added, its notes say which; a space that could not be completed is its error)."""
     from indexer.plan import video_tasks
-    from indexer.spaces import embed_site, missing_spaces
+    from indexer.spaces import embed_site, missing_spaces, run_local
     names = ", ".join(m.space.name for m in missing_spaces(root, result.site, models))
     videos = catalog[catalog["site"].astype(str) == result.site]
     tasks = {t.rel: t for t in video_tasks(collection, result.site, videos, settings.config)}
     t = time.perf_counter()
     try:
-        done = embed_site(root, result.site, models, tasks, settings, progress)
+        done = embed_site(root, result.site, models, tasks, settings, progress,
+                          runner=getattr(executor, "run_spaces", None) or run_local)
     except MvkError as exc:
         result.error = f"space {names} not added: {exc}"
         return

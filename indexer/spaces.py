@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -194,11 +194,49 @@ def video_vectors(task: VideoTask, settings: WorkSettings, frames: pd.DataFrame,
     return result
 
 
+@dataclass(frozen=True)
+class SpaceJob:
+    """One video's work in the further spaces it lacks: the task that reads its frames, its stored frame rows,
+    its object rows (``frame_row`` counted from the video's first frame) and the names of the spaces to fill.
+    Plain data, so an engine can ship it to a worker."""
+    task: VideoTask
+    frames: pd.DataFrame
+    objects: pd.DataFrame
+    spaces: tuple[str, ...]
+
+
+SpaceVectors = dict[str, tuple[np.ndarray, np.ndarray]]
+SpaceRunner = Callable[[Sequence[SpaceJob], WorkSettings, Sequence[SpaceModel], Progress],
+                       Iterator["SpaceVectors | MvkError"]]
+"""``(jobs, settings, models, progress) -> per job in order: its vectors per space, or the input error that
+stopped it``: how an engine runs the further spaces' per-video work (``run_local`` here; the Ray engine's
+``RayExecutor.run_spaces`` on its workers)."""
+
+
+def run_job(job: SpaceJob, settings: WorkSettings, models: Sequence[SpaceModel], progress: Progress
+            ) -> "SpaceVectors | MvkError":
+    """One job's vectors in each of its spaces, or the input error that stopped it."""
+    try:
+        return video_vectors(job.task, settings, job.frames, job.objects,
+                             [m for m in models if m.space.name in job.spaces], progress)
+    except MvkError as exc:
+        return exc
+
+
+def run_local(jobs: Sequence[SpaceJob], settings: WorkSettings, models: Sequence[SpaceModel],
+              progress: Progress) -> Iterator["SpaceVectors | MvkError"]:
+    """The further spaces' work in this process, one video after another, with the driver's encoders."""
+    for job in jobs:
+        progress.video_started(job.task.site, job.task.video_id, len(job.frames))
+        yield run_job(job, settings, models, progress)
+
+
 def embed_site(root: Path, site: str, models: Sequence[SpaceModel], tasks: dict[str, VideoTask],
-               settings: WorkSettings, progress: Progress) -> SiteResult:
+               settings: WorkSettings, progress: Progress, runner: SpaceRunner = run_local) -> SiteResult:
     """Add the spaces of ``models`` the site's shard lacks (``tasks``: the site's videos by their relative path,
-    as the plan made them). Returns the site's result: ``written`` with one VideoResult per video, ``up-to-date``
-    when nothing was missing, or ``failed`` (the shard is then kept as it was, without those spaces)."""
+    as the plan made them): committed parts are reused, the other videos go to ``runner`` as ``SpaceJob``s.
+    Returns the site's result: ``written`` with one VideoResult per video, ``up-to-date`` when nothing was
+    missing, or ``failed`` (the shard is then kept as it was, without those spaces)."""
     from search import store
     from search.writer import write_spaces
     todo = missing_spaces(root, site, models)
@@ -217,40 +255,49 @@ def embed_site(root: Path, site: str, models: Sequence[SpaceModel], tasks: dict[
     object_frame = objects["frame_row"].to_numpy(np.int64)
     names = list(dict.fromkeys(video_of_frame))
     progress.site_started(f"{site}: space {', '.join(m.space.name for m in todo)}", len(names), len(frames))
+    jobs: list[SpaceJob] = []
+    where: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
+    results: dict[str, VideoResult] = {}
     for rel in names:
         f_rows = np.flatnonzero(video_of_frame == rel)
         o_rows = np.flatnonzero(np.isin(object_frame, f_rows))
         fr, ob = frames.iloc[f_rows], objects.iloc[o_rows]
         digest, key = rows_digest(fr, ob), safe_key(rel)
-        video_id = str(fr["video_id"].iat[0])
-        vr = VideoResult(site, video_id, rel, "resumed", frames=len(fr), objects=len(ob), expected_frames=len(fr))
+        results[rel] = vr = VideoResult(site, str(fr["video_id"].iat[0]), rel, "resumed", frames=len(fr),
+                                        objects=len(ob), expected_frames=len(fr))
+        where[rel] = (f_rows, o_rows, digest)
         need = []
         for m in todo:
             got = parts[m.space.name].load(key, digest, len(fr), len(ob))
             if got is None:
-                need.append(m)
+                need.append(m.space.name)
             else:
                 vectors[m.space.name][0][f_rows], vectors[m.space.name][1][o_rows] = got
-        if need:
-            task = tasks.get(rel)
-            progress.video_started(site, video_id, len(fr))
-            t = time.perf_counter()
-            try:
-                if task is None:
-                    raise MvkError(f"{rel}: the video is no longer in the collection (its rows stay in the index; "
-                                   f"mvk index --rebuild --site {site} drops them)")
-                computed = video_vectors(task, settings, fr, ob, need, progress, first_row=int(f_rows[0]))
-            except MvkError as exc:
-                vr.status, vr.error = "failed", str(exc)
-            else:
-                vr.status = "indexed"
-                for m in need:
-                    fv, ov = computed[m.space.name]
-                    parts[m.space.name].save(key, digest, fv, ov)
-                    vectors[m.space.name][0][f_rows], vectors[m.space.name][1][o_rows] = fv, ov
-            vr.seconds = {"object_embedding": time.perf_counter() - t}
-        result.videos.append(vr)
+        if not need:
+            progress.video_finished(vr)
+        elif rel not in tasks:
+            vr.status, vr.error = "failed", (f"{rel}: the video is no longer in the collection (its rows stay in the "
+                                             f"index; mvk index --rebuild --site {site} drops them)")
+            progress.video_finished(vr)
+        else:
+            local = ob.assign(frame_row=ob["frame_row"].to_numpy(np.int64) - int(f_rows[0]))
+            jobs.append(SpaceJob(tasks[rel], fr.reset_index(drop=True), local.reset_index(drop=True), tuple(need)))
+    t = time.perf_counter()
+    for job, got in zip(jobs, runner(jobs, settings, todo, progress)):
+        vr = results[job.task.rel]
+        f_rows, o_rows, digest = where[job.task.rel]
+        if isinstance(got, MvkError):
+            vr.status, vr.error = "failed", str(got)
+        else:
+            vr.status = "indexed"
+            for name in job.spaces:
+                fv, ov = got[name]
+                parts[name].save(safe_key(job.task.rel), digest, fv, ov)
+                vectors[name][0][f_rows], vectors[name][1][o_rows] = fv, ov
+        vr.seconds = {"object_embedding": time.perf_counter() - t}
+        t = time.perf_counter()
         progress.video_finished(vr)
+    result.videos = [results[rel] for rel in names]
     failed = [v for v in result.videos if v.status == "failed"]
     if failed:
         result.status = "failed"
@@ -261,7 +308,6 @@ def embed_site(root: Path, site: str, models: Sequence[SpaceModel], tasks: dict[
         result.status = "written"
     progress.site_finished(result)
     return result
-
 
 
 def parse_model(value: str) -> tuple[str, str | None]:

@@ -140,3 +140,57 @@ def test_workers_that_cannot_load_the_drivers_models_stop_the_run(cluster, colle
     with pytest.raises(EngineError, match="cannot load the models"):
         index_collection(collection, tmp_path / "idx", encoder=encoder, config=_config(objects="none"),
                          sites=[SITES[0]], executor=RayExecutor(other))
+
+
+def test_further_spaces_run_on_the_workers_and_match_the_local_engine(cluster, collection, tmp_path, models) -> None:
+    """A space added to an index on the Ray engine is embedded by actors that load its encoder themselves (by the
+    identity the index records), with the same vectors as the local engine's."""
+    from indexer.engines.raydata import RayExecutor
+    from indexer.models import load_encoder
+    from indexer.pipeline import index_collection
+    from search.encoder import TEST_SIGLIP_MODEL
+    from search.store import open_index
+    spec, encoder, extractor = models
+    siglip = load_encoder(model=TEST_SIGLIP_MODEL, random_weights=True)
+    local = index_collection(collection, tmp_path / "local", encoder=encoder, extractor=extractor, config=_config(),
+                             spaces=[siglip])
+    assert local.ok and not local.errors
+    executor = RayExecutor(spec)
+    first = _ray_index(collection, tmp_path / "ray", models)          # one space, then the space added on Ray
+    assert first.ok and not first.errors
+    added = index_collection(collection, tmp_path / "ray", encoder=encoder, extractor=extractor, config=_config(),
+                             executor=executor, spaces=[siglip])
+    assert added.ok and not added.errors, added.errors
+    assert sum(executor.spaces_per_node.values()) == 2 * len(SITES)      # every video embedded by an actor
+    assert added.engine is not None and "further spaces only" in added.engine.detail
+    a, b = open_index(tmp_path / "local").in_space(TEST_SIGLIP_MODEL), open_index(tmp_path / "ray").in_space(
+        TEST_SIGLIP_MODEL)
+    for site in SITES:
+        assert np.array_equal(a.shards[site].vectors("frames"), b.shards[site].vectors("frames"))
+        assert np.array_equal(a.shards[site].vectors("objects"), b.shards[site].vectors("objects"))
+
+
+def test_a_node_that_dies_while_probed_stops_the_run_with_a_message(tmp_path) -> None:
+    """check_shared on a cluster whose node dies during the probe: EngineError naming the cause, no traceback."""
+    from indexer.engines.raydata import EngineError, check_shared
+
+    class Remote:
+        def options(self, **kw):
+            return self
+
+        def remote(self, *args):
+            return object()
+
+    class DyingRay:
+        def nodes(self):
+            return [{"Alive": True, "NodeID": "a" * 56}, {"Alive": True, "NodeID": "b" * 56}]
+
+        def remote(self, **kw):
+            return lambda fn: Remote()
+
+        def get(self, refs, timeout=None):
+            raise RuntimeError("The node with node id: bbbb has been marked dead")
+
+    with pytest.raises(EngineError, match="could not check that its 2 nodes see the same files: .*marked dead"):
+        check_shared(DyingRay(), tmp_path, [str(tmp_path)])
+    assert not list((tmp_path / ".work").glob("probe-*"))         # the probe file is removed

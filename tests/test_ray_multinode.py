@@ -139,6 +139,28 @@ def test_readme_steps_index_like_the_local_engine_on_both_worker_nodes(cluster, 
     assert_same_index(idx, local_index)
 
 
+def test_a_further_space_is_embedded_on_the_worker_nodes(cluster, collection, tmp_path) -> None:
+    """`mvk index ... --model A --model B` on the cluster: the second space's videos are read and embedded by
+    actors on the worker nodes (none on the head), with the vectors of the local engine."""
+    from app.cli import main
+    from search.store import open_index
+    local = tmp_path / "local"
+    assert main(["index", str(collection), "--all", "--index", str(local), *TEST_FLAGS,
+                 "--model", "mvk-tiny-siglip"]) == 0
+    idx, log = tmp_path / "idx", tmp_path / "run.log"
+    proc = cluster.popen(cluster.head, [*index_command(cluster, collection, idx), "--model", "mvk-tiny-siglip"], log)
+    code, out = finish(proc, log)
+    assert code == 0, out
+    found = re.search(r"space videos per node: ([^)]*)\)", out)
+    assert found, out
+    counts = {node: int(n) for node, n in (item.rsplit(" ", 1) for item in found.group(1).split(", "))}
+    assert set(counts) <= {n.ip for n in cluster.nodes[1:]} and sum(counts.values()) == 4, counts
+    a, b = open_index(idx).in_space("mvk-tiny-siglip"), open_index(local).in_space("mvk-tiny-siglip")
+    for site in SITES:
+        assert np.array_equal(a.shards[site].vectors("frames"), b.shards[site].vectors("frames"))
+        assert np.array_equal(a.shards[site].vectors("objects"), b.shards[site].vectors("objects"))
+
+
 def test_killed_driver_then_killed_worker_node_resume_without_duplicates(cluster, collection, local_index,
                                                                          tmp_path) -> None:
     idx = tmp_path / "idx"
@@ -164,3 +186,4 @@ def test_killed_driver_then_killed_worker_node_resume_without_duplicates(cluster
     assert_same_index(idx, local_index)
     print(f"resumed after the driver died with {committed} committed video(s); node {victim.ip} killed "
           f"({len(killed)} processes); the run after the kill exited {code}:\n{out}")
+

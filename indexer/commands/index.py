@@ -269,9 +269,6 @@ def run(args: argparse.Namespace) -> int:
     from indexer.models import load_encoder
     spaces = [load_encoder(model=name, pretrained=tag, random_weights=args.random_weights, device=args.device)
               for name, tag in further]
-    if spaces and args.engine != "local":
-        print(f"note: the further spaces ({', '.join(n for n, _ in further)}) are embedded in this process after "
-              f"each site's first space", file=sys.stderr)
     if args.random_weights:
         print("note: --random-weights: models are randomly initialised; this index is for tests and "
               "benchmarks only (its manifest says so)", file=sys.stderr)

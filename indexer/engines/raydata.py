@@ -211,7 +211,11 @@ def check_shared(ray: Any, index_root: Path, collection_paths: Sequence[str]) ->
         probe = ray.remote(num_cpus=0)(_probe)
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
             list(collection_paths), str(token_file), token) for n in nodes]
-        problems = sorted({p for found in ray.get(refs) for p in found})
+        try:
+            problems = sorted({p for found in ray.get(refs, timeout=120) for p in found})
+        except Exception as exc:         # a node died or hangs while probed: name it, no traceback
+            raise EngineError(f"the Ray cluster could not check that its {len(nodes)} nodes see the same files: "
+                              f"{_cause(exc)}; check the cluster (ray status) and run again") from None
     finally:
         token_file.unlink(missing_ok=True)
     if problems:
@@ -260,6 +264,56 @@ def plan_resources(cluster: dict, *, objects: bool, workers: int | None, gpus_pe
     return segment, embed, resources
 
 
+class _SpaceEmbedder:
+    """Further-space actor (``indexer.spaces``): loads each space's encoder once, by the identity the index
+    records, then computes one video's vectors in its spaces a call: the video's frames read again on the worker
+    (the same frame source, checked against the stored rows), its objects from the stored masks."""
+
+    def __init__(self, spaces: list[dict], settings: WorkSettings) -> None:
+        import ray
+
+        from indexer.spaces import space_model
+        from search.identity import EncoderChoice, encoder_for_index
+        from search.spaces import Space
+        self.settings, self.problem, self.models = settings, None, []
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        try:
+            for record in spaces:
+                space = Space(**record)
+                encoder = encoder_for_index(space.encoder, EncoderChoice(
+                    random_weights=bool(space.encoder.get("random_weights"))), device=device)
+                config = replace(settings.config, objects=space.objects or settings.config.objects)
+                self.models.append(replace(space_model(encoder, config)[0], space=space))
+        except MvkError as exc:
+            self.problem = str(exc)
+
+    def __call__(self, batch: dict) -> dict:
+        from indexer.spaces import run_job
+        if self.problem is not None:
+            raise EngineError(_model_problem(self.problem))
+        payloads = []
+        for raw in batch["job"]:
+            got = run_job(pickle.loads(raw), self.settings, self.models, Progress())
+            payloads.append(_portable(got) if isinstance(got, BaseException) else pickle.dumps(got))
+        return {"payload": np.array(payloads, dtype=object), "node": np.array([_node()] * len(payloads), dtype=object)}
+
+
+def space_actors(cluster: dict, *, workers: int | None, gpus_per_worker: float | None,
+                 actor_memory: int) -> tuple[int, dict]:
+    """(actors, the Ray resources of each) for the further spaces' stage, where one actor both reads a video and
+    embeds it: one per GPU share (``gpus_per_worker``, default a whole GPU) where the cluster has GPUs, else one
+    per CPU; ``workers`` caps them."""
+    gpus, cpus = float(cluster.get("GPU", 0)), max(1, int(cluster.get("CPU", 1)))
+    if gpus:
+        per = gpus_per_worker if gpus_per_worker is not None else 1.0
+        if per > gpus:
+            raise InputError(f"--gpus-per-worker {per:g}: the cluster has {gpus:g} GPU(s)")
+        actors, resources = max(1, int(gpus / per + 1e-9)), {"num_gpus": per, "num_cpus": 1, "memory": actor_memory}
+    else:
+        actors, resources = cpus, {"num_cpus": 1, "memory": actor_memory}
+    return (min(actors, workers) if workers is not None else actors), resources
+
+
 class RayExecutor:
     """Runs the work stage on a Ray cluster (``address``: ``HEAD_IP:6379``, ``auto``, ``ray://host:port``, or
     None for a Ray instance started here). ``workers`` caps the model actors of each stage (default: from the
@@ -275,6 +329,7 @@ class RayExecutor:
         self.collection = Path(os.path.abspath(collection)) if collection is not None else None
         self.info: EngineInfo | None = None
         self.chunks_per_node: Counter[str] = Counter()
+        self.spaces_per_node: Counter[str] = Counter()
 
     def connect(self) -> Any:
         ray = import_ray()
@@ -389,6 +444,50 @@ class RayExecutor:
         if order:
             raise EngineError(f"the Ray engine stopped before {len(order)} video(s) were done: an engine bug")
         yield from ready
+
+    def run_spaces(self, jobs: Sequence[Any], settings: WorkSettings, models: Sequence[Any],
+                   progress: Progress) -> Iterator[Any]:
+        """``indexer.spaces.SpaceRunner`` on the cluster: one row per video, through actors that hold the further
+        spaces' encoders (``_SpaceEmbedder``); each video's vectors (or the input error that stopped it) in job
+        order. ``spaces_per_node`` counts the videos each node embedded."""
+        if not jobs:
+            return
+        ray = self.connect()
+        roots = [str(self.collection)] if self.collection is not None else sorted({j.task.path for j in jobs})[:1]
+        check_shared(ray, Path(settings.index_root), roots)
+        actors, res = space_actors(ray.cluster_resources(), workers=self.workers, gpus_per_worker=self.gpus_per_worker,
+                                   actor_memory=model_memory(*(m.encoder for m in models)))
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ds = ray.data.from_items([{"job": pickle.dumps(j)} for j in jobs], override_num_blocks=len(jobs))
+        ds = ds.map_batches(_SpaceEmbedder, batch_size=1, batch_format="numpy",
+                            fn_constructor_kwargs={"spaces": [m.space.record() for m in models], "settings": settings},
+                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), **res)
+        if self.info is None:
+            nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+            device = "cuda" if res.get("num_gpus") else "cpu"
+            self.info = EngineInfo("ray", actors, (device,) * actors, f"{nodes} node(s); further spaces only")
+            progress.engine_started(self.info)
+        rows = iter(ds.iter_rows())
+        try:
+            for job, row in zip(jobs, rows):
+                self.spaces_per_node[str(row["node"])] += 1
+                spread = ", ".join(f"{node} {n}" for node, n in sorted(self.spaces_per_node.items()))
+                self.info = replace(self.info, detail=self.info.detail.split("; space videos per node:")[0]
+                                    + f"; space videos per node: {spread}")
+                got = pickle.loads(row["payload"])
+                progress.frames_done(len(job.frames))
+                yield got
+        except MvkError:
+            raise
+        except Exception as exc:             # Ray wraps what a worker raised; name the cause in one line
+            raise EngineError(f"the Ray engine stopped: {_cause(exc)}") from None
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
 
 
 def _cause(exc: BaseException) -> str:
