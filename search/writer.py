@@ -57,10 +57,19 @@ def _write_faiss(index: Any, path: Path) -> None:
 
 
 
-def fsync_files(folder: Path) -> None:
-    for name in SHARD_FILES:
+def fsync_files(folder: Path, names: tuple[str, ...] | list[str] = SHARD_FILES) -> None:
+    for name in names:
         with open(folder / name, "rb") as fh:
             os.fsync(fh.fileno())
+
+
+def record_shard(root: Path, site: str, shard_manifest: dict, root_manifest: dict) -> None:
+    """Enter a newly published shard version in the root manifest (its counts, type and time)."""
+    with locked_root(root):
+        disk, _ = load_root_manifest(root)
+        disk = disk if disk is not None else dict(root_manifest)
+        disk.setdefault("shards", {})[site] = shard_entry(shard_manifest)
+        write_root(root, disk)
 
 
 
@@ -146,11 +155,7 @@ def write_shard(root: str | Path, site: str, frames: pd.DataFrame, frame_vectors
             raise
         drop_loose_files(site_dir)
         shard_layout.collect(site_dir, schema.GRACE_SECONDS)
-    with locked_root(root):
-        disk, _ = load_root_manifest(root)
-        disk = disk if disk is not None else dict(root_manifest)
-        disk.setdefault("shards", {})[site] = shard_entry(shard_manifest)
-        write_root(root, disk)
+    record_shard(root, site, shard_manifest, root_manifest)
     return final
 
 
@@ -228,19 +233,13 @@ def write_spaces(root: str | Path, site: str, vectors: dict[str, tuple[np.ndarra
             shard_manifest = {**manifest, "spaces": spaces, "files": files, "notes": notes,
                               "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "index": index_settings(root_manifest)}
             write_json_atomic(tmp / "manifest.json", shard_manifest)
-            for file in files:
-                with open(tmp / file, "rb") as fh:
-                    os.fsync(fh.fileno())
+            fsync_files(tmp, ["manifest.json", *files])
             final = shard_layout.publish(site_dir, tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         shard_layout.collect(site_dir, schema.GRACE_SECONDS)
-    with locked_root(root):
-        disk, _ = load_root_manifest(root)
-        disk = disk if disk is not None else dict(root_manifest)
-        disk.setdefault("shards", {})[site] = shard_entry(shard_manifest)
-        write_root(root, disk)
+    record_shard(root, site, shard_manifest, root_manifest)
     return final
 
 
