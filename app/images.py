@@ -17,13 +17,6 @@ def decode_jpeg(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a bool mask (index arrays, no loops)."""
-    ys = np.minimum((np.arange(height) * mask.shape[0]) // height, mask.shape[0] - 1)
-    xs = np.minimum((np.arange(width) * mask.shape[1]) // width, mask.shape[1] - 1)
-    return mask[ys[:, None], xs[None, :]]
-
-
 def draw_object(image: np.ndarray, *, mode: str, mask_rle: str = "", box: tuple | None = None,
                 source_size: tuple[int, int] | None = None) -> np.ndarray:
     """``image`` with the object's mask tinted and outlined (``mode="mask"``) or its box drawn (``"box"``).
@@ -37,7 +30,7 @@ def draw_object(image: np.ndarray, *, mode: str, mask_rle: str = "", box: tuple 
 
         from search.drawing import outline_colour
 
-        mask = _resize_mask(rle.decode(mask_rle).astype(bool), h, w)
+        mask = rle.decode_at(mask_rle, h, w)
         edge = outline_colour(out[mask], MASK_COLOUR)       # amber, unless the object itself is amber-bright
         out[mask] = (0.45 * out[mask] + 0.55 * MASK_COLOUR).astype(np.uint8)
         inner = mask.copy()
@@ -82,7 +75,7 @@ def mask_png(mask_rle: str, width: int, height: int) -> bytes:
 
     from search import rle
 
-    mask = _resize_mask(rle.decode(mask_rle).astype(bool), int(height), int(width))
+    mask = rle.decode_at(mask_rle, int(height), int(width))
     buf = io.BytesIO()
     Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buf, "PNG")
     return buf.getvalue()

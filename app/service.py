@@ -240,11 +240,10 @@ class SearchService(QueryService):
                              f"(the video has fewer frames than the index says)")
         size = frames[position].image.shape[:2]
         if seed is None:
-            from app.images import _resize_mask
             from search import rle
             if not stored["mask_rle"]:
                 raise NotFoundError(f"object {track_id} of frame {gid} has no stored mask to follow")
-            value = MaskSeed(_resize_mask(rle.decode(str(stored["mask_rle"])).astype(bool), *size).astype(np.uint8))
+            value = MaskSeed(rle.decode_at(str(stored["mask_rle"]), *size).astype(np.uint8))
         elif isinstance(seed, (bytes, bytearray)):
             value = MaskSeed(read_mask_png(bytes(seed)))
         elif len(seed) == 4:

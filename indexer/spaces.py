@@ -72,15 +72,11 @@ def object_masks(objects: pd.DataFrame, frame_row: int, size: tuple[int, int], s
                  ) -> list[StoredObject]:
     """The objects of one frame (rows of ``objects`` with that ``frame_row``), masks decoded and brought to
     ``size`` (w, h) by nearest neighbour, boxes scaled from source pixels ``src`` (w, h) to ``size``."""
-    import torch
-
     from search import rle
     rows = objects[objects["frame_row"].to_numpy(np.int64) == frame_row]
     if not len(rows):
         return []
-    small = np.stack([rle.decode(m) for m in rows["mask_rle"]])
-    big = torch.nn.functional.interpolate(torch.from_numpy(small.astype(np.float32))[:, None],
-                                          size=(size[1], size[0]), mode="nearest")[:, 0].numpy() > 0.5
+    big = [rle.decode_at(m, size[1], size[0]) for m in rows["mask_rle"]]
     sx, sy = size[0] / max(src[0], 1), size[1] / max(src[1], 1)
     boxes = np.round(rows[["x0", "y0", "x1", "y1"]].to_numpy(np.float64) * [sx, sy, sx, sy]).astype(int)
     return [StoredObject(m, tuple(int(v) for v in b)) for m, b in zip(big, boxes)]

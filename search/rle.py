@@ -37,6 +37,19 @@ def decode(rle: str) -> np.ndarray:
     return np.repeat(values, counts).reshape(h, w)
 
 
+def resize(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a bool mask to ``height`` x ``width`` (index arrays, no loops)."""
+    ys = np.minimum((np.arange(height) * mask.shape[0]) // height, mask.shape[0] - 1)
+    xs = np.minimum((np.arange(width) * mask.shape[1]) // width, mask.shape[1] - 1)
+    return mask[ys[:, None], xs[None, :]]
+
+
+def decode_at(rle: str, height: int, width: int) -> np.ndarray:
+    """The (height, width) bool mask of a stored run-length string (stored masks are at thumbnail size; a frame,
+    a drawing or a seed wants them at its own)."""
+    return resize(decode(rle).astype(bool), int(height), int(width))
+
+
 def box(rle: str) -> tuple[int, int, int, int] | None:
     """(x0, y0, x1, y1) of the mask in its own resolution (x1/y1 exclusive), None when empty."""
     m = decode(rle)

@@ -277,8 +277,9 @@ class QueryService:
         fused = fused.head(options.k).reset_index(drop=True)
         how = ("reciprocal-rank fusion: score = sum of 1/(60 + rank)" if options.space_fusion == "rrf" else
                "the mean of z-normalised scores")
-        fused.attrs["notes"] = [*notes, f"fused the rankings of {len(names)} embedding space{'s' if len(names) != 1 else ''} ({', '.join(names)}) by "
-                                        f"{how}; column spaces gives the rank in each"]
+        spaces = f"{len(names)} embedding space{'s' if len(names) != 1 else ''} ({', '.join(names)})"
+        fused.attrs["notes"] = [*notes, f"fused the rankings of {spaces} by {how}; each result carries its rank in "
+                                        f"each space"]
         return fused, {**fields, "spaces": names, "space_fusion": options.space_fusion}
 
     def text_encoder(self):
