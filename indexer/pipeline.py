@@ -278,7 +278,10 @@ def _fill_spaces(root: Path, collection: Path, catalog: pd.DataFrame, result: Si
     when a space was added, its notes say which; a space that could not be completed is its error)."""
     from indexer.plan import video_tasks
     from indexer.spaces import embed_site, missing_spaces, run_local
-    names = ", ".join(m.space.name for m in missing_spaces(root, result.site, models))
+    todo = missing_spaces(root, result.site, models)
+    if not todo:
+        return                                     # every space there: nothing to read or stat
+    names = ", ".join(m.space.name for m in todo)
     videos = catalog[catalog["site"].astype(str) == result.site]
     tasks = {t.rel: t for t in video_tasks(collection, result.site, videos, settings.config)}
     t = time.perf_counter()
