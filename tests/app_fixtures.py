@@ -50,3 +50,16 @@ def two_space_index(tmp_path_factory) -> tuple[Path, Path]:
     if "two" not in _BUILT:
         _BUILT["two"] = build_two_space_index(tmp_path_factory.mktemp("two_space_index"))
     return _BUILT["two"]
+
+
+def configure_app(monkeypatch, built: tuple[Path, Path], tmp_path: Path) -> Path:
+    """The app configured (environment) on a private copy of a built index (pages may write query sets or
+    shards into it), with its collection and random weights; returns the copy."""
+    import shutil
+    collection, index = built
+    copy = tmp_path / "index"
+    shutil.copytree(index, copy)
+    monkeypatch.setenv("MVK_INDEX", str(copy))
+    monkeypatch.setenv("MVK_COLLECTION", str(collection))
+    monkeypatch.setenv("MVK_RANDOM_WEIGHTS", "1")
+    return copy

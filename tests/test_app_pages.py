@@ -28,13 +28,8 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture()
 def app_env(built, tmp_path, monkeypatch) -> tuple[Path, Path]:
     """The app configured on a private copy of the index (pages may write query sets or shards into it)."""
-    collection, index = built
-    copy = tmp_path / "index"
-    shutil.copytree(index, copy)
-    monkeypatch.setenv("MVK_INDEX", str(copy))
-    monkeypatch.setenv("MVK_COLLECTION", str(collection))
-    monkeypatch.setenv("MVK_RANDOM_WEIGHTS", "1")
-    return collection, copy
+    from tests.app_fixtures import configure_app
+    return built[0], configure_app(monkeypatch, built, tmp_path)
 
 
 def page(name: str | None = None) -> AppTest:

@@ -3,12 +3,10 @@ the spaces or picks one (and a link keeps the choice), fused result cards show t
 Index page lists the spaces; an index with one space shows none of it."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app_fixtures import TWO_SPACES, small_index, two_space_index
+from tests.app_fixtures import TWO_SPACES, configure_app, small_index, two_space_index
 from tests.test_api_spaces import alone_in_space
 from tests.test_app_pages import APP, TIMEOUT, page, search, shown
 
@@ -16,24 +14,14 @@ FIRST, SECOND = TWO_SPACES
 TEXT = "a red striped fish"
 
 
-def configure(monkeypatch, built, tmp_path):
-    collection, index = built
-    copy = tmp_path / "index"
-    shutil.copytree(index, copy)
-    monkeypatch.setenv("MVK_INDEX", str(copy))
-    monkeypatch.setenv("MVK_COLLECTION", str(collection))
-    monkeypatch.setenv("MVK_RANDOM_WEIGHTS", "1")
-    return copy
-
-
 @pytest.fixture()
 def two(tmp_path_factory, tmp_path, monkeypatch):
-    return configure(monkeypatch, two_space_index(tmp_path_factory), tmp_path)
+    return configure_app(monkeypatch, two_space_index(tmp_path_factory), tmp_path)
 
 
 @pytest.fixture()
 def one(tmp_path_factory, tmp_path, monkeypatch):
-    return configure(monkeypatch, small_index(tmp_path_factory), tmp_path)
+    return configure_app(monkeypatch, small_index(tmp_path_factory), tmp_path)
 
 
 def rank_captions(at: AppTest) -> list[str]:
